@@ -1,0 +1,47 @@
+"""Small shared helpers for the tests (no fixtures here: see conftest.py)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = REPO / "bin"
+
+
+def zg(cmd, *args, input=None, env=None, stdin=None, check=False):
+    """Run bin/zg-CMD as a real process; returns CompletedProcess with bytes stdout/stderr."""
+    e = dict(os.environ)
+    e.pop("ZG_DEBUG", None)
+    e.update(env or {})
+    kw = dict(stdin=stdin) if stdin is not None else dict(input=input if input is not None else b"")
+    return subprocess.run([sys.executable, str(BIN / f"zg-{cmd}"), *map(str, args)], capture_output=True,
+                          env=e, check=check, **kw)
+
+
+def assert_one_line_error(proc, code, *words):
+    """The quality bar for bad input: exit code as documented, one line on stderr, no traceback."""
+    err = proc.stderr.decode()
+    assert proc.returncode == code, (proc.returncode, err)
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w.lower() in err.lower(), (w, err)
+    return err
+
+
+def mixed_data(size, seed=1):
+    """Compressible text, repetitive records and ~10% random bytes, deterministic."""
+    import random
+    rnd = random.Random(seed)
+    out = bytearray()
+    while len(out) < size:
+        kind = rnd.random()
+        if kind < 0.1:
+            out += rnd.randbytes(4096)
+        elif kind < 0.5:
+            out += b"".join(b"INSERT INTO t VALUES (%d, 'name-%d', %f);\n" % (i, rnd.randrange(1000), rnd.random())
+                            for i in range(50))
+        else:
+            out += (b"lorem ipsum dolor sit amet %d " % rnd.randrange(100)) * 40
+    return bytes(out[:size])

@@ -1,0 +1,191 @@
+"""Format v1 end to end in-process: round trips, keys, and every kind of damage the spec says is detected."""
+
+import io
+import os
+
+import pytest
+
+from zfsglacier import archive, keys
+from zfsglacier.errors import (CorruptArchiveError, NoMatchingKeyError, NotAnArchiveError, UnsupportedVersionError)
+from zfsglacier.format import PREAMBLE_SIZE, read_header
+from zfsglacier.stream import TAG_SIZE, END_SIZE
+
+from tests.helpers import mixed_data
+
+CHUNK = 4096  # small chunks make multi-chunk archives out of small inputs
+
+
+def enc(data, recipients, **kw):
+    out = io.BytesIO()
+    kw.setdefault("chunk_size", CHUNK)
+    r = archive.encrypt(io.BytesIO(data), out, recipients, **kw)
+    return out.getvalue(), r
+
+
+def dec(blob, identities):
+    out = io.BytesIO()
+    archive.decrypt(io.BytesIO(blob), out, identities)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def key():
+    return keys.SecretKey.generate()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return mixed_data(200_000)
+
+
+@pytest.mark.parametrize("algorithm", ["zstd", "lz4", "bz2", "xz", "none"])
+def test_round_trip_every_compression(key, data, algorithm):
+    blob, r = enc(data, [key], algorithm=algorithm)
+    assert dec(blob, [key]) == data
+    assert read_header(io.BytesIO(blob)).compression == algorithm
+    if algorithm != "none":
+        assert len(blob) < len(data)
+    assert r.plaintext_length == len(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK])
+def test_round_trip_sizes_at_chunk_boundaries(key, size):
+    data = os.urandom(size)
+    blob, _ = enc(data, [key], algorithm="none")
+    assert dec(blob, [key]) == data
+
+
+def test_public_recipient_encrypts_and_only_secret_decrypts(data):
+    offsite, recovery = keys.SecretKey.generate(), keys.SecretKey.generate()
+    blob, _ = enc(data, [offsite.recipient(), recovery.recipient()])
+    assert [t for t, _ in read_header(io.BytesIO(blob)).slots] == ["x25519", "x25519"]
+    assert dec(blob, [offsite]) == data
+    assert dec(blob, [recovery]) == data
+    with pytest.raises(NoMatchingKeyError):
+        dec(blob, [keys.SecretKey.generate()])
+
+
+def test_passphrase_slot(data):
+    pw = keys.Passphrase(b"correct horse battery staple", log_n=10)
+    blob, _ = enc(data, [pw])
+    assert dec(blob, [keys.Passphrase(b"correct horse battery staple")]) == data
+    with pytest.raises(NoMatchingKeyError):
+        dec(blob, [keys.Passphrase(b"wrong")])
+
+
+def test_hostile_scrypt_cost_is_refused(key):
+    blob, _ = enc(b"x", [keys.Passphrase(b"pw", log_n=10)])
+    h = read_header(io.BytesIO(blob))
+    i = blob.index(h.slots[0][1].salt) - 3  # log_n byte sits 3 bytes before the salt
+    assert blob[i] == 10
+    bad = blob[:i] + bytes([40]) + blob[i + 1:]
+    with pytest.raises(CorruptArchiveError, match="scrypt"):
+        dec(bad, [keys.Passphrase(b"pw")])
+
+
+def test_header_public_fields_need_no_key(data):
+    blob, _ = enc(data, [keys.SecretKey.generate().recipient()])
+    h = read_header(io.BytesIO(blob))
+    assert h.public_fields()["zg-compression"] == "zstd:3"
+    assert h.snapshot is None
+
+
+def test_private_metadata_needs_the_key(key, data):
+    blob, _ = enc(data, [key], extra_metadata={"label": "nightly"})
+    assert b"nightly" not in blob
+    h, fk = archive.open_archive(io.BytesIO(blob), [key])
+    assert archive.read_private_metadata(h, fk)["label"] == "nightly"
+
+
+# --- damage: everything below must be detected, and nothing unauthenticated written ----------
+
+@pytest.fixture(scope="module")
+def sample(key, data):
+    blob, _ = enc(data, [key])
+    return blob
+
+
+def decrypt_damaged(blob, key):
+    """Decrypt, returning (exception, bytes written before it)."""
+    out = io.BytesIO()
+    with pytest.raises((CorruptArchiveError, NoMatchingKeyError, NotAnArchiveError)) as ei:
+        archive.decrypt(io.BytesIO(blob), out, [key])
+    return ei.value, out.getvalue()
+
+
+def test_every_truncation_is_detected(key, data, sample):
+    header_len = len(read_header(io.BytesIO(sample)).raw)
+    cuts = list(range(0, header_len + 40, 7)) + list(range(header_len, len(sample), 997)) + \
+        [len(sample) - k for k in (1, 15, 16, 17, END_SIZE, END_SIZE + 1)]
+    for cut in cuts:
+        err, written = decrypt_damaged(sample[:cut], key)
+        assert data.startswith(written), cut  # only an authenticated prefix ever reaches the output
+
+
+def test_every_flipped_byte_region_is_detected(key, data, sample):
+    h = read_header(io.BytesIO(sample))
+    n = len(h.raw)
+    positions = list(range(0, n)) + list(range(n, len(sample), 331)) + list(range(len(sample) - 70, len(sample)))
+    for pos in positions:
+        bad = bytearray(sample)
+        bad[pos] ^= 0x01
+        with pytest.raises((CorruptArchiveError, NoMatchingKeyError, NotAnArchiveError,
+                            UnsupportedVersionError)):
+            archive.decrypt(io.BytesIO(bytes(bad)), io.BytesIO(), [key])
+
+
+def _body_chunks(blob):
+    h = read_header(io.BytesIO(blob))
+    body = blob[len(h.raw):]
+    sealed = h.chunk_size + TAG_SIZE
+    return h.raw, [body[i:i + sealed] for i in range(0, len(body) - END_SIZE, sealed)], body[-END_SIZE:]
+
+
+def test_reordered_dropped_duplicated_chunks_are_detected(key, sample):
+    head, chunks, trailer = _body_chunks(sample)
+    assert len(chunks) >= 4
+    variants = {
+        "swap": [chunks[1], chunks[0]] + chunks[2:],
+        "drop": chunks[:1] + chunks[2:],
+        "dup": chunks[:2] + chunks[1:],
+        "drop-last": chunks[:-1],
+    }
+    for name, body in variants.items():
+        with pytest.raises(CorruptArchiveError):
+            dec(head + b"".join(body) + trailer, [key])
+
+
+def test_splice_from_another_archive_is_detected(key, data, sample):
+    other, _ = enc(data, [key])
+    head_a, chunks_a, trailer_a = _body_chunks(sample)
+    head_b, chunks_b, trailer_b = _body_chunks(other)
+    for blob in (head_a + b"".join(chunks_b) + trailer_b,            # other body under our header
+                 head_a + b"".join(chunks_a[:2] + chunks_b[2:]) + trailer_b,
+                 head_a + b"".join(chunks_a) + trailer_b):
+        with pytest.raises(CorruptArchiveError):
+            dec(blob, [key])
+
+
+def test_appended_bytes_are_detected(key, sample):
+    for extra in (b"\0", os.urandom(END_SIZE), sample[-END_SIZE:]):
+        with pytest.raises(CorruptArchiveError):
+            dec(sample + extra, [key])
+
+
+def test_future_version_names_the_version_needed(key, sample):
+    bad = sample[:8] + (7).to_bytes(2, "big") + sample[10:]
+    with pytest.raises(UnsupportedVersionError, match="version 7"):
+        dec(bad, [key])
+
+
+def test_not_an_archive(key):
+    with pytest.raises(NotAnArchiveError, match="empty"):
+        dec(b"", [key])
+    with pytest.raises(NotAnArchiveError):
+        dec(b"hello world, this is not an archive", [key])
+
+
+def test_header_size_bounds(key, sample):
+    huge = sample[:10] + (1 << 30).to_bytes(4, "big") + sample[PREAMBLE_SIZE:]
+    with pytest.raises(CorruptArchiveError, match="header size"):
+        dec(huge, [key])

@@ -1,0 +1,3 @@
+"""zfsglacier: encrypted, verified ZFS snapshot archives in cold storage."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,164 @@
+"""Encrypt a byte stream into a v1 archive and back: the layers composed.
+
+encrypt:  input -> [sha256, length] -> compressor -> ChunkWriter -> output
+decrypt:  input -> header/key slots -> ChunkReader -> decompressor -> [sha256, length] -> output
+"""
+
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import lz4.frame
+import zstandard
+from Crypto.Cipher import AES
+
+from . import __version__, compression, zfsstream
+from .errors import CorruptArchiveError
+from .format import FORMAT_VERSION, Header, SnapshotInfo, build_unsigned, metadata_json, read_header, with_mac
+from .keys import ZERO_NONCE, derive, header_mac, open_header
+from .pipeline import ReadAhead, WriteBehind
+from .pipes import IO_SIZE, PeekReader, read_full
+from .stream import ChunkReader, ChunkWriter
+
+DEFAULT_CHUNK_SIZE = 1 << 20
+
+
+@dataclass
+class Result:
+    header: Header
+    plaintext_length: int
+    plaintext_sha256: str
+    compressed_length: int
+    identity: "zfsstream.StreamIdentity | None" = None
+
+
+def _seal_metadata(file_key, salt, meta):
+    c = AES.new(derive(file_key, salt, b"metadata"), AES.MODE_GCM, nonce=ZERO_NONCE)
+    ct, tag = c.encrypt_and_digest(metadata_json(meta))
+    return ct + tag
+
+
+def read_private_metadata(header, file_key):
+    """The encrypted part of the header (snapshot name, host, ...), as a dict."""
+    blob = header.private_metadata
+    c = AES.new(derive(file_key, header.file_salt, b"metadata"), AES.MODE_GCM, nonce=ZERO_NONCE)
+    try:
+        return json.loads(c.decrypt_and_verify(blob[:-16], blob[-16:]))
+    except (ValueError, UnicodeDecodeError):
+        raise CorruptArchiveError("archive's private metadata fails authentication") from None
+
+
+def encrypt(src, out, recipients, *, algorithm=compression.DEFAULT, level=None, chunk_size=DEFAULT_CHUNK_SIZE,
+            extra_metadata=None, threads=-1):
+    """Write ``src`` to ``out`` as an archive that any of ``recipients`` can open."""
+    level = compression.check(algorithm, level)
+    src = src if isinstance(src, PeekReader) else PeekReader(src)
+    ident = zfsstream.parse_begin(src.peek(zfsstream.BEGIN_RECORD_SIZE))
+    file_key, file_salt = os.urandom(32), os.urandom(16)
+    private = {"tool": f"zfsglacier {__version__}", "host": socket.gethostname()}
+    snapshot = None
+    if ident is not None:
+        private["snapshot"] = ident.toname
+        snapshot = SnapshotInfo(
+            toguid=ident.toguid, fromguid=ident.fromguid, creation_time=ident.creation_time,
+            versioninfo=ident.versioninfo, drr_flags=ident.drr_flags, objset_type=ident.objset_type,
+            big_endian=ident.byteorder == "big")
+    private.update(extra_metadata or {})
+    header = Header(
+        created=int(time.time()), compression=algorithm, compression_level=level, chunk_size=chunk_size,
+        file_salt=file_salt, snapshot=snapshot, slots=[r.wrap(file_key) for r in recipients],
+        private_metadata=_seal_metadata(file_key, file_salt, private))
+    unsigned = build_unsigned(header)
+    header.mac = header_mac(file_key, file_salt, unsigned)
+    header.raw = with_mac(unsigned, header.mac)
+    out.write(header.raw)
+
+    digest = hashlib.sha256()
+
+    def read_block():  # on the read-ahead thread: input is read and hashed while blocks compress
+        block = read_full(src, compression.BLOCK_SIZE)
+        digest.update(block)
+        return block
+
+    chunks = ChunkWriter(out, derive(file_key, header.mac, b"payload"), chunk_size, len(header.raw))
+    comp = compression.writer(algorithm, level, chunks, threads=threads)
+    ahead = ReadAhead(read_block)
+    length = 0
+    try:
+        while block := ahead.read_piece():
+            length += len(block)
+            comp.write(block)
+        comp.close()
+    finally:
+        ahead.close()
+    chunks.finish(length, digest.digest())
+    return Result(header, length, digest.hexdigest(), chunks.compressed_length, ident)
+
+
+def open_archive(src, identities):
+    """Read the header and unlock it: (header, file key)."""
+    header = read_header(src)
+    return header, open_header(header, identities)
+
+
+_DECOMPRESS_ERRORS = (zstandard.ZstdError, OSError, EOFError, RuntimeError, lz4.frame.LZ4FrameError
+                      if hasattr(lz4.frame, "LZ4FrameError") else RuntimeError)
+
+
+def decrypt(src, out, identities, *, opened=None):
+    """Write the plaintext of the archive on ``src`` to ``out`` (``out=None``: verify only).
+
+    Only authenticated bytes reach ``out``; a damaged or truncated archive raises
+    CorruptArchiveError after writing at most its authenticated prefix.
+    """
+    header, file_key = opened or open_archive(src, identities)
+    chunks = ChunkReader(src, derive(file_key, header.mac, b"payload"), header.chunk_size, len(header.raw))
+    ahead = ReadAhead(chunks.read_chunk)  # reading and opening chunks overlaps decompression
+    plain = compression.reader(header.compression, ahead)
+    digest = hashlib.sha256()
+    behind = WriteBehind(out, digest)  # hashing and writing overlap it too
+    try:
+        while data := plain.read(IO_SIZE):
+            behind.write(data)
+        if ahead.read_piece():
+            raise CorruptArchiveError("archive has authenticated data after its compressed stream ended")
+    except _DECOMPRESS_ERRORS as err:
+        if isinstance(err, (BrokenPipeError, ConnectionResetError)):
+            raise
+        raise CorruptArchiveError(f"archive's {header.compression} data cannot be decompressed: {err}") from None
+    finally:
+        ahead.close()
+        behind.close()
+    length = behind.length
+    want_length, compressed_length, want_sha = chunks.trailer
+    if length != want_length or digest.digest() != want_sha:
+        raise CorruptArchiveError("decrypted data does not match the length and SHA-256 in the archive's trailer")
+    return Result(header, length, digest.hexdigest(), compressed_length)
+
+
+def describe(header, private=None):
+    """A JSON-friendly view of a header for zg-inspect."""
+    d = {
+        "format": f"zfsglacier v{FORMAT_VERSION}",
+        "created": header.created,
+        "compression": header.compression,
+        "compression_level": header.compression_level,
+        "cipher": "AES-256-GCM STREAM (HKDF-SHA256)",
+        "chunk_size": header.chunk_size,
+        "key_slots": [t for t, _ in header.slots],
+        "header_size": len(header.raw),
+    }
+    if header.snapshot:
+        s = header.snapshot
+        d["snapshot"] = {
+            "toguid": s.toguid, "fromguid": s.fromguid, "incremental": s.incremental,
+            "creation_time": s.creation_time, "stream": "compound" if s.compound else "plain",
+            "feature_flags": s.versioninfo >> 2, "byteorder": "big" if s.big_endian else "little",
+            "drr_flags": s.drr_flags, "objset_type": s.objset_type,
+        }
+    if private is not None:
+        d["private"] = private
+    return d

@@ -1,0 +1,46 @@
+"""zg-decrypt: a filter from an archive (v1, or the 2013 format) back to the original stream."""
+
+from .. import archive, keys, legacy
+from ..errors import KeyFileError, NotAnArchiveError
+from ..format import MAGIC, describe_foreign
+from ..pipes import PeekReader, widen_pipe
+from .common import binary_stdin, binary_stdout, parser, run
+from .keyargs import add_key_options, identities
+
+
+def body(argv):
+    p = parser("zg-decrypt", "Decrypt an archive on stdin to stdout; only authenticated bytes are written.")
+    add_key_options(p, encrypting=False)
+    p.add_argument("--legacy", action="store_true",
+                   help="the input is a 2013-format archive (pbzip2 | openssl aes-256-cbc -a | pbzip2); "
+                        "normally detected automatically")
+    args = p.parse_args(argv)
+    idents, foreign = identities(args, allow_foreign=True)
+    src, out = binary_stdin(), binary_stdout()
+    widen_pipe(src)
+    widen_pipe(out)
+    src = PeekReader(src)
+    head = src.peek(64)
+    if args.legacy or (not head.startswith(MAGIC) and legacy.looks_legacy(head)):
+        if not foreign:
+            raise KeyFileError("this is a 2013-format archive: give the 2013 key file (the one openssl used)")
+        password = keys_password(foreign)
+        legacy.decrypt_legacy(src, out, password)
+    elif head.startswith(MAGIC) or MAGIC.startswith(head) and head:
+        if not idents:
+            raise KeyFileError(f"{foreign[0].path} is not a zfsglacier secret key file (needed for this archive)")
+        archive.decrypt(src, out, idents)
+    else:
+        raise NotAnArchiveError(describe_foreign(head))
+    out.flush()
+    return 0
+
+
+def keys_password(foreign):
+    if len(foreign) > 1:
+        raise KeyFileError("give exactly one 2013 key file")
+    return legacy.password_from_keyfile(foreign[0].raw)
+
+
+def main(argv=None):
+    return run("zg-decrypt", body, argv)

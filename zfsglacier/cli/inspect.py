@@ -1,0 +1,81 @@
+"""zg-inspect: show an archive's header; with --key also its private metadata, with --verify the body."""
+
+import datetime
+import json
+import sys
+
+from .. import archive
+from ..errors import UsageError
+from ..format import read_header
+from ..pipes import PeekReader
+from .common import binary_stdin, parser, run
+from .keyargs import add_key_options, identities
+
+
+def body(argv):
+    p = parser("zg-inspect", "Show what an archive's header says (no key needed for the public part).")
+    p.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY",
+                   help="secret key file: also decrypt the private metadata and check the header MAC")
+    p.add_argument("-p", "--passphrase", action="store_true", help="open with a passphrase")
+    p.add_argument("--passphrase-fd", type=int, metavar="FD")
+    p.add_argument("--verify", action="store_true",
+                   help="also decrypt the whole body (writing nothing) and check every chunk and the trailer")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("file", nargs="?", help="archive file (default: stdin)")
+    args = p.parse_args(argv)
+    src = PeekReader(open(args.file, "rb") if args.file else binary_stdin())
+    keyed = bool(args.keys or args.passphrase or args.passphrase_fd is not None)
+    if keyed:
+        idents, _ = identities(args)
+        opened = archive.open_archive(src, idents)
+        header, file_key = opened
+        info = archive.describe(header, archive.read_private_metadata(header, file_key))
+        info["header_mac"] = "ok"
+        if args.verify:
+            r = archive.decrypt(src, None, idents, opened=opened)
+            info["verified"] = {"plaintext_length": r.plaintext_length, "plaintext_sha256": r.plaintext_sha256,
+                                "compressed_length": r.compressed_length}
+    else:
+        if args.verify:
+            raise UsageError("--verify needs --key or --passphrase")
+        info = archive.describe(read_header(src))
+    if args.json:
+        json.dump(info, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        _print_human(info)
+    return 0
+
+
+def _when(ts):
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _print_human(info):
+    w = sys.stdout.write
+    w(f"format:       {info['format']}\n")
+    w(f"created:      {_when(info['created'])}\n")
+    w(f"compression:  {info['compression']} level {info['compression_level']}\n")
+    w(f"cipher:       {info['cipher']}, {info['chunk_size']} byte chunks\n")
+    w(f"key slots:    {', '.join(info['key_slots'])}\n")
+    s = info.get("snapshot")
+    if s:
+        kind = "incremental" if s["incremental"] else "full"
+        w(f"zfs stream:   {kind}, {s['stream']}, {s['byteorder']}-endian, features 0x{s['feature_flags']:x}\n")
+        w(f"  toguid:     {s['toguid']}\n")
+        if s["incremental"]:
+            w(f"  fromguid:   {s['fromguid']}\n")
+        w(f"  snapshot created: {_when(s['creation_time'])}\n")
+    else:
+        w("zfs stream:   none recognised (the input was not a ZFS send stream)\n")
+    if "private" in info:
+        w(f"header MAC:   {info['header_mac']}\n")
+        for k, v in sorted(info["private"].items()):
+            w(f"  {k}: {v}\n")
+    if "verified" in info:
+        v = info["verified"]
+        w(f"verified:     {v['plaintext_length']} bytes, sha256 {v['plaintext_sha256']}\n")
+
+
+def main(argv=None):
+    return run("zg-inspect", body, argv)

@@ -1,0 +1,113 @@
+"""User configuration: ``$ZG_CONFIG``, else ``$XDG_CONFIG_HOME/zfsglacier/config.toml``
+(``~/.config/zfsglacier/config.toml``).  A missing file is an empty configuration.
+
+    catalog = "/var/lib/zfsglacier/catalog.db"   # default: ~/.local/share/zfsglacier/catalog.db
+    default_destination = "offsite"
+
+    [destinations.offsite]
+    url = "s3://my-bucket/backups"   # or glacier://vault, file:///path
+    storage_class = "DEEP_ARCHIVE"   # S3 only: GLACIER, GLACIER_IR, STANDARD_IA, STANDARD
+    profile = "backup"               # AWS profile; region = "eu-west-1" likewise
+    jobs = 4                         # parts in flight
+
+Credentials never go here: boto3's own chain (AWS_PROFILE, ~/.aws, environment) provides them.
+Unknown keys in a destination are refused (a typo must not silently pick a default storage class).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import UsageError
+
+# Keys a [destinations.NAME] table may hold besides url; the stores' options plus CLI settings.
+DESTINATION_KEYS = {
+    "storage_class", "part_size", "profile", "region", "retry_mode", "max_attempts", "jobs",
+}
+
+
+def config_path() -> str:
+    """Where the configuration is read from (it need not exist)."""
+    if os.environ.get("ZG_CONFIG"):
+        return os.environ["ZG_CONFIG"]
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "zfsglacier", "config.toml")
+
+
+def default_catalog_path() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                            "share")
+    return os.path.join(base, "zfsglacier", "catalog.db")
+
+
+@dataclass
+class Destination:
+    """A named destination: its URL and the options passed to the store (and CLI)."""
+
+    name: str
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """The parsed configuration; ``raw`` keeps every table for modules with their own sections."""
+
+    path: Optional[str]
+    catalog: str
+    destinations: dict[str, Destination]
+    default_destination: Optional[str] = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def destination(self, name: str) -> Destination:
+        try:
+            return self.destinations[name]
+        except KeyError:
+            where = self.path or config_path()
+            known = ", ".join(sorted(self.destinations)) or "none defined"
+            raise UsageError(f"unknown destination {name!r}: not a URL (s3://, glacier://, "
+                             f"file://) and not in {where} ({known})") from None
+
+
+def load_config(path: Optional[str] = None) -> Config:
+    """Read and check the configuration file; UsageError with the file name when malformed."""
+    path = path or config_path()
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        return Config(None, default_catalog_path(), {})
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config {path}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"config {path}: {exc.strerror}") from None
+
+    def bad(msg: str) -> UsageError:
+        return UsageError(f"config {path}: {msg}")
+
+    catalog = raw.get("catalog", default_catalog_path())
+    if not isinstance(catalog, str):
+        raise bad("catalog must be a path string")
+    default = raw.get("default_destination")
+    if default is not None and not isinstance(default, str):
+        raise bad("default_destination must be a name")
+    tables = raw.get("destinations", {})
+    if not isinstance(tables, dict):
+        raise bad("[destinations] must be a table of tables")
+    destinations = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict) or not isinstance(table.get("url"), str):
+            raise bad(f"[destinations.{name}] needs url = \"s3://...\", \"glacier://...\" "
+                      f"or \"file:///...\"")
+        unknown = set(table) - DESTINATION_KEYS - {"url"}
+        if unknown:
+            raise bad(f"[destinations.{name}]: unknown key(s) {', '.join(sorted(unknown))} "
+                      f"(known: url, {', '.join(sorted(DESTINATION_KEYS))})")
+        options = {k: v for k, v in table.items() if k != "url"}
+        destinations[name] = Destination(name, table["url"], options)
+    if default is not None and default not in destinations:
+        raise bad(f"default_destination {default!r} is not under [destinations]")
+    return Config(path, os.path.expanduser(catalog), destinations, default, raw)

@@ -1,0 +1,84 @@
+"""Every failure a user can cause maps to one exception class and one documented exit code.
+
+The command-line wrapper (zfsglacier.cli.common.run) prints ``str(err)`` as one line on stderr
+and exits with ``err.exit_code``; no traceback ever reaches the user for these.  The table is
+repeated in README.md; keep the two in step.
+"""
+
+
+class ZgError(Exception):
+    """Base class: a failure with a clear one-line message and a documented exit code."""
+
+    exit_code = 1
+
+
+class UsageError(ZgError):
+    """Bad command-line arguments or options."""
+
+    exit_code = 2
+
+
+class KeyFileError(ZgError):
+    """Key file missing, unreadable, malformed, or readable by group/others."""
+
+    exit_code = 3
+
+
+class NoMatchingKeyError(ZgError):
+    """None of the given keys opens any key slot of the archive (wrong key or passphrase)."""
+
+    exit_code = 4
+
+
+class CorruptArchiveError(ZgError):
+    """Authentication failed, the archive is truncated, or its structure is invalid."""
+
+    exit_code = 5
+
+
+class UnsupportedVersionError(ZgError):
+    """The archive was written by a newer format version than this tool reads."""
+
+    exit_code = 6
+
+
+class NotAnArchiveError(ZgError):
+    """The input is not a zfsglacier archive (empty, a plain ZFS stream, something else)."""
+
+    exit_code = 7
+
+
+class OutputClosedError(ZgError):
+    """The reader of our stdout went away (broken pipe) or the output could not be written."""
+
+    exit_code = 8
+
+
+class StoreError(ZgError):
+    """The destination failed: authentication, missing bucket/vault, or retries exhausted."""
+
+    exit_code = 10
+
+
+class NotFoundError(ZgError):
+    """The archive id (or dataset/snapshot) asked for does not exist."""
+
+    exit_code = 11
+
+
+class RestorePendingError(ZgError):
+    """A thaw (S3 restore / vault retrieval job) was requested and is not finished: run again later."""
+
+    exit_code = 75  # EX_TEMPFAIL: "try again later"
+
+
+class IntegrityError(ZgError):
+    """Bytes read back from a store do not match the checksums recorded at upload."""
+
+    exit_code = 12
+
+
+class ZfsError(ZgError):
+    """A zfs command failed, or a dataset/snapshot is not in the state required."""
+
+    exit_code = 13

@@ -1,0 +1,311 @@
+"""Keys and key slots.
+
+Every archive has one random 256-bit *file key*.  Each key slot in the header wraps that file key
+for one way of opening the archive:
+
+- ``secret``: a secret key file from zg-keygen, used directly (symmetric; no public-key maths, so it
+  stays sound even against a future quantum computer).  KEK = HKDF-SHA256(secret, slot salt).
+- ``x25519``: a public recipient (``zgpub-...``).  A backup host holding only the ``.pub`` file can
+  encrypt and never decrypt.  KEK = HKDF-SHA256(X25519(ephemeral, recipient), ephemeral || recipient).
+  The matching private scalar is derived from the secret key file, so one secret key file opens
+  both kinds of slot.
+- ``passphrase``: scrypt(passphrase, salt, N=2^log_n, r, p).
+
+A KEK wraps the file key with AES-256-GCM under a zero nonce (each KEK is used once: it depends on a
+fresh random salt or ephemeral key).  The file key never leaves memory; from it, HKDF derives the
+header MAC key, the private-metadata key and the payload key (bound to the header MAC, so a body
+cannot be spliced under another header).
+
+Key files are text: ``#`` comment lines, then one ``ZG-SECRET-KEY-...`` line (secret) or one or more
+``zgpub-...`` lines (recipients).  The encoded strings carry a 4-byte checksum against typos.
+"""
+
+import base64
+import getpass
+import hashlib
+import hmac
+import os
+import stat
+from dataclasses import dataclass
+
+from Crypto.Cipher import AES
+from Crypto.Hash import SHA256
+from Crypto.Protocol import DH
+from Crypto.Protocol.KDF import HKDF, scrypt
+
+from .errors import CorruptArchiveError, KeyFileError, NoMatchingKeyError, UsageError
+
+SECRET_PREFIX = "ZG-SECRET-KEY-"
+PUBLIC_PREFIX = "zgpub-"
+FILE_KEY_SIZE = 32
+ZERO_NONCE = bytes(12)
+
+# scrypt cost: 2^16 * r=8 -> 64 MiB of memory, p=4 lanes of work (~0.5 s here).  Readers refuse
+# costs above MAX_LOG_N so a hostile header cannot make them allocate gigabytes.
+SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P = 16, 8, 4
+MAX_LOG_N = 20
+
+
+def hkdf(secret, salt, label):
+    return HKDF(secret, FILE_KEY_SIZE, salt, SHA256, context=b"zfsglacier/v1 " + label)
+
+
+def _wrap(kek, file_key, slot_type):
+    c = AES.new(kek, AES.MODE_GCM, nonce=ZERO_NONCE)
+    c.update(slot_type.encode())
+    ct, tag = c.encrypt_and_digest(file_key)
+    return ct + tag
+
+
+def _unwrap(kek, wrapped, slot_type):
+    c = AES.new(kek, AES.MODE_GCM, nonce=ZERO_NONCE)
+    c.update(slot_type.encode())
+    try:
+        return c.decrypt_and_verify(wrapped[:FILE_KEY_SIZE], wrapped[FILE_KEY_SIZE:])
+    except ValueError:
+        return None
+
+
+def _encode(prefix, raw):
+    check = hashlib.sha256(prefix.encode() + raw).digest()[:4]
+    return prefix + base64.urlsafe_b64encode(raw + check).decode().rstrip("=")
+
+
+def _decode(prefix, text, what):
+    body = text[len(prefix):]
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except ValueError:
+        raw = b""
+    if len(raw) != 36 or hashlib.sha256(prefix.encode() + raw[:32]).digest()[:4] != raw[32:]:
+        raise KeyFileError(f"{what} is damaged (bad length or checksum): {text[:24]}...")
+    return raw[:32]
+
+
+# --- identities (things that decrypt) and recipients (things that encrypt) -----------------
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    """A zg-keygen secret key: opens ``secret`` slots directly and ``x25519`` slots via its scalar."""
+
+    secret: bytes
+
+    @classmethod
+    def generate(cls):
+        return cls(os.urandom(32))
+
+    def _x25519(self):
+        return DH.import_x25519_private_key(hkdf(self.secret, b"", b"x25519 identity"))
+
+    def recipient(self):
+        return PublicRecipient(self._x25519().public_key().export_key(format="raw"))
+
+    def encode(self):
+        return _encode(SECRET_PREFIX, self.secret)
+
+    def wrap(self, file_key):
+        salt = os.urandom(16)
+        return ("secret", dict(salt=salt, wrapped=_wrap(hkdf(self.secret, salt, b"secret slot"), file_key, "secret")))
+
+    def unwrap(self, slot_type, body):
+        if slot_type == "secret":
+            return _unwrap(hkdf(self.secret, body.salt, b"secret slot"), body.wrapped, "secret")
+        if slot_type == "x25519":
+            me = self._x25519()
+            return _x25519_unwrap(me, me.public_key().export_key(format="raw"), body)
+        return None
+
+
+@dataclass(frozen=True)
+class PublicRecipient:
+    """An X25519 public key (``zgpub-...``): can wrap a file key, cannot unwrap one."""
+
+    public: bytes
+
+    def encode(self):
+        return _encode(PUBLIC_PREFIX, self.public)
+
+    def wrap(self, file_key):
+        eph = DH.import_x25519_private_key(os.urandom(32))
+        eph_pub = eph.public_key().export_key(format="raw")
+        shared = DH.key_agreement(static_priv=eph, static_pub=DH.import_x25519_public_key(self.public),
+                                  kdf=lambda z: z)
+        if shared == bytes(32):
+            raise KeyFileError("public key is a low-order point and cannot be used")
+        kek = hkdf(shared, eph_pub + self.public, b"x25519 slot")
+        return ("x25519", dict(ephemeral=eph_pub, wrapped=_wrap(kek, file_key, "x25519")))
+
+
+def _x25519_unwrap(priv, pub_raw, body):
+    try:
+        shared = DH.key_agreement(static_priv=priv, static_pub=DH.import_x25519_public_key(body.ephemeral),
+                                  kdf=lambda z: z)
+    except ValueError:
+        return None
+    if shared == bytes(32):
+        return None
+    return _unwrap(hkdf(shared, body.ephemeral + pub_raw, b"x25519 slot"), body.wrapped, "x25519")
+
+
+@dataclass(frozen=True)
+class Passphrase:
+    """A passphrase: wraps and unwraps through scrypt."""
+
+    text: bytes
+    log_n: int = SCRYPT_LOG_N
+
+    def wrap(self, file_key):
+        salt = os.urandom(16)
+        kek = scrypt(self.text, salt, FILE_KEY_SIZE, N=1 << self.log_n, r=SCRYPT_R, p=SCRYPT_P)
+        return ("passphrase", dict(log_n=self.log_n, r=SCRYPT_R, p=SCRYPT_P, salt=salt,
+                                   wrapped=_wrap(kek, file_key, "passphrase")))
+
+    def unwrap(self, slot_type, body):
+        if slot_type != "passphrase":
+            return None
+        if not (1 <= body.log_n <= MAX_LOG_N and 1 <= body.r <= 32 and 1 <= body.p <= 16):
+            raise CorruptArchiveError(
+                f"passphrase slot asks for scrypt cost N=2^{body.log_n} r={body.r} p={body.p}, beyond the safe limit")
+        kek = scrypt(self.text, body.salt, FILE_KEY_SIZE, N=1 << body.log_n, r=body.r, p=body.p)
+        return _unwrap(kek, body.wrapped, "passphrase")
+
+
+# --- key files ------------------------------------------------------------------------------
+
+
+@dataclass
+class KeyFile:
+    """What a KEY argument turned out to be, detected from its contents."""
+
+    path: str
+    kind: str  # "secret" | "public" | "foreign" (anything else: a 2013 key, for instance)
+    secret: SecretKey | None = None
+    recipients: tuple = ()
+    raw: bytes = b""
+
+
+def read_key_file(path):
+    """Read and classify a key file.  Secret and foreign keys must not be group/other readable."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            raw = f.read(1 << 20)
+    except FileNotFoundError:
+        raise KeyFileError(f"key file {path} does not exist") from None
+    except IsADirectoryError:
+        raise KeyFileError(f"key file {path} is a directory") from None
+    except PermissionError:
+        raise KeyFileError(f"key file {path} is not readable (permission denied)") from None
+    except OSError as err:
+        raise KeyFileError(f"key file {path} cannot be read: {err.strerror}") from None
+    if not raw:
+        raise KeyFileError(f"key file {path} is empty")
+    kf = classify_key(raw, path)
+    if kf.kind != "public" and stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+        raise KeyFileError(
+            f"key file {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"run: chmod 600 {path}")
+    return kf
+
+
+def classify_key(raw, path="key"):
+    try:
+        lines = [ln.strip() for ln in raw.decode("ascii").splitlines()]
+    except UnicodeDecodeError:
+        return KeyFile(path, "foreign", raw=raw)
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if lines and lines[0].startswith(SECRET_PREFIX):
+        if len(lines) != 1:
+            raise KeyFileError(f"key file {path} has more than one line besides comments")
+        return KeyFile(path, "secret", secret=SecretKey(_decode(SECRET_PREFIX, lines[0], f"secret key in {path}")))
+    if lines and all(ln.startswith(PUBLIC_PREFIX) for ln in lines):
+        return KeyFile(path, "public", recipients=tuple(parse_recipient(ln, path) for ln in lines))
+    return KeyFile(path, "foreign", raw=raw)
+
+
+def parse_recipient(text, where="argument"):
+    if not text.startswith(PUBLIC_PREFIX):
+        raise KeyFileError(f"{where}: not a zfsglacier public key (expected {PUBLIC_PREFIX}...)")
+    return PublicRecipient(_decode(PUBLIC_PREFIX, text, f"public key in {where}"))
+
+
+def secret_key_file_text(key, created):
+    return (f"# zfsglacier secret key: keep it secret, keep a copy off-site; it decrypts every archive made for it\n"
+            f"# created: {created}\n"
+            f"# recipient: {key.recipient().encode()}\n"
+            f"{key.encode()}\n")
+
+
+def write_new_key_file(path, text):
+    """Create a key file with mode 0600, refusing to overwrite anything."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{path} already exists; refusing to overwrite a key") from None
+    except OSError as err:
+        raise KeyFileError(f"cannot create {path}: {err.strerror}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --- passphrases ----------------------------------------------------------------------------
+
+PASSPHRASE_ENV = "ZG_PASSPHRASE"
+
+
+def get_passphrase(*, fd=None, confirm=False):
+    """From --passphrase-fd, else $ZG_PASSPHRASE, else the terminal; never from a plain argument."""
+    if fd is not None:
+        try:
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                text = f.readline().rstrip(b"\r\n")
+        except OSError as err:
+            raise UsageError(f"cannot read the passphrase from fd {fd}: {err.strerror}") from None
+    elif os.environ.get(PASSPHRASE_ENV):
+        text = os.environ[PASSPHRASE_ENV].encode()
+    else:
+        try:
+            tty = open("/dev/tty", "r+")
+        except OSError:
+            raise UsageError(
+                f"no terminal to ask for the passphrase: set {PASSPHRASE_ENV} or use --passphrase-fd") from None
+        with tty:
+            text = getpass.getpass("passphrase: ", stream=tty).encode()
+            if confirm and getpass.getpass("passphrase again: ", stream=tty).encode() != text:
+                raise UsageError("the two passphrases differ")
+    if not text:
+        raise UsageError("empty passphrase")
+    return Passphrase(text)
+
+
+# --- opening a header -----------------------------------------------------------------------
+
+
+def derive(file_key, header_salt_or_mac, label):
+    return hkdf(file_key, header_salt_or_mac, label)
+
+
+def header_mac(file_key, file_salt, unsigned_header):
+    key = derive(file_key, file_salt, b"header")
+    return hmac.new(key, unsigned_header[:-32], hashlib.sha256).digest()
+
+
+def open_header(header, identities):
+    """Find the file key with any identity; verify the header MAC.  Returns the file key."""
+    if not identities:
+        raise UsageError("no key given: name a secret key file or use --passphrase")
+    kinds = []
+    for slot_type, body in header.slots:
+        kinds.append(slot_type)
+        for ident in identities:
+            file_key = ident.unwrap(slot_type, body) if not isinstance(body, bytes) else None
+            if file_key is None:
+                continue
+            if not hmac.compare_digest(header_mac(file_key, header.file_salt, header.raw), header.mac):
+                raise CorruptArchiveError("archive header fails authentication (modified or damaged header)")
+            return file_key
+    have = ", ".join(sorted(set(kinds))) or "none"
+    raise NoMatchingKeyError(f"no key given opens this archive (its key slots: {have}): wrong key or passphrase")

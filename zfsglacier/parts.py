@@ -1,0 +1,452 @@
+"""Part-size policy and the parallel part machinery shared by every store.
+
+Uploads: ``PartPipeline`` cuts a written stream into numbered parts and runs a handler for each on
+``jobs`` threads; downloads: ``OrderedReader`` fetches numbered ranges on ``jobs`` threads and
+hands the bytes back in order.  Both keep memory bounded (see ``MEMORY_HELP``), and both leave the
+talking to a store to a callback, so S3, the vault and the file store share one implementation.
+
+Part-size policy (AWS limits from the field notes: at most 10,000 parts; S3 parts 5 MiB..5 GiB and
+may differ; vault parts one power of two 1 MiB..4 GiB):
+
+- S3, unknown length: 16 MiB parts, doubling every 800 parts up to 1 GiB.  That covers
+  ``s3_plan().capacity`` = 5.85 TiB in 10,000 parts, more than S3's 5 TiB object limit, while the
+  part size (and so memory) stays small for the common small stream: 128 MiB parts are reached
+  only after 100 GiB.
+- S3 with an expected size E: one constant size fitting 1.25 x E in 8,000 parts (memory is then
+  the least possible), growing after that so a wrong estimate still has room.
+- Vault: one power of two for the whole archive.  Default 128 MiB (1.22 TiB in 10,000 parts); with
+  E, the smallest one holding 1.25 x E.  A stream outgrowing it fails before part 10,000 is sent,
+  saying to pass --expected-size.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+TiB = 1 << 40
+
+MAX_PARTS = 10_000
+S3_MIN_PART = 5 * MiB
+S3_MAX_PART = 5 * GiB
+S3_MAX_OBJECT = 5 * TiB
+S3_FIRST_PART = 16 * MiB
+S3_GROW_EVERY = 800
+S3_GROW_CAP = 1 * GiB
+VAULT_MIN_PART = 1 * MiB
+VAULT_MAX_PART = 4 * GiB
+VAULT_DEFAULT_PART = 128 * MiB
+HEADROOM = 1.25  # an expected size is an estimate (zfs send -nP): plan for 25 % more
+
+MEMORY_HELP = (
+    "Memory: an upload holds at most JOBS parts in flight plus the one being filled, "
+    "so about (JOBS + 1) x part size; a download holds about (JOBS + 1) x range size."
+)
+
+
+def human(n: float) -> str:
+    """Bytes as a short binary-unit string (16 MiB, 5.85 TiB)."""
+    for unit, size in (("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def _round_up(n: int, unit: int) -> int:
+    return -(-n // unit) * unit
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    """Size of part N (1-based): ``first`` up to part ``grow_after``, then doubling every
+    ``grow_every`` parts up to ``cap``.  ``max_parts`` None means no part-count limit."""
+
+    first: int
+    grow_after: int = 0  # 0: never grows
+    grow_every: int = 1
+    cap: int = 0
+    max_parts: Optional[int] = MAX_PARTS
+    what: str = "parts"  # names the destination in errors
+
+    def size(self, n: int) -> int:
+        if not self.grow_after or n <= self.grow_after:
+            return self.first
+        steps = (n - 1 - self.grow_after) // self.grow_every + 1
+        return min(self.first << min(steps, 62), self.cap)
+
+    @property
+    def largest(self) -> int:
+        """Largest part this plan ever uses (what memory is bounded by)."""
+        return self.size(self.max_parts) if self.max_parts else self.first
+
+    @property
+    def capacity(self) -> Optional[int]:
+        """Largest stream that fits in ``max_parts`` parts; None when unlimited."""
+        if self.max_parts is None:
+            return None
+        return sum(self.size(n) for n in range(1, self.max_parts + 1))
+
+    def describe(self, jobs: int) -> str:
+        """One line for --help/--verbose: part sizes, reach, memory bound."""
+        grow = f", growing to {human(self.largest)}" if self.largest != self.first else ""
+        reach = f"; holds up to {human(self.capacity)}" if self.capacity else ""
+        return (f"{self.what}: {human(self.first)} parts{grow}{reach}; "
+                f"memory about {human((jobs + 1) * self.first)}"
+                + (f" to {human((jobs + 1) * self.largest)}" if grow else "")
+                + f" with {jobs} jobs")
+
+
+def s3_plan(expected_size: Optional[int] = None, *, first: Optional[int] = None) -> PartPlan:
+    """S3 part plan; ``first`` (>= 5 MiB) overrides the starting size (tests, tuning)."""
+    from .errors import UsageError
+
+    base = S3_FIRST_PART if first is None else int(first)
+    if not S3_MIN_PART <= base <= S3_MAX_PART:
+        raise UsageError(f"S3 part size {human(base)} is outside 5 MiB..5 GiB")
+    if expected_size is None:
+        return PartPlan(base, S3_GROW_EVERY, S3_GROW_EVERY, max(base, S3_GROW_CAP), what="S3")
+    if expected_size > S3_MAX_OBJECT:
+        raise UsageError(f"expected size {human(expected_size)} exceeds S3's 5 TiB object limit")
+    size = max(base, _round_up(int(expected_size * HEADROOM) // 8000 + 1, MiB))
+    size = min(size, S3_MAX_PART)
+    return PartPlan(size, 8000, 500, S3_MAX_PART, what="S3")
+
+
+def vault_plan(expected_size: Optional[int] = None, *, part_size: Optional[int] = None) -> PartPlan:
+    """Vault part plan: one power of two from 1 MiB to 4 GiB for the whole archive."""
+    from .errors import UsageError
+
+    if part_size is not None:
+        size = int(part_size)
+        if size < VAULT_MIN_PART or size > VAULT_MAX_PART or size & (size - 1):
+            raise UsageError(f"vault part size {size} is not a power of two from 1 MiB to 4 GiB")
+    elif expected_size is None:
+        size = VAULT_DEFAULT_PART
+    else:
+        need = int(expected_size * HEADROOM) // MAX_PARTS + 1
+        size = VAULT_MIN_PART
+        while size < need:
+            size *= 2
+        if size > VAULT_MAX_PART:
+            raise UsageError(f"expected size {human(expected_size)} exceeds what a vault archive "
+                             f"holds (4 GiB x 10,000 parts = {human(VAULT_MAX_PART * MAX_PARTS)})")
+    return PartPlan(size, what="vault")
+
+
+def fixed_plan(size: int, *, max_parts: Optional[int] = None, what: str = "parts") -> PartPlan:
+    return PartPlan(int(size), max_parts=max_parts, what=what)
+
+
+def too_big_message(plan: PartPlan) -> str:
+    return (f"the stream outgrew {human(plan.capacity)}, the most {plan.max_parts:,} "
+            f"{plan.what} parts of this size hold: pass --expected-size (an upper bound of the "
+            f"stream size) so larger parts are chosen")
+
+
+# --------------------------------------------------------------------------- retries
+
+def retry_call(fn: Callable[[], Any], *, transient: Callable[[BaseException], bool],
+               attempts: int = 4, delay: float = 1.0, max_delay: float = 20.0,
+               sleep: Callable[[float], None] = time.sleep) -> Any:
+    """Call ``fn`` again after a transient failure (connection drop, body cut short), with
+    exponential backoff; the SDK's own retries cover requests, this covers whole parts."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except BaseException as exc:  # noqa: BLE001 - classified right below
+            if attempt == attempts or not transient(exc):
+                raise
+            sleep(min(max_delay, delay * 2 ** (attempt - 1)))
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------- upload side
+
+@dataclass
+class Part:
+    """One numbered slice of the stream; ``sha256`` is filled in on the worker thread."""
+
+    number: int
+    offset: int
+    data: bytes
+    sha256: bytes = b""
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass
+class PartDone:
+    """What is kept of a part after it was stored: no data, just where it is and its digests."""
+
+    number: int
+    offset: int
+    size: int
+    sha256: bytes
+    receipt: Any = None  # store-specific (S3 ETag, vault tree hash, ...)
+
+
+@dataclass
+class PipelineResult:
+    """``single`` is the whole stream when it never outgrew the first part (no part was sent)."""
+
+    single: Optional[bytes] = None
+    parts: list = field(default_factory=list)
+    size: int = 0
+
+
+class PartPipeline:
+    """Cut a written stream into parts and store each with ``handle(part) -> receipt`` on ``jobs``
+    threads, at most ``jobs`` parts in flight: memory is about (jobs + 1) x the largest part.
+
+    A full part is held back until one more byte arrives, so a stream of at most one part is
+    returned whole by ``finish()`` (the caller stores it with a single request). ``start()`` runs
+    once, on the writing thread, just before the first part is handed out (lazy multipart start).
+    ``size_of(n)`` gives part n's size; writing past ``capacity`` raises ``too_big()``.
+    """
+
+    def __init__(self, size_of: Callable[[int], int], handle: Callable[[Part], Any], *,
+                 jobs: int = 4, capacity: Optional[int] = None,
+                 too_big: Callable[[], BaseException] = lambda: ValueError("stream too big"),
+                 start: Optional[Callable[[], None]] = None):
+        if jobs < 1:
+            raise ValueError("jobs must be at least 1")
+        self._size_of = size_of
+        self._handle = handle
+        self._jobs = jobs
+        self._capacity = capacity
+        self._too_big = too_big
+        self._start = start
+        self._chunks: collections.deque = collections.deque()
+        self._pending = 0
+        self._written = 0
+        self._next = 1
+        self._offset = 0
+        self._started = False
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._slots = threading.Semaphore(jobs)
+        self._lock = threading.Lock()
+        self._done: dict[int, PartDone] = {}
+        self._futures: list = []
+        self._error: Optional[BaseException] = None
+        self._closed = False
+        self.in_flight_peak = 0
+        self._in_flight = 0
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def write(self, data) -> int:
+        self._check()
+        n = len(data)
+        if not n:
+            return 0
+        if self._capacity is not None and self._written + n > self._capacity:
+            raise self._too_big()
+        self._chunks.append(bytes(data))  # callers may reuse their buffer
+        self._pending += n
+        self._written += n
+        while self._pending > self._size_of(self._next):
+            self._submit(self._take(self._size_of(self._next)))
+        return n
+
+    def finish(self) -> PipelineResult:
+        """Flush the last part, wait for every part, return them in order (or the single blob)."""
+        self._check()
+        self._closed = True
+        if not self._started:
+            return PipelineResult(single=self._take(self._pending), size=self._written)
+        if self._pending:
+            self._submit(self._take(self._pending))
+        self._drain()
+        if self._error is not None:
+            raise self._error
+        parts = [self._done[n] for n in range(1, self._next)]
+        return PipelineResult(parts=parts, size=self._written)
+
+    def cancel(self) -> None:
+        """Stop: no further parts; wait for those in flight (so nothing is sent after abort)."""
+        self._closed = True
+        self._chunks.clear()
+        self._pending = 0
+        self._drain()
+
+    # internals
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise ValueError("upload already finished or cancelled")
+
+    def _take(self, size: int) -> bytes:
+        out = []
+        need = size
+        while need:
+            chunk = self._chunks.popleft()
+            if len(chunk) > need:
+                out.append(chunk[:need])
+                self._chunks.appendleft(chunk[need:])
+                need = 0
+            else:
+                out.append(chunk)
+                need -= len(chunk)
+        self._pending -= size
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _submit(self, data: bytes) -> None:
+        if not self._started:
+            if self._start is not None:
+                self._start()
+            self._started = True
+            self._pool = ThreadPoolExecutor(self._jobs, thread_name_prefix="zg-part")
+        part = Part(self._next, self._offset, data)
+        self._next += 1
+        self._offset += len(data)
+        self._slots.acquire()
+        if self._error is not None:
+            self._slots.release()
+            raise self._error
+        with self._lock:
+            self._in_flight += 1
+            self.in_flight_peak = max(self.in_flight_peak, self._in_flight)
+        self._futures.append(self._pool.submit(self._run, part))
+
+    def _run(self, part: Part) -> None:
+        try:
+            if self._error is None:
+                part.sha256 = hashlib.sha256(part.data).digest()
+                receipt = self._handle(part)
+                self._done[part.number] = PartDone(part.number, part.offset, part.size,
+                                                   part.sha256, receipt)
+        except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
+            with self._lock:
+                if self._error is None:
+                    self._error = exc
+        finally:
+            part.data = b""
+            with self._lock:
+                self._in_flight -= 1
+            self._slots.release()
+
+    def _drain(self) -> None:
+        for fut in self._futures:
+            fut.exception()
+        self._futures.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+# --------------------------------------------------------------------------- download side
+
+class OrderedReader(io.RawIOBase):
+    """A readable stream over ``fetch(item) -> bytes`` for each item, fetched on ``jobs`` threads
+    but delivered strictly in order; at most ``jobs`` results wait, so memory is bounded.
+
+    ``deliver(item, data, last)`` runs on the reading thread, in order, just before an item's
+    bytes are handed out (whole-object checks that must pass before the last byte goes out).
+    A fetch error is raised when the reader reaches that item, not before.  ``on_close`` runs
+    once when the reader is closed (release a file descriptor, a connection).
+    """
+
+    def __init__(self, items: Iterable, fetch: Callable[[Any], bytes], *, jobs: int = 4,
+                 deliver: Optional[Callable[[Any, bytes, bool], None]] = None,
+                 on_close: Optional[Callable[[], None]] = None):
+        super().__init__()
+        self._on_close = on_close
+        self._items = iter(items)
+        self._fetch = fetch
+        self._deliver = deliver
+        self._pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="zg-read")
+        self._window: collections.deque = collections.deque()
+        self._jobs = max(1, jobs)
+        self._buf = memoryview(b"")
+        self._exhausted = False
+        self._lookahead = self._advance()
+        for _ in range(self._jobs):
+            self._fill_one()
+
+    def _advance(self):
+        try:
+            return next(self._items)
+        except StopIteration:
+            return _END
+
+    def _fill_one(self) -> None:
+        if self._lookahead is _END:
+            return
+        item, self._lookahead = self._lookahead, self._advance()
+        self._window.append((item, self._pool.submit(self._fetch, item), self._lookahead is _END))
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_chunk(self) -> bool:
+        if not self._window:
+            return False
+        item, fut, last = self._window.popleft()
+        data = fut.result()
+        if self._deliver is not None:
+            self._deliver(item, data, last)
+        self._fill_one()
+        self._buf = memoryview(data)
+        return True
+
+    def readinto(self, b) -> int:
+        if self.closed:
+            raise ValueError("read from closed reader")
+        while not len(self._buf):
+            if not self._next_chunk():
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        if self.closed:
+            raise ValueError("read from closed reader")
+        while not len(self._buf):
+            if not self._next_chunk():
+                return b""
+        out = bytes(self._buf[:size])
+        self._buf = self._buf[len(out):]
+        return out
+
+    def readall(self) -> bytes:
+        out = [bytes(self._buf)]
+        self._buf = memoryview(b"")
+        while self._next_chunk():
+            out.append(bytes(self._buf))
+            self._buf = memoryview(b"")
+        return b"".join(out)
+
+    def close(self) -> None:
+        if not self.closed:
+            for _, fut, _ in self._window:
+                fut.cancel()
+            self._window.clear()
+            self._pool.shutdown(wait=True)
+            if self._on_close is not None:
+                self._on_close()
+        super().close()
+
+
+_END = object()

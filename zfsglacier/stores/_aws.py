@@ -1,0 +1,130 @@
+"""What the S3 and vault stores share about talking to AWS: client set-up (boto3's standard
+credential/region/endpoint chain only), retry settings, and turning botocore failures into one-line
+ZgErrors."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from typing import Optional
+
+from ..errors import NotFoundError, StoreError, UsageError, ZgError
+
+AUTH_CODES = {
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "AccessDeniedException",
+    "ExpiredToken", "ExpiredTokenException", "InvalidToken", "InvalidClientTokenId",
+    "UnrecognizedClientException", "MissingAuthenticationTokenException", "AllAccessDisabled",
+    "InvalidSignatureException", "403", "Forbidden",
+}
+TRANSIENT_CODES = {
+    "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable",
+    "ServiceUnavailableException", "SlowDown", "Throttling", "ThrottlingException",
+    "RequestLimitExceeded", "BadDigest", "500", "502", "503", "504",
+}
+NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "ResourceNotFoundException", "NoSuchUpload"}
+
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 120
+POOL = 64  # more than any sensible --jobs; a full pool only logs warnings
+
+
+def b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def make_client(service: str, *, profile: Optional[str] = None, region: Optional[str] = None,
+                retry_mode: str = "standard", max_attempts: int = 8):
+    """A boto3 client from the standard chain (AWS_PROFILE, AWS_ENDPOINT_URL[_S3|_GLACIER],
+    ~/.aws/config...), with bounded retries and timeouts."""
+    import boto3
+    import botocore.config
+    import botocore.exceptions as bx
+
+    if retry_mode not in ("standard", "adaptive"):
+        raise UsageError(f"retry_mode {retry_mode!r}: use standard or adaptive")
+    config = botocore.config.Config(
+        retries={"mode": retry_mode, "total_max_attempts": int(max_attempts)},
+        connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+        max_pool_connections=POOL, user_agent_extra="zfsglacier")
+    try:
+        session = boto3.session.Session(profile_name=profile, region_name=region)
+        return session.client(service, config=config)
+    except bx.ProfileNotFound as exc:
+        raise StoreError(f"AWS profile not found: {exc.kwargs.get('profile', profile)}") from None
+    except bx.NoRegionError:
+        raise StoreError("no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION), a "
+                         "profile region, or region in the destination") from None
+    except bx.BotoCoreError as exc:
+        raise StoreError(f"AWS {service} client: {exc}") from None
+
+
+def error_code(exc: BaseException) -> str:
+    resp = getattr(exc, "response", None) or {}
+    return str(resp.get("Error", {}).get("Code", ""))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth trying the whole part again: dropped connections, cut bodies, throttling."""
+    import botocore.exceptions as bx
+
+    if isinstance(exc, bx.ClientError):
+        return error_code(exc) in TRANSIENT_CODES
+    transient = (bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError,
+                 bx.ResponseStreamingError, ConnectionError, TimeoutError)
+    try:
+        import urllib3.exceptions as ux
+        transient = transient + (ux.HTTPError,)
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(exc, transient)
+
+
+def translate(exc: BaseException, what: str, *, not_found: Optional[str] = None) -> ZgError:
+    """One-line ZgError for a botocore failure during ``what`` (e.g. "s3://b/p: upload part 3")."""
+    import botocore.exceptions as bx
+
+    if isinstance(exc, ZgError):
+        return exc
+    if isinstance(exc, bx.ClientError):
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message") or ""
+        if code in AUTH_CODES:
+            detail = f" ({message})" if message and message != code else ""
+            return StoreError(f"{what}: access denied: {code}{detail}; check the AWS "
+                              f"credentials (AWS_PROFILE, keys) and the permissions")
+        if code == "NoSuchBucket":
+            name = exc.response.get("Error", {}).get("BucketName")
+            return StoreError(f"{what}: bucket {name or ''} does not exist".replace("  ", " "))
+        if code in NOT_FOUND_CODES and not_found:
+            return NotFoundError(not_found)
+        return StoreError(f"{what}: {code}: {message}".rstrip(": "))
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+        return StoreError(f"{what}: no usable AWS credentials: set AWS_PROFILE, or "
+                          f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    if isinstance(exc, bx.NoRegionError):
+        return StoreError(f"{what}: no AWS region configured (AWS_REGION or a profile region)")
+    if isinstance(exc, (bx.BotoCoreError, ConnectionError, TimeoutError)):
+        return StoreError(f"{what}: {exc} (gave up after retries)")
+    return StoreError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def aws_errors(what: str, *, not_found: Optional[str] = None):
+    """Run AWS calls, raising their failures as one-line ZgErrors."""
+    import botocore.exceptions as bx
+
+    try:
+        yield
+    except (bx.BotoCoreError, bx.ClientError, ConnectionError, TimeoutError) as exc:
+        raise translate(exc, what, not_found=not_found) from None
+
+
+def call(fn, what: str, *, not_found: Optional[str] = None, retry_drops: bool = False, **kw):
+    """``fn(**kw)`` with errors translated; ``retry_drops`` adds the per-part retry on top of
+    botocore's own (for whole parts whose body may be cut after the call returned)."""
+    from ..parts import retry_call
+
+    with aws_errors(what, not_found=not_found):
+        if retry_drops:
+            return retry_call(lambda: fn(**kw), transient=is_transient)
+        return fn(**kw)
