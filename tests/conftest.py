@@ -57,4 +57,9 @@ def zfs_dataset(zfs_pool):
     name = f"{zfs_pool}/t{next(_counter)}"
     zfs.create(name)
     yield Dataset(name, Path(zfs.mountpoint(name)))
-    zfs.destroy(name, recursive=True)
+    if zfs.exists(name):
+        for child in zfs.list_datasets(name, recursive=True):
+            for snap in zfs.snapshots(child):
+                if zfs.userrefs(snap.name):  # zg-backup holds the last archived snapshot
+                    zfs.release("zfsglacier", snap.name)
+        zfs.destroy(name, recursive=True)

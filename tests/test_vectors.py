@@ -3,7 +3,6 @@
 import hashlib
 import io
 import json
-from pathlib import Path
 
 import pytest
 
@@ -51,3 +50,13 @@ def test_fail_vectors_through_the_cli(vec, tmp_path):
     assert_one_line_error(p, getattr(errors, vec["expect"]).exit_code)
     # fail vectors are damaged at or before chunk 1, so at most chunk 0 may have been written
     assert len(p.stdout) <= 4096
+
+
+def test_zfs_vector_has_the_public_snapshot_block():
+    from zfsglacier import zfsstream
+    from zfsglacier.format import read_header
+    ident = zfsstream.parse_begin((V1 / "zfs-send-full.bin").read_bytes()[:zfsstream.BEGIN_RECORD_SIZE])
+    h = read_header(io.BytesIO((V1 / "good_zfs_stream.zg").read_bytes()))
+    assert h.snapshot.toguid == ident.toguid and h.snapshot.fromguid == 0
+    assert h.snapshot.creation_time == ident.creation_time
+    assert h.public_fields()["zg-toguid"] == str(ident.toguid)

@@ -4,12 +4,13 @@ encrypt:  input -> [sha256, length] -> compressor -> ChunkWriter -> output
 decrypt:  input -> header/key slots -> ChunkReader -> decompressor -> [sha256, length] -> output
 """
 
+import base64
 import hashlib
 import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lz4.frame
 import zstandard
@@ -51,9 +52,20 @@ def read_private_metadata(header, file_key):
         raise CorruptArchiveError("archive's private metadata fails authentication") from None
 
 
-def encrypt(src, out, recipients, *, algorithm=compression.DEFAULT, level=None, chunk_size=DEFAULT_CHUNK_SIZE,
-            extra_metadata=None, threads=-1):
-    """Write ``src`` to ``out`` as an archive that any of ``recipients`` can open."""
+@dataclass
+class Prepared:
+    """An archive whose header is made but whose body is not written yet."""
+
+    header: Header
+    file_key: bytes = field(repr=False)
+    identity: "zfsstream.StreamIdentity | None"
+    src: PeekReader
+
+
+def prepare(src, recipients, *, algorithm=compression.DEFAULT, level=None, chunk_size=DEFAULT_CHUNK_SIZE,
+            extra_metadata=None):
+    """Sniff ``src`` for a ZFS stream and build the header, so that the public fields are known
+    (e.g. for object metadata) before the first body byte is written."""
     level = compression.check(algorithm, level)
     src = src if isinstance(src, PeekReader) else PeekReader(src)
     ident = zfsstream.parse_begin(src.peek(zfsstream.BEGIN_RECORD_SIZE))
@@ -74,8 +86,13 @@ def encrypt(src, out, recipients, *, algorithm=compression.DEFAULT, level=None, 
     unsigned = build_unsigned(header)
     header.mac = header_mac(file_key, file_salt, unsigned)
     header.raw = with_mac(unsigned, header.mac)
-    out.write(header.raw)
+    return Prepared(header, file_key, ident, src)
 
+
+def write_archive(prep, out, *, threads=-1):
+    """Write the header and the body of a prepared archive to ``out``."""
+    header, src = prep.header, prep.src
+    out.write(header.raw)
     digest = hashlib.sha256()
 
     def read_block():  # on the read-ahead thread: input is read and hashed while blocks compress
@@ -83,8 +100,8 @@ def encrypt(src, out, recipients, *, algorithm=compression.DEFAULT, level=None, 
         digest.update(block)
         return block
 
-    chunks = ChunkWriter(out, derive(file_key, header.mac, b"payload"), chunk_size, len(header.raw))
-    comp = compression.writer(algorithm, level, chunks, threads=threads)
+    chunks = ChunkWriter(out, derive(prep.file_key, header.mac, b"payload"), header.chunk_size, len(header.raw))
+    comp = compression.writer(header.compression, header.compression_level, chunks, threads=threads)
     ahead = ReadAhead(read_block)
     length = 0
     try:
@@ -95,7 +112,24 @@ def encrypt(src, out, recipients, *, algorithm=compression.DEFAULT, level=None, 
     finally:
         ahead.close()
     chunks.finish(length, digest.digest())
-    return Result(header, length, digest.hexdigest(), chunks.compressed_length, ident)
+    return Result(header, length, digest.hexdigest(), chunks.compressed_length, prep.identity)
+
+
+def encrypt(src, out, recipients, *, threads=-1, **options):
+    """Write ``src`` to ``out`` as an archive that any of ``recipients`` can open."""
+    return write_archive(prepare(src, recipients, **options), out, threads=threads)
+
+
+HEADER_COPY_LIMIT = 540  # raw bytes: base64 of it still fits a vault description beside the other fields
+
+
+def store_metadata(header):
+    """Public fields for a store's object metadata, plus a copy of the header when small enough:
+    a key holder can then read names from a store listing without thawing anything."""
+    meta = header.public_fields()
+    if len(header.raw) <= HEADER_COPY_LIMIT:
+        meta["zg-header"] = base64.b64encode(header.raw).decode()
+    return meta
 
 
 def open_archive(src, identities):

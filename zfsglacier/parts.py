@@ -360,15 +360,20 @@ class OrderedReader(io.RawIOBase):
 
     ``deliver(item, data, last)`` runs on the reading thread, in order, just before an item's
     bytes are handed out (whole-object checks that must pass before the last byte goes out).
-    A fetch error is raised when the reader reaches that item, not before.  ``on_close`` runs
+    A fetch error is raised when the reader reaches that item, not before.  ``start`` skips to
+    that byte offset (items then need ``offset`` and ``size``).  ``on_close`` runs
     once when the reader is closed (release a file descriptor, a connection).
     """
 
     def __init__(self, items: Iterable, fetch: Callable[[Any], bytes], *, jobs: int = 4,
                  deliver: Optional[Callable[[Any, bytes, bool], None]] = None,
-                 on_close: Optional[Callable[[], None]] = None):
+                 on_close: Optional[Callable[[], None]] = None, start: int = 0):
         super().__init__()
         self._on_close = on_close
+        self._skip = 0
+        if start:  # resume a download: items need .offset and .size; the first is cut
+            items = [i for i in items if i.offset + i.size > start]
+            self._skip = start - items[0].offset if items else 0
         self._items = iter(items)
         self._fetch = fetch
         self._deliver = deliver
@@ -376,7 +381,7 @@ class OrderedReader(io.RawIOBase):
         self._window: collections.deque = collections.deque()
         self._jobs = max(1, jobs)
         self._buf = memoryview(b"")
-        self._exhausted = False
+        self._failed: Optional[BaseException] = None
         self._lookahead = self._advance()
         for _ in range(self._jobs):
             self._fill_one()
@@ -404,7 +409,8 @@ class OrderedReader(io.RawIOBase):
         if self._deliver is not None:
             self._deliver(item, data, last)
         self._fill_one()
-        self._buf = memoryview(data)
+        self._buf = memoryview(data)[self._skip:]
+        self._skip = 0
         return True
 
     def readinto(self, b) -> int:
@@ -423,12 +429,23 @@ class OrderedReader(io.RawIOBase):
             return self.readall()
         if self.closed:
             raise ValueError("read from closed reader")
-        while not len(self._buf):
-            if not self._next_chunk():
-                return b""
-        out = bytes(self._buf[:size])
-        self._buf = self._buf[len(out):]
-        return out
+        if self._failed is not None:
+            raise self._failed
+        out = []
+        while size > 0:  # like a buffered reader: short only at the end or before an error
+            try:
+                if not len(self._buf) and not self._next_chunk():
+                    break
+            except BaseException as exc:
+                if not out:
+                    raise
+                self._failed = exc  # hand out the good bytes first; raise on the next read
+                break
+            piece = self._buf[:size]
+            out.append(bytes(piece))
+            self._buf = self._buf[len(piece):]
+            size -= len(piece)
+        return b"".join(out)
 
     def readall(self) -> bytes:
         out = [bytes(self._buf)]

@@ -264,6 +264,7 @@ class FaultProxy:
         self._listener: socket.socket | None = None
         self._sockets: set = set()
         self._threads: list[threading.Thread] = []
+        self._accepter: threading.Thread | None = None
 
     # ----------------------------------------------------------------- control
     def start(self) -> str:
@@ -278,19 +279,21 @@ class FaultProxy:
         listener.settimeout(0.05)
         self._listener = listener
         self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        thread = threading.Thread(target=self._accept_loop, name="faultproxy-accept", daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        self._accepter = threading.Thread(target=self._accept_loop, name="faultproxy-accept", daemon=True)
+        self._accepter.start()
         return self.url
 
     def stop(self) -> None:
         """Stop accepting, end stalls, close every socket, join the threads (bounded)."""
         self._stop.set()
+        if self._accepter is not None:
+            self._accepter.join(timeout=5)  # after this, no new connection threads appear
+            self._accepter = None
         with self._lock:
-            sockets = list(self._sockets)
+            sockets, threads = list(self._sockets), list(self._threads)
         for sock in sockets:
             _close(sock)
-        for thread in self._threads:
+        for thread in threads:
             thread.join(timeout=5)
         if self._listener is not None:
             self._listener.close()
@@ -338,6 +341,8 @@ class FaultProxy:
     def _track(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.add(sock)
+        if self._stop.is_set():  # opened while stop() was sweeping: close it now
+            _close(sock)
 
     def _forget(self, sock: socket.socket | None) -> None:
         if sock is None:
@@ -377,12 +382,11 @@ class FaultProxy:
             except OSError:
                 return
             client.settimeout(self.idle_timeout)
+            thread = threading.Thread(target=self._serve, args=(client,), daemon=True)
             with self._lock:
                 self.connections += 1
-                self._threads = [t for t in self._threads if t.is_alive()]
+                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
             self._track(client)
-            thread = threading.Thread(target=self._serve, args=(client,), daemon=True)
-            self._threads.append(thread)
             thread.start()
 
     def _serve(self, client: socket.socket) -> None:

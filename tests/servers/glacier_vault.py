@@ -32,7 +32,8 @@ What it checks (-> error code, HTTP status):
   InitiateJob       | Type archive-retrieval (ArchiveId exists; Tier Expedited/Standard/Bulk;
                     |   RetrievalByteRange ``a-b`` megabyte aligned: a % 1 MiB == 0 and b+1 a
                     |   multiple of 1 MiB or b the last byte) or inventory-retrieval (Format JSON or
-                    |   CSV; StartDate/EndDate filter). ``select``, Limit/Marker -> InvalidParameter
+                    |   CSV; StartDate/EndDate filter); other types -> InvalidParameterValue;
+                    |   ``select`` and inventory Limit/Marker -> 501 NotImplemented
   DescribeJob,      | job exists and has not expired: output lives ``output_ttl`` (24 h) after
     GetJobOutput    |   completion by the stand-in's clock -> ResourceNotFoundException afterwards
   GetJobOutput      | job completed (else InvalidParameterValueException, as AWS); ``Range:
@@ -41,7 +42,10 @@ What it checks (-> error code, HTTP status):
                     |   needs this only to send a checksum). Answers 206 + Content-Range for a
                     |   range. ``x-amz-sha256-tree-hash`` is sent only when both the job's range and
                     |   the downloaded range are tree-hash aligned to the archive (AWS "Receiving
-                    |   Checksums When Downloading Data"); otherwise the header is ABSENT.
+                    |   Checksums When Downloading Data"); otherwise the header is ABSENT (not
+                    |   the whole archive's hash): a client must accept a missing checksum.
+  error codes       | AWS does not document the code for a wrong ``x-amz-content-sha256``; the
+                    |   stand-in answers InvalidParameterValueException (400) as for the tree hash.
 
 What it does NOT do: verify signatures or credentials; regions; IAM/vault policies, tags, vault
 lock, notifications/SNS, provisioned capacity, data-retrieval policies, select jobs (all answer
@@ -50,6 +54,10 @@ DescribeVault counts are live, LastInventoryDate is null); DeleteVault's "writte
 inventory" rule; multipart uploads expiring after 24 h idle; throttling, retrieval pricing caps.
 Job timing is by ``delays`` (per tier and ``inventory``) on an injectable clock; deleted archives'
 files stay on disk until ``stop()`` so running jobs can still read them.
+
+Test hooks: ``standin.clock.advance(seconds)`` (finish jobs, expire output), ``standin.calls``
+(requests per operation), ``archive_ids(vault)``, ``corrupt(vault, archive_id, offset)`` (rot at
+rest: the stored checksums stay, so downloads no longer match them).
 
 Usage: ``url = GlacierStandIn().start()`` ... ``.stop()``; or
 ``python3 -m tests.servers.glacier_vault --port N`` (prints the URL, serves until SIGINT/SIGTERM).
@@ -65,7 +73,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import sys

@@ -1,6 +1,6 @@
 """zg-decrypt: a filter from an archive (v1, or the 2013 format) back to the original stream."""
 
-from .. import archive, keys, legacy
+from .. import archive, legacy
 from ..errors import KeyFileError, NotAnArchiveError
 from ..format import MAGIC, describe_foreign
 from ..pipes import PeekReader, widen_pipe

@@ -9,7 +9,7 @@ from ..errors import UsageError
 from ..format import read_header
 from ..pipes import PeekReader
 from .common import binary_stdin, parser, run
-from .keyargs import add_key_options, identities
+from .keyargs import identities
 
 
 def body(argv):

@@ -230,8 +230,8 @@ class Upload(io.BufferedIOBase):
         return True
 
     def write(self, data) -> int:
-        if self._state != "open":
-            raise ValueError(f"write to an upload that is {self._state}")
+        if self._state != "open" or self.closed:
+            raise ValueError(f"write to an upload that is {'closed' if self.closed else self._state}")
         n = len(data)
         if self.session is None:
             self._probe += data
@@ -464,10 +464,12 @@ class Store(ABC):
         """Where a thaw stands (ready, frozen, thawing, thawed)."""
 
     @abstractmethod
-    def open_read(self, id: str, *, jobs: int = 4) -> io.RawIOBase:
+    def open_read(self, id: str, *, jobs: int = 4, start: int = 0) -> io.RawIOBase:
         """Readable binary stream of the archive: ranges fetched ``jobs`` at a time, delivered in
         order, each verified (IntegrityError); the last bytes are delivered only after the whole
-        archive's checksum matched.  RestorePendingError when the archive is not thawed."""
+        archive's checksum matched.  RestorePendingError when the archive is not thawed.
+        ``start`` > 0 resumes a download at that offset: every range is still verified, but the
+        whole-archive check is then the caller's (it holds the bytes before ``start``)."""
 
     def read_all(self, id: str, *, jobs: int = 4) -> bytes:
         with self.open_read(id, jobs=jobs) as r:

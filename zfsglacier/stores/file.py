@@ -289,7 +289,7 @@ class FileStore(Store):
         self._side(id)
         return ThawStatus(id, "ready", "local file: readable at once")
 
-    def open_read(self, id: str, *, jobs: int = 4) -> OrderedReader:
+    def open_read(self, id: str, *, jobs: int = 4, start: int = 0) -> OrderedReader:
         side = self._side(id)
         path = self._path(id, SUFFIX)
         fd = os.open(path, os.O_RDONLY)
@@ -303,14 +303,14 @@ class FileStore(Store):
                                                       side["parts"]))]
             if sum(p.size for p in parts) != size:
                 raise IntegrityError(f"archive {id}: sidecar part list does not cover its size")
-            return self._reader(fd, path, parts, bytes.fromhex(side["sha256"]), jobs=jobs,
-                                own_fd=True)
+            whole = None if start else bytes.fromhex(side["sha256"])
+            return self._reader(fd, path, parts, whole, jobs=jobs, own_fd=True, start=start)
         except BaseException:
             os.close(fd)
             raise
 
     def _reader(self, fd: int, path: str, parts: list[PartDone], whole: Optional[bytes], *,
-                jobs: int, own_fd: bool = False) -> OrderedReader:
+                jobs: int, own_fd: bool = False, start: int = 0) -> OrderedReader:
         """Verified parallel reader over parts with known SHA-256 (and optionally the whole's)."""
         hasher = hashlib.sha256()
 
@@ -328,5 +328,5 @@ class FileStore(Store):
             if last and hasher.digest() != whole:
                 raise IntegrityError(f"{path}: SHA-256 of the whole does not match the sidecar")
 
-        return OrderedReader(parts, fetch, jobs=jobs, deliver=deliver,
+        return OrderedReader(parts, fetch, jobs=jobs, deliver=deliver, start=start,
                              on_close=(lambda: os.close(fd)) if own_fd else None)

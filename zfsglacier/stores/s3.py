@@ -79,7 +79,7 @@ def parse_restore(header: Optional[str]) -> tuple[str, Optional[float]]:
 @dataclass
 class _Range:
     number: int
-    start: int
+    offset: int
     size: int
     sha256: Optional[bytes] = None  # expected, when S3 lists part checksums
     md5: Optional[str] = None  # expected, when the part's ETag is its MD5
@@ -152,9 +152,14 @@ class S3Session(UploadSession):
     def complete(self, parts: list[PartDone], size: int, sha256: bytes) -> ArchiveInfo:
         listing = [{"PartNumber": p.number, "ETag": p.receipt["ETag"],
                     "ChecksumSHA256": p.receipt["ChecksumSHA256"]} for p in parts]
-        call(self.c.complete_multipart_upload, self._what("complete upload of"),
-             Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id,
-             MultipartUpload={"Parts": listing})
+        try:
+            call(self.c.complete_multipart_upload, self._what("complete upload of"),
+                 Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id,
+                 MultipartUpload={"Parts": listing})
+        except StoreError as exc:
+            # A retried complete whose first try succeeded finds no upload: check the object.
+            if "NoSuchUpload" not in str(exc):
+                raise
         self.upload_id = None  # the object exists now: abort must delete it instead
         composite = b64(hashlib.sha256(b"".join(p.sha256 for p in parts)).digest())
         md5s = [p.receipt.get("md5") for p in parts]
@@ -381,7 +386,7 @@ class S3Store(Store):
         if (cls, tier) not in THAW_WAIT:
             raise UsageError(f"{cls} has no {tier} retrieval: use Standard (up to 12 hours) or "
                              f"Bulk (up to 48 hours)")
-        if parse_restore(head.get("Restore"))[0] == "frozen":
+        if parse_restore(head.get("Restore"))[0] != "thawing":  # thawed: extends the copy
             try:
                 call(self.client.restore_object, f"{self.url}: restore {id}",
                      Bucket=self.bucket, Key=self.key(id),
@@ -411,7 +416,7 @@ class S3Store(Store):
         return ThawStatus(id, state, f"{cls}: not restored; request a restore first")
 
     # ---- reads
-    def open_read(self, id: str, *, jobs: int = 4) -> OrderedReader:
+    def open_read(self, id: str, *, jobs: int = 4, start: int = 0) -> OrderedReader:
         key = self.key(id)
         head = self._head(key, id, ChecksumMode="ENABLED")
         cls = head.get("StorageClass") or "STANDARD"
@@ -451,20 +456,21 @@ class S3Store(Store):
                 if not bad:
                     digests[r.number] = (sha, md5)
                     return data
-            raise IntegrityError(f"{self.url}: archive {id}: part {r.number} (bytes {r.start}-"
-                                 f"{r.start + r.size - 1}) does not match its checksum")
+            raise IntegrityError(f"{self.url}: archive {id}: part {r.number} (bytes {r.offset}-"
+                                 f"{r.offset + r.size - 1}) does not match its checksum")
 
         def deliver(r: _Range, data: bytes, last: bool) -> None:
             whole.add(data, *digests.pop(r.number))
             if last:
                 whole.verify(f"{self.url}: archive {id}")
 
-        return OrderedReader(ranges, fetch, jobs=jobs, deliver=deliver)
+        return OrderedReader(ranges, fetch, jobs=jobs, start=start,
+                             deliver=None if start else deliver)
 
     def _get_range(self, key: str, archive_id: str, r: _Range) -> bytes:
         def once() -> bytes:
             resp = self.client.get_object(Bucket=self.bucket, Key=key,
-                                          Range=f"bytes={r.start}-{r.start + r.size - 1}")
+                                          Range=f"bytes={r.offset}-{r.offset + r.size - 1}")
             with resp["Body"] as body:
                 return body.read()
 

@@ -1,0 +1,144 @@
+"""Issue 4 on real ZFS: zg-backup chains, zg-restore of any snapshot, lost catalog, renames, bad input."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from zfsglacier import errors
+from zfsglacier.catalog import Catalog
+from zfsglacier.zfs import ZfsCli
+from tests.helpers import assert_one_line_error, zg
+from tests.test_filters_zfs import fill, tree_digest
+
+pytestmark = pytest.mark.zfs
+
+
+@pytest.fixture
+def env(tmp_path):
+    """Keys, a catalog path and a file:// destination, all private to one test."""
+    key, pub = tmp_path / "offsite.key", tmp_path / "offsite.pub"
+    pub.write_text(zg("keygen", "-o", key, check=True).stdout.decode())
+    return dict(key=key, pub=pub, dest=f"file://{tmp_path}/store", catalog=str(tmp_path / "catalog.db"),
+                env={"ZG_CATALOG": str(tmp_path / "catalog.db")})
+
+
+def run(env, cmd, *args, code=0):
+    p = zg(cmd, *args, env=env["env"])
+    if code is not None:
+        assert p.returncode == code, (cmd, args, p.stderr.decode())
+    return p
+
+
+def make_chain(zfs, ds, env, n_incr=3):
+    """A full and n incrementals through zg-backup; returns {snapshot: file digests}."""
+    want = {}
+    for i in range(n_incr + 1):
+        fill(ds.path, 10 + i, n=2)
+        if i == 2:
+            (ds.path / "file10-0.dat").unlink()
+        snap = f"s{i}"
+        p = run(env, "backup", ds.name, env["dest"], "--key", env["pub"], "--snapshot", snap)
+        assert ("full" if i == 0 else f"incremental from s{i - 1}") in p.stdout.decode()
+        want[snap] = tree_digest(ds.path)
+    return want
+
+
+def restored(zfs, target):
+    return tree_digest(zfs.mountpoint(target))
+
+
+def test_chain_restore_middle_and_newest(zfs_dataset, zfs_pool, env):
+    zfs = ZfsCli()
+    want = make_chain(zfs, zfs_dataset, env)
+    listing = run(env, "ls", env["dest"], zfs_dataset.name).stdout.decode()
+    assert "chain 1" in listing and listing.count("-> incr") == 3
+    with Catalog(env["catalog"]) as cat:
+        rows = cat.archives(env["dest"])
+        assert [r.snapshot for r in rows] == ["s0", "s1", "s2", "s3"]
+        assert all(r.toguid == zfs.guid(f"{zfs_dataset.name}@{r.snapshot}") for r in rows)
+    dry = run(env, "restore", env["dest"], f"{zfs_dataset.name}@s2", "x", "--dry-run").stdout.decode()
+    assert "3 archives" in dry and "s0" in dry and "s3" not in dry
+    for snap in ("s1", "s3"):
+        target = f"{zfs_pool}/r-{snap}"
+        run(env, "restore", env["dest"], f"{zfs_dataset.name}@{snap}", target, "--key", env["key"])
+        assert restored(zfs, target) == want[snap]
+        assert zfs.guid(f"{target}@{snap}") == zfs.guid(f"{zfs_dataset.name}@{snap}")
+        zfs.destroy(target, recursive=True)
+    # the newest archived snapshot stays held as the next incremental's base
+    assert zfs.userrefs(f"{zfs_dataset.name}@s3") == 1 and zfs.userrefs(f"{zfs_dataset.name}@s2") == 0
+
+
+def test_lost_catalog_rebuilt_from_the_destination(zfs_dataset, zfs_pool, env):
+    zfs = ZfsCli()
+    want = make_chain(zfs, zfs_dataset, env, n_incr=2)
+    os.unlink(env["catalog"])
+    p = run(env, "restore", env["dest"], f"{zfs_dataset.name}@s2", f"{zfs_pool}/lost", "--key", env["key"],
+            code=errors.NotFoundError.exit_code)
+    assert "zg-catalog rebuild" in p.stderr.decode()
+    keyless = run(env, "catalog", "rebuild", env["dest"]).stdout.decode()
+    assert "3 archives" in keyless and "0 with names" in keyless
+    os.unlink(env["catalog"])
+    named = run(env, "catalog", "rebuild", env["dest"], "--key", env["key"]).stdout.decode()
+    assert "3 with names" in named
+    target = f"{zfs_pool}/lost"
+    run(env, "restore", env["dest"], f"{zfs_dataset.name}@s2", target, "--key", env["key"])
+    assert restored(zfs, target) == want["s2"]
+    zfs.destroy(target, recursive=True)
+    # and the next backup continues the chain instead of starting over
+    fill(zfs_dataset.path, 99, n=1)
+    p = run(env, "backup", zfs_dataset.name, env["dest"], "--key", env["pub"], "--snapshot", "s3")
+    assert "incremental from s2" in p.stdout.decode()
+
+
+def test_renames_do_not_confuse_the_chain(zfs_dataset, zfs_pool, env):
+    zfs = ZfsCli()
+    make_chain(zfs, zfs_dataset, env, n_incr=1)
+    renamed = f"{zfs_pool}/renamed-{os.getpid()}"
+    zfs.rename(zfs_dataset.name, renamed)
+    zfs.rename(f"{renamed}@s1", f"{renamed}@monday")
+    try:
+        fill(Path(zfs.mountpoint(renamed)), 50, n=1)
+        p = run(env, "backup", renamed, env["dest"], "--key", env["pub"], "--snapshot", "s2")
+        assert "incremental from monday" in p.stdout.decode()
+        want = tree_digest(zfs.mountpoint(renamed))
+        target = f"{zfs_pool}/from-renamed"
+        run(env, "restore", env["dest"], f"{renamed}@s2", target, "--key", env["key"])
+        assert restored(zfs, target) == want
+        zfs.destroy(target, recursive=True)
+    finally:
+        zfs.rename(renamed, zfs_dataset.name)
+
+
+def test_bad_input_is_refused_and_destroys_nothing(zfs_dataset, zfs_pool, env, tmp_path):
+    zfs = ZfsCli()
+    make_chain(zfs, zfs_dataset, env, n_incr=2)
+    ds = zfs_dataset.name
+    other_key = tmp_path / "other.key"
+    zg("keygen", "-o", other_key, check=True)
+    # unknown snapshot
+    assert_one_line_error(run(env, "restore", env["dest"], f"{ds}@nope", f"{zfs_pool}/x", "--key", env["key"],
+                              code=None), errors.NotFoundError.exit_code, "no archive of")
+    # wrong key: refused before anything is thawed or received
+    assert_one_line_error(run(env, "restore", env["dest"], f"{ds}@s2", f"{zfs_pool}/x", "--key", other_key,
+                              code=None), errors.NoMatchingKeyError.exit_code, "wrong key")
+    assert not zfs.exists(f"{zfs_pool}/x")
+    # existing target: untouched
+    before = tree_digest(zfs_dataset.path)
+    existing = f"{zfs_pool}/existing"
+    zfs.create(existing)
+    (Path(zfs.mountpoint(existing)) / "keep.txt").write_text("precious")
+    assert_one_line_error(run(env, "restore", env["dest"], f"{ds}@s2", existing, "--key", env["key"], code=None),
+                          errors.ZfsError.exit_code, "already exists")
+    assert (Path(zfs.mountpoint(existing)) / "keep.txt").read_text() == "precious"
+    zfs.destroy(existing, recursive=True)
+    # a chain with a missing link
+    with Catalog(env["catalog"]) as cat:
+        middle = [r for r in cat.archives(env["dest"]) if r.snapshot == "s1"][0]
+    os.unlink(env["dest"][len("file://"):] + f"/{middle.id}.zg")
+    with Catalog(env["catalog"]) as cat:
+        cat.mark_deleted(env["dest"], middle.id)
+    assert_one_line_error(run(env, "restore", env["dest"], f"{ds}@s2", f"{zfs_pool}/x", "--key", env["key"],
+                              code=None), errors.NotFoundError.exit_code, "broken")
+    assert not zfs.exists(f"{zfs_pool}/x")
+    assert tree_digest(zfs_dataset.path) == before

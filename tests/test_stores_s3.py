@@ -1,0 +1,270 @@
+"""The s3:// store against moto's S3 in server mode (a real HTTP endpoint on 127.0.0.1), reached
+through AWS_ENDPOINT_URL like any endpoint.  moto checks no checksums of its own, so damage is
+made on the server side (its in-process backend) to show that the store catches it."""
+
+import io
+import itertools
+import os
+
+import boto3
+import moto.settings
+import pytest
+from moto.backends import get_backend
+from moto.moto_api import state_manager
+from moto.server import ThreadedMotoServer
+
+from tests.servers.faultproxy import FaultProxy
+from tests.test_stores_file import upload_then_kill
+from zfsglacier.errors import (IntegrityError, NotFoundError, RestorePendingError, StoreError,
+                               UsageError)
+from zfsglacier.parts import MiB
+from zfsglacier.stores import open_store
+
+PART = 5 * MiB  # S3's smallest part: keeps multipart tests small
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
+                     "AWS_ENDPOINT_URL_S3"):
+            mp.delenv(name, raising=False)
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_CONFIG_FILE", os.devnull)
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        yield f"http://{host}:{port}"
+        server.stop()
+
+
+@pytest.fixture
+def bucket(moto_url):
+    name = f"zg-test-{next(_names)}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3(bucket):
+    return boto3.client("s3")
+
+
+def store_for(bucket, storage_class="STANDARD", prefix="backups"):
+    return open_store(f"s3://{bucket}/{prefix}", part_size=PART, storage_class=storage_class)
+
+
+def moto_bucket(bucket):
+    return get_backend("s3")["123456789012"]["aws"].buckets[bucket]
+
+
+def count_calls(store, operation):
+    """Count API calls the store makes (after botocore's own retries: one per call)."""
+    calls = []
+    store.client.meta.events.register(f"before-call.s3.{operation}",
+                                      lambda **kw: calls.append(1))
+    return calls
+
+
+def count_attempts(store):
+    """Count HTTP requests actually sent, retries included."""
+    sent = []
+    store.client.meta.events.register("before-send.s3.*", lambda **kw: sent.append(1))
+    return sent
+
+
+def no_uploads_left(s3, bucket):
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_multipart_roundtrip_with_metadata_and_listing(bucket, s3):
+    store = store_for(bucket)
+    data = os.urandom(3 * PART + 1234)
+    puts = count_calls(store, "UploadPart")
+    info = store.upload(io.BytesIO(data), {"dataset": "tank/fs", "snapshot": "a"}, jobs=3)
+    assert len(puts) == 4 and info.checksum.endswith("-4") and info.size == len(data)
+    assert s3.head_object(Bucket=bucket, Key=f"backups/{info.id}.zg")["Metadata"]["snapshot"] == "a"
+    assert store.read_all(info.id, jobs=3) == data
+    listed = list(store.list())
+    assert [a.id for a in listed] == [info.id] and listed[0].metadata["dataset"] == "tank/fs"
+    assert no_uploads_left(s3, bucket)
+
+
+def test_small_stream_is_one_put(bucket, s3):
+    store = store_for(bucket, "GLACIER_IR")
+    puts = count_calls(store, "PutObject")
+    info = store.upload(io.BytesIO(b"tiny"), {})
+    assert len(puts) == 1 and info.storage_class == "GLACIER_IR" and info.state == "ready"
+    assert store.read_all(info.id) == b"tiny"  # GLACIER_IR reads at once
+
+
+def test_deep_archive_needs_a_restore_then_reads(bucket):
+    store = store_for(bucket, "DEEP_ARCHIVE")
+    data = os.urandom(PART + 10)
+    info = store.upload(io.BytesIO(data), {})
+    assert info.state == "frozen" and store.thaw_status(info.id).state == "frozen"
+    with pytest.raises(RestorePendingError, match=f"zg-thaw {store.url} {info.id}"):
+        store.open_read(info.id)
+    with pytest.raises(UsageError, match="no Expedited"):
+        store.request_thaw(info.id, "Expedited")
+    status = store.request_thaw(info.id, "Bulk", days=2)  # moto restores at once
+    assert status.state == "thawed" and status.expires
+    assert store.read_all(info.id) == data
+
+
+def test_restore_in_progress_is_reported_and_blocks_reads(bucket):
+    store = store_for(bucket, "GLACIER")
+    info = store.upload(io.BytesIO(b"cold"), {})
+    state_manager.set_transition("s3::keyrestore", {"progression": "manual", "times": 10**9})
+    try:
+        store.request_thaw(info.id, "Standard")
+        moto_bucket(bucket).keys[f"backups/{info.id}.zg"].status = "IN_PROGRESS"
+        status = store.thaw_status(info.id)
+        assert status.state == "thawing" and status.expected_wait == 5 * 3600
+        assert store.request_thaw(info.id).state == "thawing"  # asking again is fine
+        with pytest.raises(RestorePendingError, match="still in progress"):
+            store.open_read(info.id)
+        moto_bucket(bucket).keys[f"backups/{info.id}.zg"].status = "RESTORED"
+        assert store.read_all(info.id) == b"cold"
+    finally:
+        state_manager.unset_transition("s3::keyrestore")
+
+
+def test_damaged_part_is_caught_on_read(bucket):
+    store = store_for(bucket)
+    data = os.urandom(3 * PART)
+    info = store.upload(io.BytesIO(data), {})
+    key = moto_bucket(bucket).keys[f"backups/{info.id}.zg"]
+    rotten = bytearray(key.value)
+    rotten[PART + 7] ^= 0x40
+    key.value = bytes(rotten)
+    with store.open_read(info.id) as r:
+        assert r.read(PART) == data[:PART]
+        with pytest.raises(IntegrityError, match="part 2"):
+            r.read()
+
+
+def test_commit_catches_a_part_damaged_before_completion(bucket, s3):
+    """The composite checksum S3 computes from what it holds must equal the local one."""
+    store = store_for(bucket)
+
+    def rot(params, **kw):
+        part = moto_bucket(bucket).multiparts[params["UploadId"]].parts[2]
+        part.value = b"\0" + part.value[1:]
+
+    store.client.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload", rot)
+    with pytest.raises(IntegrityError, match="does not match the local data"):
+        store.upload(io.BytesIO(os.urandom(2 * PART + 5)), {})
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert no_uploads_left(s3, bucket)
+
+
+def test_failed_upload_is_aborted(bucket, s3):
+    store = store_for(bucket)
+    with pytest.raises(RuntimeError):
+        with store.open_upload({}) as up:
+            up.write(os.urandom(2 * PART + 1))  # two parts sent
+            raise RuntimeError("zfs send died")
+    assert no_uploads_left(s3, bucket)
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_resume_after_kill_9_sends_only_missing_parts(bucket, s3):
+    store = store_for(bucket)
+    data = os.urandom(5 * PART + 4321)
+
+    def stored():
+        uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        if not uploads:
+            return 0
+        up = uploads[0]
+        return len(s3.list_parts(Bucket=bucket, Key=up["Key"],
+                                 UploadId=up["UploadId"]).get("Parts", []))
+
+    upload_then_kill(store.url, {"part_size": PART, "storage_class": "STANDARD"},
+                     data[:3 * PART + 1], stored, want=3, jobs=2)
+    [incomplete] = store.incomplete_uploads()
+    assert incomplete.parts == 3 and list(store.list()) == []
+
+    puts = count_calls(store, "UploadPart")
+    up = store.open_resume(jobs=2)
+    up.write(data)
+    info = up.commit()
+    assert len(puts) == 3 and up.stats["parts_reused"] == 3  # parts 4-6 only
+    assert info.id == incomplete.id and store.read_all(info.id) == data
+    assert store.stat(info.id).metadata == {"dataset": "tank/fs"}
+    assert no_uploads_left(s3, bucket)
+
+
+def test_resume_refuses_other_input_and_discard_cleans_up(bucket, s3):
+    store = store_for(bucket)
+    up = store.open_upload({})
+    up.write(os.urandom(2 * PART + 1))
+    up._pipeline.cancel()  # as if killed: the parts stay
+    with pytest.raises(NotFoundError, match="starts with this input"):
+        store.resume_upload(io.BytesIO(os.urandom(2 * PART + 1)))
+    [incomplete] = store.incomplete_uploads()
+    store.discard_incomplete(incomplete.ref)
+    assert no_uploads_left(s3, bucket)
+
+
+def test_metadata_over_2_kib_is_refused_before_any_request(bucket):
+    store = store_for(bucket)
+    sent = count_attempts(store)
+    with pytest.raises(UsageError, match="2048"):
+        store.open_upload({"notes": "x" * 2100})
+    assert sent == []
+
+
+def test_missing_bucket_fails_at_once_in_one_line(moto_url):
+    store = store_for("zg-no-such-bucket")
+    sent = count_attempts(store)
+    with pytest.raises(StoreError, match="bucket zg-no-such-bucket does not exist") as err:
+        store.upload(io.BytesIO(b"x"), {})
+    assert "\n" not in str(err.value) and len(sent) == 1
+    with pytest.raises(StoreError, match="does not exist"):
+        store.stat("20260101T000000Z-00000000")
+
+
+def test_bad_credentials_fail_at_once_in_one_line(bucket):
+    store = store_for(bucket)
+    sent = count_attempts(store)
+    moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # moto now checks access keys
+    try:
+        with pytest.raises(StoreError, match="access denied: InvalidAccessKeyId") as err:
+            store.upload(io.BytesIO(b"x"), {})
+    finally:
+        moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+    assert "\n" not in str(err.value) and len(sent) == 1
+
+
+def test_a_body_cut_mid_read_is_fetched_again(bucket, moto_url, monkeypatch):
+    data = os.urandom(2 * PART + 3)
+    info = store_for(bucket).upload(io.BytesIO(data), {})
+    with FaultProxy(moto_url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        store = store_for(bucket)
+        proxy.inject("truncate", count=1, when=r"^GET .*\.zg")
+        assert store.read_all(info.id, jobs=1) == data
+        assert proxy.injected["truncate"] == 1
+
+
+def test_delete_and_missing_archives(bucket):
+    store = store_for(bucket)
+    info = store.upload(io.BytesIO(b"gone soon"), {})
+    store.delete(info.id)
+    for op in (store.stat, store.delete, store.open_read, store.thaw_status):
+        with pytest.raises(NotFoundError):
+            op(info.id)
+
+
+def test_read_resumes_at_an_offset(bucket):
+    store = store_for(bucket)
+    data = os.urandom(2 * PART + 9)
+    info = store.upload(io.BytesIO(data), {})
+    assert store.open_read(info.id, start=PART + 3).read() == data[PART + 3:]

@@ -1,0 +1,184 @@
+"""The glacier:// store against the strict vault stand-in (tests/servers/glacier_vault.py): moto
+has no vault multipart or tree hashes.  The stand-in's clock is advanced instead of waiting."""
+
+import io
+import os
+
+import boto3
+import pytest
+
+from tests.servers.glacier_vault import GlacierStandIn
+from tests.test_stores_file import upload_then_kill
+from zfsglacier.errors import (IntegrityError, NotFoundError, RestorePendingError, StoreError,
+                               UsageError)
+from zfsglacier.parts import MiB, PartPlan
+from zfsglacier.stores import open_store
+from zfsglacier.stores import vault as vault_module
+
+HOUR = 3600.0
+
+
+@pytest.fixture(scope="module")
+def standin():
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
+                     "AWS_ENDPOINT_URL_GLACIER"):
+            mp.delenv(name, raising=False)
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_CONFIG_FILE", os.devnull)
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        server = GlacierStandIn(delays={"Expedited": 0, "Standard": 4 * HOUR, "Bulk": 10 * HOUR,
+                                        "inventory": 4 * HOUR})
+        mp.setenv("AWS_ENDPOINT_URL", server.start())
+        yield server
+        server.stop()
+
+
+@pytest.fixture
+def vault(standin, request):
+    name = f"zg-{request.node.name[5:40]}"
+    boto3.client("glacier").create_vault(vaultName=name)
+    return name
+
+
+def store_for(vault):
+    return open_store(f"glacier://{vault}", part_size=MiB)  # 1 MiB parts and read ranges
+
+
+def uploads_left(vault):
+    return boto3.client("glacier").list_multipart_uploads(vaultName=vault)["UploadsList"]
+
+
+def test_multipart_upload_thaw_and_verified_read(standin, vault):
+    store = store_for(vault)
+    data = os.urandom(5 * MiB + 777)
+    before = standin.calls["upload_part"]
+    info = store.upload(io.BytesIO(data), {"dataset": "tank/fs"}, jobs=3)
+    assert standin.calls["upload_part"] - before == 6 and info.checksum.startswith("treehash:")
+    with pytest.raises(RestorePendingError, match="no retrieval job"):
+        store.open_read(info.id)
+    status = store.request_thaw(info.id, "Standard")
+    assert status.state == "thawing" and status.expected_wait == 5 * HOUR
+    jobs = standin.calls["initiate_job"]
+    assert store.request_thaw(info.id, "Standard").state == "thawing"
+    assert standin.calls["initiate_job"] == jobs  # the running job is reused
+    with pytest.raises(RestorePendingError, match="still running"):
+        store.open_read(info.id)
+    standin.clock.advance(4 * HOUR)
+    assert store.thaw_status(info.id).state == "thawed"
+    reads = standin.calls["job_output"]
+    assert store.read_all(info.id, jobs=3) == data
+    assert standin.calls["job_output"] - reads == 6  # six 1 MiB ranges
+    assert not uploads_left(vault)
+
+
+def test_small_stream_is_one_upload_archive(standin, vault):
+    store = store_for(vault)
+    info = store.upload(io.BytesIO(b"tiny"), {"a": "b"})
+    assert standin.calls["upload_archive"] >= 1 and info.size == 4
+    assert store.request_thaw(info.id, "Expedited").state == "thawed"  # stand-in: at once
+    assert store.read_all(info.id) == b"tiny"
+
+
+def test_rot_at_rest_is_caught_on_read(standin, vault):
+    store = store_for(vault)
+    data = os.urandom(3 * MiB)
+    info = store.upload(io.BytesIO(data), {})
+    standin.corrupt(vault, info.id, offset=2 * MiB + 3)
+    store.request_thaw(info.id, "Expedited")
+    with store.open_read(info.id, jobs=2) as r:
+        assert r.read(2 * MiB) == data[:2 * MiB]
+        with pytest.raises(IntegrityError, match="tree hash"):
+            r.read()
+
+
+def test_listing_needs_an_inventory(standin, vault):
+    store = store_for(vault)
+    info = store.upload(io.BytesIO(b"listed"), {"snapshot": "s1"})
+    with pytest.raises(RestorePendingError, match="inventory"):
+        list(store.list())
+    with pytest.raises(RestorePendingError, match="being prepared"):
+        list(store.list())
+    standin.clock.advance(4 * HOUR)
+    [row] = [a for a in store.list() if a.id == info.id]
+    assert row.metadata == {"snapshot": "s1"} and row.size == 6 and row.state == "frozen"
+    assert store.stat(info.id).checksum == info.checksum
+
+
+def test_failed_upload_is_aborted(vault):
+    store = store_for(vault)
+    with pytest.raises(RuntimeError):
+        with store.open_upload({}) as up:
+            up.write(os.urandom(3 * MiB + 1))
+            raise RuntimeError("zfs send died")
+    assert not uploads_left(vault)
+
+
+def test_resume_after_kill_9_sends_only_missing_parts(standin, vault):
+    store = store_for(vault)
+    data = os.urandom(5 * MiB + 4321)
+    client = boto3.client("glacier")
+
+    def stored():
+        ups = client.list_multipart_uploads(vaultName=vault)["UploadsList"]
+        if not ups:
+            return 0
+        return len(client.list_parts(vaultName=vault,
+                                     uploadId=ups[0]["MultipartUploadId"])["Parts"])
+
+    upload_then_kill(store.url, {"part_size": MiB}, data[:3 * MiB + 1], stored, want=3)
+    [incomplete] = store.incomplete_uploads()
+    assert incomplete.parts == 3 and incomplete.metadata == {"dataset": "tank/fs"}
+    before = standin.calls["upload_part"]
+    info = store.resume_upload(io.BytesIO(data), jobs=2)
+    assert standin.calls["upload_part"] - before == 3  # parts 4-6 only
+    assert not uploads_left(vault)
+    store.request_thaw(info.id, "Expedited")
+    assert store.read_all(info.id) == data
+
+
+def test_resume_refuses_other_input(vault):
+    store = store_for(vault)
+    up = store.open_upload({})
+    up.write(os.urandom(2 * MiB + 1))
+    up._pipeline.cancel()  # as if killed
+    with pytest.raises(NotFoundError, match="starts with this input"):
+        store.resume_upload(io.BytesIO(os.urandom(2 * MiB + 1)))
+    [incomplete] = store.incomplete_uploads()
+    store.discard_incomplete(incomplete.ref)
+    assert not uploads_left(vault)
+
+
+def test_stream_outgrowing_the_part_count_fails_early(vault, monkeypatch):
+    """With 3 parts allowed instead of 10,000: the error comes before a 4th part is sent."""
+    monkeypatch.setattr(vault_module, "vault_plan",
+                        lambda *a, **k: PartPlan(MiB, max_parts=3, what="vault"))
+    store = store_for(vault)
+    with pytest.raises(StoreError, match="--expected-size"):
+        store.upload(io.BytesIO(os.urandom(3 * MiB + 1)), {})
+    assert not uploads_left(vault)
+
+
+def test_description_limit_missing_vault_and_delete(standin, vault):
+    store = store_for(vault)
+    with pytest.raises(UsageError, match="1024"):
+        store.open_upload({"notes": "x" * 1020})
+    with pytest.raises(StoreError, match="vault zg-none does not exist") as err:
+        store_for("zg-none").upload(io.BytesIO(b"x"), {})
+    assert "\n" not in str(err.value)
+    info = store.upload(io.BytesIO(b"bye"), {})
+    store.delete(info.id)
+    with pytest.raises(NotFoundError):
+        store.delete(info.id)
+    with pytest.raises(NotFoundError):
+        store.request_thaw(info.id)
+
+
+def test_read_resumes_at_an_offset(vault):
+    store = store_for(vault)
+    data = os.urandom(3 * MiB + 9)
+    info = store.upload(io.BytesIO(data), {})
+    store.request_thaw(info.id, "Expedited")
+    assert store.open_read(info.id, start=MiB + 3).read() == data[MiB + 3:]

@@ -1,0 +1,217 @@
+"""The local catalog: every archive uploaded from this host, where it went, and what it holds.
+
+SQLite (one file, WAL, safe for a cron job and an interactive command at once).  Snapshot
+identity is kept by guid, as text (guids are unsigned 64-bit; SQLite integers are signed).  The
+catalog can always be rebuilt from a destination (``zg-catalog rebuild``): object metadata and
+vault descriptions carry the archives' public header fields, and a copy of the header.
+"""
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS archives (
+    dest TEXT NOT NULL,             -- destination URL
+    id TEXT NOT NULL,               -- the store's archive id
+    size INTEGER NOT NULL,          -- bytes stored
+    sha256 TEXT,                    -- hex SHA-256 of the bytes stored
+    checksum TEXT,                  -- the store's own checksum notation
+    uploaded REAL NOT NULL,         -- when the upload completed (epoch seconds)
+    storage_class TEXT,
+    toguid TEXT, fromguid TEXT,     -- ZFS stream identity (decimal text), NULL for non-ZFS input
+    snap_created INTEGER,           -- the snapshot's creation time
+    stream TEXT,                    -- plain | compound
+    dataset TEXT, snapshot TEXT,    -- names when known (the backup host knows them; a rebuild may not)
+    public TEXT NOT NULL,           -- all public metadata, JSON
+    deleted REAL,                   -- when zg-rm / zg-prune deleted it
+    PRIMARY KEY (dest, id)
+);
+CREATE INDEX IF NOT EXISTS archives_toguid ON archives (dest, toguid);
+CREATE TABLE IF NOT EXISTS uploads (  -- started and not (yet) completed: what zg-ls calls incomplete
+    dest TEXT NOT NULL, token TEXT NOT NULL, started REAL NOT NULL, public TEXT NOT NULL,
+    PRIMARY KEY (dest, token)
+);
+CREATE TABLE IF NOT EXISTS thaws (    -- restores asked of a cold class, until read
+    dest TEXT NOT NULL, id TEXT NOT NULL, tier TEXT NOT NULL, days INTEGER NOT NULL,
+    requested REAL NOT NULL, state TEXT NOT NULL, detail TEXT,
+    PRIMARY KEY (dest, id)
+);
+CREATE TABLE IF NOT EXISTS restores (  -- progress of zg-restore, so a second run continues
+    dest TEXT NOT NULL, target TEXT NOT NULL, id TEXT NOT NULL, position INTEGER NOT NULL,
+    done REAL, PRIMARY KEY (dest, target, id)
+);
+"""
+
+
+@dataclass
+class ArchiveRow:
+    dest: str
+    id: str
+    size: int
+    sha256: str | None
+    checksum: str | None
+    uploaded: float
+    storage_class: str | None
+    toguid: int | None
+    fromguid: int | None
+    snap_created: int | None
+    stream: str | None
+    dataset: str | None
+    snapshot: str | None
+    public: dict
+    deleted: float | None
+
+    @property
+    def incremental(self):
+        return bool(self.fromguid)
+
+    @property
+    def name(self):
+        """dataset@snapshot when known, else the guid."""
+        if self.dataset and self.snapshot:
+            return f"{self.dataset}@{self.snapshot}"
+        return f"guid:{self.toguid}" if self.toguid is not None else self.id
+
+
+def _row(r):
+    d = dict(r)
+    d["public"] = json.loads(d["public"])
+    for k in ("toguid", "fromguid"):
+        d[k] = int(d[k]) if d[k] is not None else None
+    return ArchiveRow(**d)
+
+
+def public_identity(public):
+    """The snapshot fields of the public metadata (zg-* keys), as catalog columns."""
+    def num(key):
+        v = public.get(key)
+        return str(int(v)) if v not in (None, "") else None
+    created = public.get("zg-snap-created")
+    return dict(toguid=num("zg-toguid"), fromguid=num("zg-fromguid"),
+                snap_created=int(created) if created else None, stream=public.get("zg-stream"))
+
+
+class Catalog:
+    """A handle on the catalog file (created on first use, mode 0600: it names datasets)."""
+
+    def __init__(self, path):
+        self.path = path
+        d = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            new = not os.path.exists(path)
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            if new:
+                os.chmod(path, 0o600)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise UsageError(f"catalog {path} was written by a newer zfsglacier (schema {version})")
+            self.db.executescript(SCHEMA)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as err:
+            raise UsageError(f"catalog {path}: {err}") from None
+        except OSError as err:
+            raise UsageError(f"catalog {path}: {err.strerror}") from None
+
+    def close(self):
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- archives ---------------------------------------------------------------------------
+
+    def record(self, dest, info, *, dataset=None, snapshot=None, uploaded=None):
+        """Record a complete, verified archive (``info`` is a stores.ArchiveInfo)."""
+        ident = public_identity(info.metadata)
+        self.db.execute(
+            "INSERT OR REPLACE INTO archives (dest, id, size, sha256, checksum, uploaded, storage_class,"
+            " toguid, fromguid, snap_created, stream, dataset, snapshot, public, deleted)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
+            (dest, info.id, info.size, info.sha256, info.checksum, uploaded or info.created or time.time(),
+             info.storage_class, ident["toguid"], ident["fromguid"], ident["snap_created"], ident["stream"],
+             dataset, snapshot, json.dumps(info.metadata, sort_keys=True)))
+
+    def set_names(self, dest, archive_id, dataset, snapshot):
+        self.db.execute("UPDATE archives SET dataset=?, snapshot=? WHERE dest=? AND id=?",
+                        (dataset, snapshot, dest, archive_id))
+
+    def archives(self, dest=None, *, include_deleted=False):
+        q, args = "SELECT * FROM archives WHERE 1=1", []
+        if dest is not None:
+            q += " AND dest=?"
+            args.append(dest)
+        if not include_deleted:
+            q += " AND deleted IS NULL"
+        q += " ORDER BY snap_created, uploaded"
+        return [_row(r) for r in self.db.execute(q, args)]
+
+    def get(self, dest, archive_id):
+        r = self.db.execute("SELECT * FROM archives WHERE dest=? AND id=?", (dest, archive_id)).fetchone()
+        return _row(r) if r else None
+
+    def mark_deleted(self, dest, archive_id, when=None):
+        self.db.execute("UPDATE archives SET deleted=? WHERE dest=? AND id=?",
+                        (when or time.time(), dest, archive_id))
+
+    # --- uploads in progress ----------------------------------------------------------------
+
+    def upload_started(self, dest, token, public):
+        self.db.execute("INSERT OR REPLACE INTO uploads VALUES (?,?,?,?)",
+                        (dest, token, time.time(), json.dumps(public, sort_keys=True)))
+
+    def upload_ended(self, dest, token):
+        self.db.execute("DELETE FROM uploads WHERE dest=? AND token=?", (dest, token))
+
+    def uploads(self, dest=None):
+        q = "SELECT * FROM uploads" + (" WHERE dest=?" if dest else "")
+        return [dict(r) for r in self.db.execute(q, (dest,) if dest else ())]
+
+    # --- thaws ------------------------------------------------------------------------------
+
+    def thaw_requested(self, dest, archive_id, tier, days, state, detail):
+        self.db.execute(
+            "INSERT INTO thaws VALUES (?,?,?,?,?,?,?) ON CONFLICT (dest, id) DO UPDATE SET state=excluded.state,"
+            " detail=excluded.detail", (dest, archive_id, tier, days, time.time(), state, detail))
+
+    def thaw_done(self, dest, archive_id):
+        self.db.execute("DELETE FROM thaws WHERE dest=? AND id=?", (dest, archive_id))
+
+    def thaws(self, dest=None):
+        q = "SELECT * FROM thaws" + (" WHERE dest=?" if dest else "")
+        return [dict(r) for r in self.db.execute(q, (dest,) if dest else ())]
+
+    # --- restores ---------------------------------------------------------------------------
+
+    def restore_progress(self, dest, target):
+        return {r["id"]: r["done"] for r in self.db.execute(
+            "SELECT id, done FROM restores WHERE dest=? AND target=?", (dest, target))}
+
+    def restore_step_done(self, dest, target, archive_id, position):
+        self.db.execute("INSERT OR REPLACE INTO restores VALUES (?,?,?,?,?)",
+                        (dest, target, archive_id, position, time.time()))
+
+    def restore_forget(self, dest, target):
+        self.db.execute("DELETE FROM restores WHERE dest=? AND target=?", (dest, target))
+
+
+def open_catalog(path=None, config=None):
+    """The catalog at ``path``, else $ZG_CATALOG, else the configured or default location."""
+    if path is None:
+        path = os.environ.get("ZG_CATALOG")
+    if path is None:
+        from .config import load_config
+        path = (config or load_config()).catalog
+    return Catalog(path)

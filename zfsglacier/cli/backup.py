@@ -1,0 +1,97 @@
+"""zg-backup: snapshot if asked, then full or incremental, encrypt, upload, record: one command."""
+
+import sys
+import time
+
+from .. import backup, compression, cost, stores
+from ..errors import ZgError
+from ..zfs import open_zfs
+from .common import parser, run
+from .keyargs import recipients as key_recipients
+from .sizes import parse_age
+from .storeargs import add_store_options, catalog, jobs, open_dest
+
+
+def body(argv):
+    p = parser("zg-backup", "Back DATASET up to DEST: full or incremental from the newest snapshot already "
+                            "there, encrypted to --key, uploaded and recorded in the catalog.")
+    p.add_argument("dataset", metavar="DATASET")
+    add_store_options(p)
+    p.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY", required=True,
+                   help="recipient: a .pub file (enough for backups) or a secret key file; repeatable")
+    p.add_argument("-r", "--recursive", action="store_true", help="every dataset under DATASET")
+    p.add_argument("--snapshot", metavar="NAME|auto", help="take this snapshot first (auto: zg-<UTC time>)")
+    p.add_argument("--full-every", type=int, metavar="N", help="start a new chain when it has N archives")
+    p.add_argument("--full-if-older-than", type=parse_age, metavar="AGE",
+                   help="start a new chain when its full is older than AGE (e.g. 30d, 12w)")
+    p.add_argument("--no-hold", dest="hold", action="store_false",
+                   help="do not `zfs hold` the last archived snapshot (the next incremental's base)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (snapshots, full/incremental, size, "
+                                                          "monthly cost) and change nothing")
+    p.add_argument("--storage-class", help="S3 storage class (default DEEP_ARCHIVE)")
+    p.add_argument("-c", "--compression", default=compression.DEFAULT, choices=compression.ALGORITHMS)
+    p.add_argument("-l", "--level", type=int)
+    args = p.parse_args(argv)
+    args.recipient, args.passphrase, args.passphrase_fd = [], False, None
+    recips = key_recipients(args)
+    level = compression.check(args.compression, args.level)
+    config, store, dest = open_dest(args, storage_class=args.storage_class)
+    zfs = open_zfs()
+    n_jobs = jobs(args, config)
+    dest_class = cost.class_of(dest, getattr(store, "storage_class", None))
+    datasets = zfs.list_datasets(args.dataset, recursive=args.recursive)
+    snap_name = args.snapshot
+    if snap_name == "auto":
+        snap_name = backup.auto_snapshot_name()
+    if snap_name and not args.dry_run:
+        zfs.snapshot(f"{args.dataset}@{snap_name}", recursive=args.recursive)
+    failures = 0
+    with catalog(args, config) as cat:
+        made = 0
+        for ds in datasets:
+            try:
+                step = backup.plan_dataset(
+                    zfs, cat, dest, ds, snapshot_name=snap_name if not args.dry_run else None,
+                    planned_snapshot=snap_name if args.dry_run else None,
+                    full_every=args.full_every, full_if_older=args.full_if_older_than)
+                if step is None:
+                    print(f"{ds}: up to date at {dest}")
+                    continue
+                if args.dry_run:
+                    print("plan: " + backup.describe_step(step, dest_class))
+                    continue
+                start = time.monotonic()
+                info, result = backup.run_step(zfs, store, cat, dest, step, recips, algorithm=args.compression,
+                                               level=level, jobs=n_jobs, hold=args.hold)
+                made += 1
+                secs = time.monotonic() - start
+                print(f"{info.id}  {ds}@{step.target.short}  {step.kind}"
+                      f"{' from ' + step.base.short if step.base else ''}  {cost.human_bytes(info.size)} "
+                      f"({cost.human_bytes(result.plaintext_length)} sent, {secs:.1f} s)")
+                sys.stdout.flush()
+            except ZgError as err:
+                if len(datasets) == 1:
+                    raise
+                failures += 1
+                sys.stderr.write(f"zg-backup: error: {ds}: {err}\n")
+        if made and not args.dry_run:
+            backup.upload_catalog(catalog_store(args, config, store), cat, dest, recips, jobs=n_jobs)
+    if failures:
+        raise backup_failed(failures, len(datasets))
+    return 0
+
+
+def catalog_store(args, config, store):
+    """The catalog copy goes to the same place, but on S3 in STANDARD: tiny, and readable at once."""
+    if store.url.startswith("s3://"):
+        return stores.open_store(args.dest, config=config, storage_class="STANDARD")
+    return store
+
+
+def backup_failed(failures, total):
+    err = ZgError(f"{failures} of {total} datasets failed (see above)")
+    return err
+
+
+def main(argv=None):
+    return run("zg-backup", body, argv)

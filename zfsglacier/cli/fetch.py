@@ -1,0 +1,114 @@
+"""zg-fetch: a store -> stdout (or a file), thawing cold archives first; every byte verified."""
+
+import hashlib
+import os
+import time
+
+from .. import stores
+from ..errors import IntegrityError, RestorePendingError
+from ..pipes import IO_SIZE, widen_pipe
+from .common import binary_stdout, parser, refuse_terminal_output, run
+from .progress import Progress
+from .storeargs import add_store_options, catalog, jobs, open_dest
+
+POLL_ENV = "ZG_POLL_SECONDS"  # first wait between thaw checks (tests make it short)
+MAX_POLL = 900.0
+
+
+def add_thaw_options(p):
+    p.add_argument("--tier", default="Standard", choices=stores.TIERS,
+                   help="retrieval tier for cold archives (DEEP_ARCHIVE has no Expedited)")
+    p.add_argument("--days", type=int, default=7, help="days an S3 restored copy stays readable (default 7)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="request the thaw and exit 75 if it is not done yet; run again later")
+
+
+def thaw(store, dest, archive_id, cat, args, progress):
+    """Make the archive readable: request a thaw if needed and wait (or exit 75 with --no-wait)."""
+    status = store.thaw_status(archive_id)
+    if status.state in ("ready", "thawed"):
+        return
+    if status.state == "frozen":
+        status = store.request_thaw(archive_id, tier=args.tier, days=args.days)
+        cat.thaw_requested(dest, archive_id, args.tier, args.days, status.state, status.detail)
+        if status.state in ("ready", "thawed"):
+            return
+    if args.no_wait:
+        raise RestorePendingError(f"archive {archive_id}: {status.detail}; run the same command again later")
+    start, delay = time.monotonic(), float(os.environ.get(POLL_ENV, "60"))
+    while status.state not in ("ready", "thawed"):
+        waited = time.monotonic() - start
+        expect = f", typically {status.expected_wait // 3600}h or less" if status.expected_wait else ""
+        progress.say(f"waiting for {archive_id} ({args.tier} tier{expect}): {int(waited)} s so far; {status.detail}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, MAX_POLL)
+        status = store.thaw_status(archive_id)
+        if status.state == "frozen":  # an S3 restored copy expired, or a vault job output did: ask again
+            status = store.request_thaw(archive_id, tier=args.tier, days=args.days)
+    cat.thaw_requested(dest, archive_id, args.tier, args.days, status.state, status.detail)
+
+
+def body(argv):
+    p = parser("zg-fetch", "Write archive ID from DEST to stdout (or -o FILE), thawing it first if it is cold.")
+    add_store_options(p)
+    p.add_argument("id", metavar="ID", help="archive id, as zg-upload printed it (zg-ls lists them)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (via FILE.partial, renamed when verified)")
+    p.add_argument("--resume", action="store_true",
+                   help="with -o: keep the bytes already in FILE.partial and fetch only the rest")
+    add_thaw_options(p)
+    args = p.parse_args(argv)
+    config, store, dest = open_dest(args)
+    with catalog(args, config) as cat:
+        progress = Progress(f"fetch {args.id}")
+        thaw(store, dest, args.id, cat, args, progress)
+        known = cat.get(dest, args.id)
+        if args.output:
+            fetch_to_file(store, args, jobs(args, config), known, progress)
+        else:
+            out = binary_stdout()
+            refuse_terminal_output(out, "zg-fetch")
+            widen_pipe(out)
+            copy_verified(store.open_read(args.id, jobs=jobs(args, config)), out, known, args.id, progress)
+        cat.thaw_done(dest, args.id)
+    return 0
+
+
+def copy_verified(reader, out, known, archive_id, progress, digest=None, done=0):
+    """Copy a store reader to ``out``; the store verified every range, and we check the whole
+    against the catalog's record of the upload when there is one."""
+    digest = digest or hashlib.sha256()
+    try:
+        while data := reader.read(IO_SIZE):
+            digest.update(data)
+            out.write(data)
+            done += len(data)
+            progress.update(done)
+    finally:
+        reader.close()
+    progress.done()
+    if known is not None and known.sha256 and digest.hexdigest() != known.sha256:
+        raise IntegrityError(f"archive {archive_id}: SHA-256 of the bytes read differs from the one recorded "
+                             f"at upload")
+    return done
+
+
+def fetch_to_file(store, args, n_jobs, known, progress):
+    partial = args.output + ".partial"
+    digest, have = hashlib.sha256(), 0
+    if args.resume and os.path.exists(partial):
+        with open(partial, "rb") as f:
+            while data := f.read(IO_SIZE):
+                digest.update(data)
+                have += len(data)
+    elif args.resume:
+        pass  # nothing fetched yet: a normal fetch
+    with open(partial, "ab" if have else "wb") as out:
+        reader = store.open_read(args.id, jobs=n_jobs, start=have) if have else store.open_read(args.id, jobs=n_jobs)
+        copy_verified(reader, out, known, args.id, progress, digest, have)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, args.output)
+
+
+def main(argv=None):
+    return run("zg-fetch", body, argv)

@@ -1,0 +1,87 @@
+"""zg-ls: what a destination holds, from the catalog (or --remote, from the store itself)."""
+
+import datetime
+import json
+import sys
+import time
+
+from .. import chains, cost
+from .storeargs import add_store_options, catalog, open_dest
+from .common import parser, run
+
+
+def _age(ts, now):
+    days = (now - ts) / 86400
+    return f"{days:.0f}d" if days >= 1 else f"{(now - ts) / 3600:.0f}h"
+
+
+def _print_chains(out, archived, now):
+    """Each chain as full -> incr -> incr, then whatever is not on a chain (non-ZFS, broken links)."""
+    shown = set()
+    for n, chain in enumerate(chains.chains(archived), 1):
+        head = chain[0]
+        out(f"  chain {n}: {head.dataset or '?'}, {len(chain)} archives, "
+            f"{cost.human_bytes(sum(a.size for a in chain))}\n")
+        for a in chain:
+            shown.add(a.id)
+            out(f"    {'full' if not a.fromguid else '-> incr':7}  {a.snapshot or 'guid:' + str(a.toguid):24}  "
+                f"{cost.human_bytes(a.size):>10}  {a.storage_class or '-':12}  {_age(a.uploaded, now):>5}  {a.id}\n")
+    rest = [a for a in archived if a.id not in shown]
+    if rest:
+        out("  not on any complete chain (non-ZFS input, or a missing base):\n")
+        for a in rest:
+            out(f"    {a.name:30}  {cost.human_bytes(a.size):>10}  {a.storage_class or '-':12}  "
+                f"{_age(a.uploaded, now):>5}  {a.id}\n")
+
+
+def body(argv):
+    p = parser("zg-ls", "List the archives at DEST: from the local catalog, or with --remote from the store.")
+    add_store_options(p)
+    p.add_argument("dataset", nargs="?", help="only this dataset (and its children)")
+    p.add_argument("--remote", action="store_true", help="ask the store (vaults: this starts an inventory job)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    args = p.parse_args(argv)
+    config, store, dest = open_dest(args)
+    now = time.time()
+    with catalog(args, config) as cat:
+        if args.remote:
+            rows = [dict(id=a.id, size=a.size, created=a.created, storage_class=a.storage_class, state=a.state,
+                         sha256=a.sha256, metadata=a.metadata) for a in store.list()]
+            incomplete = [dict(id=u.id, ref=u.ref, started=u.started, parts=u.parts, size=u.size)
+                          for u in store.incomplete_uploads()]
+        else:
+            archived = [a for a in cat.archives(dest)
+                        if not args.dataset or (a.dataset or "") == args.dataset
+                        or (a.dataset or "").startswith(args.dataset + "/")]
+            rows = [dict(id=a.id, size=a.size, created=a.uploaded, storage_class=a.storage_class,
+                         name=a.name, dataset=a.dataset, toguid=a.toguid, fromguid=a.fromguid,
+                         snap_created=a.snap_created, sha256=a.sha256) for a in archived]
+            incomplete = cat.uploads(dest)
+        thaws = cat.thaws(dest)
+    if args.json:
+        json.dump({"destination": dest, "archives": rows, "incomplete_uploads": incomplete, "thaws": thaws},
+                  sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return 0
+    out = sys.stdout.write
+    cls = cost.class_of(dest, getattr(store, "storage_class", None))
+    total = sum(r["size"] for r in rows)
+    out(f"{dest}: {len(rows)} archives, {cost.human_bytes(total)}, about "
+        f"{cost.dollars(cost.monthly_storage(total, cls, len(rows)))}/month ({cls}, {cost.as_of()})\n")
+    if args.remote:
+        for r in rows:
+            what = r["metadata"].get("zg-kind") or ("incr" if r["metadata"].get("zg-fromguid", "0") != "0" else "full")
+            out(f"  {r['id']}  {what:7}  {cost.human_bytes(r['size']):>10}  {r['storage_class'] or '-':12}  "
+                f"{r['state']:8}  {_age(r['created'], now):>5}  guid:{r['metadata'].get('zg-toguid', '-')}\n")
+    else:
+        _print_chains(out, [a for a in archived if a.id in {r["id"] for r in rows}], now)
+    for u in incomplete:
+        out(f"  incomplete upload {u.get('id') or u.get('token')} started "
+            f"{datetime.datetime.fromtimestamp(u['started']):%Y-%m-%d %H:%M} (zg-upload --resume {dest} < same input)\n")
+    for t in thaws:
+        out(f"  thaw of {t['id']} ({t['tier']}) requested {_age(t['requested'], now)} ago: {t['detail']}\n")
+    return 0
+
+
+def main(argv=None):
+    return run("zg-ls", body, argv)

@@ -1,0 +1,141 @@
+"""zg-prune: delete the archives a retention policy no longer needs (see zfsglacier.retention).
+
+The plan goes to stdout (a report: what goes, what stays and why, what waits for its minimum
+storage duration, the monthly saving); each failure is one line on stderr.  A dry run prints
+the very lines a real run would, in the same order.
+"""
+
+import sys
+import time
+
+from .. import cost, retention
+from ..errors import NotFoundError, StoreError, ZgError
+from .common import parser, run
+from .storeargs import add_store_options, catalog, open_dest
+
+PROG = "zg-prune"
+
+
+def _age(ts, now):
+    secs = max(0.0, now - ts)
+    return f"{secs / 86400:.0f}d" if secs >= 86400 else f"{secs / 3600:.0f}h"
+
+
+def _day(ts):
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def _line(d, now, extra=""):
+    a = d.archive
+    why = "; ".join(d.reasons)
+    return (f"  {a.id}  {a.name}  {cost.human_bytes(a.size)}  {_age(retention.row_time(a), now)}  "
+            f"{why}{extra}\n")
+
+
+def _early_note(d):
+    if d.early_cost <= 0 and d.days_short <= 0:
+        return ""
+    return (f"; {d.cls} bills at least {cost.min_days(d.cls)} days ({d.days_short:.0f} short): deleting now "
+            f"still costs {cost.dollars(d.early_cost)}")
+
+
+def _warn(message):
+    sys.stderr.write(f"{PROG}: warning: {message}\n")
+
+
+def _error(message):
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+
+
+def body(argv):
+    p = parser(PROG, "Delete the archives at DEST that no keep rule needs. Rules pick snapshots per dataset "
+                     "(UTC calendar periods, ISO weeks, the newest snapshot of each of the N most recent periods "
+                     "that have one); every archive a kept snapshot's chain needs stays; archives younger than "
+                     "their storage class's minimum duration wait unless --delete-early.")
+    add_store_options(p)
+    p.add_argument("dataset", nargs="?", metavar="DATASET", help="only this dataset (and its children)")
+    for name, what in (("last", "the N newest snapshots"), ("hourly", "the newest of each of the last N hours"),
+                       ("daily", "... days"), ("weekly", "... ISO weeks"), ("monthly", "... months"),
+                       ("yearly", "... years")):
+        p.add_argument(f"--keep-{name}", type=int, default=0, metavar="N", help=f"keep {what} (with one)")
+    p.add_argument("--dry-run", "-n", action="store_true", help="print the plan, delete nothing")
+    p.add_argument("--delete-early", action="store_true",
+                   help="also delete archives younger than their class's minimum storage duration "
+                        "(billed to the minimum anyway)")
+    args = p.parse_args(argv)
+    rules = retention.Rules(**{n: getattr(args, f"keep_{n}") for n in retention.RULE_NAMES})
+    rules.require()
+    now = retention.now_from_env()
+
+    config, store, dest = open_dest(args)
+    default_class = getattr(store, "storage_class", None)
+    with catalog(args, config) as cat:
+        archives = cat.archives(dest)
+        if args.dataset and not any(a.dataset == args.dataset or (a.dataset or "").startswith(args.dataset + "/")
+                                    for a in archives):
+            raise NotFoundError(f"no archives of dataset {args.dataset} at {dest} in the catalog")
+        pl = retention.plan(archives, rules, now,
+                            storage_class=lambda a: cost.class_of(dest, a.storage_class or default_class),
+                            delete_early=args.delete_early, dataset=args.dataset)
+        for w in pl.warnings:
+            _warn(w)
+        failures = _report_and_delete(pl, args, store, cat, dest, rules, now)
+    if failures:
+        raise StoreError(f"{failures} of {len(pl.delete)} deletions failed (listed above); the catalog still "
+                         f"lists them: run zg-prune again")
+    return 0
+
+
+def _report_and_delete(pl, args, store, cat, dest, rules, now):
+    """Print the plan; unless a dry run, delete as it goes.  Returns the number of failures."""
+    out = sys.stdout.write
+    n_scope = len(pl.keep) + len(pl.delete) + len(pl.deferred)
+    scope = f" ({args.dataset})" if args.dataset else ""
+    out(f"{dest}{scope}: {n_scope} archives; rules: {rules.describe()}; now {time.strftime('%Y-%m-%d %H:%M', time.gmtime(now))} UTC\n")
+    total = sum(d.archive.size for d in pl.delete)
+    verb = "would delete" if args.dry_run else "deleting"
+    out(f"{verb} {len(pl.delete)} archives, {cost.human_bytes(total)}:\n")
+    failures, done = 0, []
+    for d in pl.execution_order():
+        line = _line(d, now, _early_note(d))
+        if args.dry_run:
+            out(line)
+            continue
+        try:
+            store.delete(d.id)
+        except NotFoundError:
+            _warn(f"{d.id} was already gone from {dest}; marked deleted in the catalog")
+        except ZgError as err:
+            _error(f"could not delete {d.id} ({d.archive.name}): {err}")
+            failures += 1
+            continue
+        except OSError as err:
+            _error(f"could not delete {d.id} ({d.archive.name}): {err.strerror or err}")
+            failures += 1
+            continue
+        cat.mark_deleted(dest, d.id, when=now)
+        done.append(d)
+        out(line)
+        sys.stdout.flush()
+    if pl.deferred:
+        out(f"deferred {len(pl.deferred)} archives (younger than their minimum storage duration; "
+            f"--delete-early deletes them anyway):\n")
+        for d in pl.deferred:
+            out(_line(d, now, f"; deferred until {_day(d.until)} (deleting now would still cost "
+                              f"{cost.dollars(d.early_cost)})"))
+    out(f"keeping {len(pl.keep)} archives:\n")
+    for d in pl.keep:
+        out(_line(d, now))
+    went = pl.delete if args.dry_run else done
+    summary = f"{'would save' if args.dry_run else 'saves'} about {cost.dollars(sum(d.monthly for d in went))}/month"
+    early = sum(d.early_cost for d in went)
+    if early > 0:
+        summary += f", after {cost.dollars(early)} still billed for early deletion"
+    if pl.deferred:
+        summary += f"; {cost.dollars(pl.deferred_saving)}/month more once the deferred ones can go"
+    out(f"{summary} ({cost.as_of()})\n")
+    return failures
+
+
+def main(argv=None):
+    return run(PROG, body, argv)

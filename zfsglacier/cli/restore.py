@@ -1,0 +1,54 @@
+"""zg-restore: bring DATASET@SNAP back into TARGET with one command, whatever chain it takes."""
+
+import os
+import sys
+
+from .. import restore
+from .common import parser, run
+from .fetch import POLL_ENV, add_thaw_options
+from .keyargs import identities
+from .progress import Progress
+from .storeargs import add_store_options, catalog, jobs, open_dest
+from ..zfs import open_zfs
+
+
+def body(argv):
+    p = parser("zg-restore", "Restore DATASET@SNAP from DEST into the new dataset TARGET: works out the chain "
+                             "(full + incrementals), thaws, fetches, decrypts and receives each archive.")
+    add_store_options(p)
+    p.add_argument("snapshot", metavar="DATASET@SNAP", help="as zg-ls shows it (or DATASET@guid:N)")
+    p.add_argument("target", metavar="TARGET", help="dataset to create; an existing one only with --force")
+    p.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY", help="secret key file")
+    p.add_argument("-p", "--passphrase", action="store_true")
+    p.add_argument("--passphrase-fd", type=int, metavar="FD")
+    add_thaw_options(p)
+    p.add_argument("--force", action="store_true", help="receive into TARGET even if it exists (overwrites it)")
+    p.add_argument("--dry-run", action="store_true", help="print the chain, bytes, retrieval time and cost per "
+                                                          "tier; change nothing")
+    args = p.parse_args(argv)
+    config, store, dest = open_dest(args)
+    with catalog(args, config) as cat:
+        if args.dry_run:
+            rows, row = restore.find_snapshot(cat, dest, args.snapshot)
+            chain = restore.chains.chain_to(rows, row.toguid, args.snapshot)
+            print(f"{args.snapshot} -> {args.target}:")
+            print(restore.describe(chain, dest, getattr(store, "storage_class", None)))
+            return 0
+        idents, _ = identities(args)
+        progress = Progress("restore")
+        chain, skipped = restore.restore(
+            open_zfs(), store, cat, dest, args.snapshot, args.target, idents, tier=args.tier, days=args.days,
+            wait=not args.no_wait, force=args.force, jobs=jobs(args, config), say=progress.say,
+            poll=float(os.environ.get(POLL_ENV, "60")))
+    progress.done()
+    if skipped == len(chain.archives):
+        print(f"nothing to do: {args.target} already has {args.snapshot} (guid {chain.target.toguid})")
+    else:
+        resumed = f", {skipped} of them already there" if skipped else ""
+        print(f"restored {args.snapshot} into {args.target}: {len(chain.archives)} archives{resumed}")
+    sys.stdout.flush()
+    return 0
+
+
+def main(argv=None):
+    return run("zg-restore", body, argv)

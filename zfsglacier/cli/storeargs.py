@@ -1,0 +1,29 @@
+"""What the transfer commands share: destination, catalog and store options."""
+
+from .. import stores
+from ..catalog import open_catalog
+from ..config import load_config
+
+
+def add_store_options(p, *, dest=True):
+    if dest:
+        p.add_argument("dest", metavar="DEST",
+                       help="s3://bucket/prefix, glacier://vault, file:///path, or a NAME from config.toml")
+    p.add_argument("--catalog", metavar="PATH", help="catalog file (default: $ZG_CATALOG, config.toml, "
+                                                     "~/.local/share/zfsglacier/catalog.db)")
+    p.add_argument("--jobs", type=int, metavar="N", help="transfers in flight (default 4)")
+
+
+def open_dest(args, **options):
+    """(config, store, canonical destination URL) for args.dest."""
+    config = load_config()
+    store = stores.open_store(args.dest, config=config, **options)
+    return config, store, store.url
+
+
+def catalog(args, config):
+    return open_catalog(args.catalog, config)
+
+
+def jobs(args, config):
+    return args.jobs or stores.store_jobs(args.dest, config=config)

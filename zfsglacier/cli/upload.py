@@ -1,0 +1,88 @@
+"""zg-upload: stdin (an archive from zg-encrypt) -> a store; prints the archive id."""
+
+import io
+import sys
+
+from .. import archive, stores
+from ..errors import CorruptArchiveError, NotAnArchiveError, UsageError
+from ..format import MAGIC, PREAMBLE_SIZE, Preamble, read_header, describe_foreign
+from ..pipes import IO_SIZE, PeekReader, widen_pipe
+from ..stream import FOOTER, footer_ok
+from .common import binary_stdin, parser, run
+from .progress import Progress
+from .storeargs import add_store_options, catalog, jobs, open_dest
+from .sizes import parse_size
+
+def public_metadata(src):
+    """Store metadata of the archive at the start of ``src``, which is not consumed."""
+    pre = src.peek(PREAMBLE_SIZE)
+    size = Preamble.parse(pre).header_size if len(pre) == PREAMBLE_SIZE and pre.startswith(MAGIC) else 0
+    return archive.store_metadata(read_header(io.BytesIO(src.peek(size or PREAMBLE_SIZE))))
+
+
+def body(argv):
+    p = parser("zg-upload", "Upload an archive from stdin to DEST, verified end to end; "
+                            "print its id on stdout. " + stores.UPLOAD_HELP)
+    add_store_options(p)
+    p.add_argument("--storage-class", help="S3 storage class: DEEP_ARCHIVE (default), GLACIER, GLACIER_IR, "
+                                          "STANDARD_IA, STANDARD")
+    p.add_argument("--expected-size", type=parse_size, metavar="SIZE",
+                   help="an upper bound of the stream size (e.g. 2T): lets the part size fit; vaults need it "
+                        "beyond ~1 TiB")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted upload: feed the SAME bytes again; parts already stored are "
+                        "verified by hash and not sent again")
+    p.add_argument("--raw", action="store_true",
+                   help="accept input that is not a zfsglacier archive (its completeness cannot be checked)")
+    p.add_argument("--name", metavar="DATASET@SNAP", help="name to record in the catalog")
+    args = p.parse_args(argv)
+    config, store, dest = open_dest(args, storage_class=args.storage_class)
+    src = PeekReader(binary_stdin())
+    widen_pipe(src._raw)
+    head = src.peek(16)
+    if not head:
+        raise NotAnArchiveError("no input: nothing to upload (did the command before zg-upload fail?)")
+    is_archive = head.startswith(MAGIC)
+    if is_archive:
+        metadata = public_metadata(src)
+    elif args.raw:
+        metadata = {}
+    else:
+        raise NotAnArchiveError(describe_foreign(head) + "; pass --raw to upload other data anyway")
+    dataset, snapshot = _split_name(args.name)
+    n_jobs = jobs(args, config)
+    with catalog(args, config) as cat:
+        progress = Progress("upload")
+        if args.resume:
+            up = store.open_resume(expected_size=args.expected_size, jobs=n_jobs)
+        else:
+            up = store.open_upload(metadata, expected_size=args.expected_size, jobs=n_jobs)
+        with up:
+            total, tail = 0, b""
+            while data := src.read(IO_SIZE):
+                up.write(data)
+                total += len(data)
+                tail = (tail + data)[-FOOTER.size:]
+                progress.update(total)
+            progress.done()
+            if is_archive and not footer_ok(tail, total):
+                # The writer upstream died mid-stream: storing this would record a useless archive.
+                raise CorruptArchiveError(
+                    "input ended before the archive's end (did zg-encrypt or zfs send fail?): nothing was stored")
+            info = up.commit()
+        cat.record(dest, info, dataset=dataset, snapshot=snapshot)
+    sys.stdout.write(info.id + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def _split_name(name):
+    if not name:
+        return None, None
+    if "@" not in name:
+        raise UsageError(f"--name {name!r}: expected DATASET@SNAPSHOT")
+    return tuple(name.split("@", 1))
+
+
+def main(argv=None):
+    return run("zg-upload", body, argv)

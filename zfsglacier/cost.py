@@ -1,0 +1,122 @@
+"""Bytes, objects, requests, storage class and days, turned into dollars.
+
+One place for every estimate that --dry-run, zg-ls, zg-rm and zg-prune print.  Prices come from
+a dated, editable table (zfsglacier/data/prices.toml, or the file named by $ZG_PRICES or the
+`prices` key of config.toml), so an estimate always says how old its prices are.
+"""
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import UsageError
+
+GB = 1024 ** 3
+DAY = 86400
+MONTH_DAYS = 30  # AWS bills storage per GB-month of 720 hours
+DEFAULT_PRICES = Path(__file__).resolve().parent / "data" / "prices.toml"
+
+
+@lru_cache(maxsize=4)
+def _load(path):
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise UsageError(f"price table {path}: {err}") from None
+
+
+def prices(path=None):
+    return _load(str(path or os.environ.get("ZG_PRICES") or DEFAULT_PRICES))
+
+
+def class_of(dest_url, storage_class=None):
+    """The price-table class of a destination: its S3 storage class, VAULT, or LOCAL."""
+    if dest_url.startswith("glacier://"):
+        return "VAULT"
+    if dest_url.startswith("s3://"):
+        return (storage_class or "DEEP_ARCHIVE").upper()
+    return "LOCAL"
+
+
+def _cls(name, table=None):
+    table = table or prices()
+    try:
+        return table["classes"][name]
+    except KeyError:
+        raise UsageError(f"no prices for storage class {name} in the price table") from None
+
+
+def billed_bytes(size, cls):
+    c = _cls(cls)
+    return max(size, c.get("min_object_kb", 0) * 1024) + c.get("overhead_kb", 0) * 1024
+
+
+def monthly_storage(size, cls, objects=1):
+    """Dollars per month to keep ``objects`` archives totalling ``size`` bytes."""
+    c = _cls(cls)
+    std = _cls("STANDARD")["storage_per_gb_month"]
+    over_std = c.get("overhead_standard_kb", 0) * 1024 * objects
+    cold = size + (c.get("overhead_kb", 0) * 1024) * objects - over_std
+    cold = max(cold, c.get("min_object_kb", 0) * 1024 * objects)
+    return cold / GB * c["storage_per_gb_month"] + over_std / GB * std
+
+
+def upload_cost(requests, cls):
+    return requests / 1000 * _cls(cls)["put_per_1000"]
+
+
+@dataclass
+class Retrieval:
+    tier: str
+    dollars: float
+    hours: float
+
+
+def retrieval_options(size, cls, objects=1, requests=None):
+    """Every tier's price and typical wait to bring ``size`` bytes in ``objects`` archives back."""
+    c = _cls(cls)
+    reqs = objects if requests is None else requests
+    tiers = c.get("tiers")
+    if not tiers:
+        return [Retrieval("immediate", size / GB * c.get("retrieval_per_gb", 0) +
+                          reqs / 1000 * c.get("get_per_1000", 0), 0.0)]
+    return [Retrieval(name, size / GB * t["per_gb"] + reqs / 1000 * t["per_1000"] +
+                      reqs / 1000 * c.get("get_per_1000", 0), t["hours"])
+            for name, t in tiers.items()]
+
+
+def early_deletion(size, cls, age_seconds):
+    """(days short of the minimum, dollars still billed) for deleting an archive now."""
+    c = _cls(cls)
+    days_left = max(0.0, c.get("min_days", 0) - age_seconds / DAY)
+    if days_left <= 0:
+        return 0.0, 0.0
+    return days_left, monthly_storage(size, cls) * days_left / MONTH_DAYS
+
+
+def min_days(cls):
+    return _cls(cls).get("min_days", 0)
+
+
+def dollars(x):
+    if x == 0:
+        return "$0"
+    if x < 0.01:
+        return f"${x:.4f}"
+    return f"${x:,.2f}"
+
+
+def human_bytes(n):
+    if n < 1024:
+        return f"{n} B"
+    exp = min(int(math.log(n, 1024)), 5)
+    return f"{n / 1024 ** exp:.1f} {'BKMGTP'[exp]}iB".replace("BiB", "B")
+
+
+def as_of():
+    p = prices()
+    return f"prices as of {p.get('as_of', '?')} ({p.get('region', '?')})"
