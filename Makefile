@@ -4,13 +4,26 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := .make/installed
 DEB_PACKAGES := zfs-fuse pbzip2 openssl zstd bzip2 rclone
 
-.PHONY: help install test bench demo clean vectors
+.PHONY: help install test bench demo clean vectors backup restore verify
+
+# Runbook variables for backup/restore/verify (override on the command line or in the environment)
+DEST ?= offsite
+KEY ?= $(HOME)/.zg/offsite.key
+PUB ?= $(HOME)/.zg/offsite.pub
+DATASET ?=
+SNAP ?=
+TARGET ?=
+TIER ?= Standard
+BIN := $(CURDIR)/bin
 
 help:
 	@echo "make install   system packages (zfs-fuse, pbzip2, ...) and the Python package, editable"
 	@echo "make demo      a real ZFS dataset backed up to file:// and restored, verified file by file"
 	@echo "make test      the test suite (what CI runs)"
 	@echo "make bench     the benchmark suite: speed and memory against the 2013 recipe and native tools"
+	@echo "make backup DATASET=tank/db [DEST=offsite PUB=~/.zg/offsite.pub]         back a dataset up (recursively)"
+	@echo "make restore SNAP=tank/db@2026-03-03 TARGET=tank/db-restored [DEST= KEY= TIER=]"
+	@echo "make verify [DEST=offsite KEY=...]   fetch every archive of DEST and check it end to end"
 
 install: $(STAMP)
 
@@ -36,3 +49,14 @@ vectors:
 
 clean:
 	rm -rf .make build *.egg-info
+
+backup:
+	@test -n "$(DATASET)" || { echo "make backup: set DATASET=pool/dataset" >&2; exit 2; }
+	$(BIN)/zg-backup -r "$(DATASET)" "$(DEST)" --key "$(PUB)" --snapshot auto
+
+restore:
+	@test -n "$(SNAP)" -a -n "$(TARGET)" || { echo "make restore: set SNAP=pool/ds@snap TARGET=pool/new" >&2; exit 2; }
+	$(BIN)/zg-restore "$(DEST)" "$(SNAP)" "$(TARGET)" --key "$(KEY)" --tier "$(TIER)"
+
+verify:
+	$(BIN)/zg-verify "$(DEST)" --key "$(KEY)" --tier "$(TIER)"

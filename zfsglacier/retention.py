@@ -283,10 +283,12 @@ def plan(archives, rules: Rules, now: float,
     warnings: list = []
     scope: list = []
     for g, snaps in groups.items():
-        if not _in_scope(g, dataset):
-            continue
-        scope.extend(a for s in snaps for a in s.archives)
-        for snap, why in select_keep(snaps, rules, now).items():
+        if _in_scope(g, dataset):
+            scope.extend(a for s in snaps for a in s.archives)
+            selected = select_keep(snaps, rules, now)
+        else:  # never deleted, so whatever its chains need stays too
+            selected = {s: [f"outside {dataset}"] for s in snaps}
+        for snap, why in selected.items():
             if snap.toguid is None:
                 for a in snap.archives:
                     reasons.setdefault(a.id, []).extend(why)

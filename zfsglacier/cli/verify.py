@@ -1,0 +1,92 @@
+"""zg-verify: read archives back from a destination and check them end to end.
+
+With --key, every chunk is authenticated and the trailer's length and SHA-256 are checked (the
+same work as a restore, minus `zfs receive`); without a key, the store's checksums, the catalog's
+SHA-256 and the archive's footer are checked.  Cold archives are thawed first (this costs money:
+see `zg-restore --dry-run` for the per-tier price).
+"""
+
+import hashlib
+import os
+import sys
+
+from .. import archive, restore
+from ..errors import CorruptArchiveError, IntegrityError, ZgError
+from ..pipes import IO_SIZE
+from ..stream import FOOTER, footer_ok
+from .common import parser, run
+from .fetch import POLL_ENV, add_thaw_options
+from .keyargs import identities
+from .progress import Progress
+from .storeargs import add_store_options, catalog, jobs, open_dest
+
+
+class _Hashing:
+    """Pass-through reader that hashes and remembers the last footer-sized bytes."""
+
+    def __init__(self, raw):
+        self.raw, self.digest, self.length, self.tail = raw, hashlib.sha256(), 0, b""
+
+    def read(self, n=-1):
+        data = self.raw.read(n)
+        self.digest.update(data)
+        self.length += len(data)
+        self.tail = (self.tail + data)[-FOOTER.size:]
+        return data
+
+    def close(self):
+        self.raw.close()
+
+
+def verify_one(store, row, idents, n_jobs):
+    reader = _Hashing(store.open_read(row.id, jobs=n_jobs))
+    try:
+        if idents:
+            archive.decrypt(reader, None, idents)
+        else:
+            while reader.read(IO_SIZE):
+                pass
+            if row.public.get("zg-format") and not footer_ok(reader.tail, reader.length):
+                raise CorruptArchiveError(f"{row.id}: archive is truncated (no valid footer)")
+    finally:
+        reader.close()
+    if row.sha256 and reader.digest.hexdigest() != row.sha256:
+        raise IntegrityError(f"{row.id}: SHA-256 differs from the one recorded at upload")
+    return reader.length
+
+
+def body(argv):
+    p = parser("zg-verify", "Fetch archives of DEST and check them end to end (all, or the IDs given).")
+    add_store_options(p)
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY",
+                   help="secret key file: also authenticate every chunk and the trailer")
+    add_thaw_options(p)
+    args = p.parse_args(argv)
+    args.passphrase, args.passphrase_fd = False, None
+    config, store, dest = open_dest(args)
+    idents = identities(args)[0] if args.keys else []
+    bad = 0
+    with catalog(args, config) as cat:
+        rows = [r for r in cat.archives(dest) if not args.ids or r.id in args.ids]
+        missing = set(args.ids) - {r.id for r in rows}
+        if missing:
+            raise restore.NotFoundError(f"not in the catalog for {dest}: {', '.join(sorted(missing))}")
+        progress = Progress("verify")
+        restore.thaw_all(store, dest, cat, rows, args.tier, args.days, not args.no_wait, progress.say,
+                         float(os.environ.get(POLL_ENV, "60")))
+        for row in rows:
+            try:
+                n = verify_one(store, row, idents, jobs(args, config))
+                print(f"ok   {row.id}  {row.name}  {n} bytes" + ("" if idents else " (checksums only: no key)"))
+            except ZgError as err:
+                bad += 1
+                print(f"FAIL {row.id}  {row.name}  {err}")
+            sys.stdout.flush()
+    if bad:
+        raise IntegrityError(f"{bad} of {len(rows)} archives failed verification")
+    return 0
+
+
+def main(argv=None):
+    return run("zg-verify", body, argv)
