@@ -286,6 +286,7 @@ def test_min_duration_defers_cold_archives_not_local_ones():
 
 
 def test_storage_class_given_as_one_name():
-    rows = [row("g1", uploaded=NOW - 10 * DAY, created=NOW - 11 * DAY), row("g2", uploaded=NOW - DAY, created=NOW - 2 * DAY)]
+    rows = [row("g1", uploaded=NOW - 10 * DAY, created=NOW - 11 * DAY),
+            row("g2", uploaded=NOW - DAY, created=NOW - 2 * DAY)]
     p = plan(rows, Rules(last=1), NOW, storage_class="VAULT")
     assert ids(p.deferred) == ["g1"] and p.deferred[0].cls == "VAULT"

@@ -240,3 +240,11 @@ def test_read_resumes_at_an_offset_still_verifying_ranges(store, tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(IntegrityError, match="part 3"):
         store.open_read(info.id, start=2 * MiB).read()
+
+
+def test_archive_ids_are_checked_but_vault_style_ids_pass():
+    from zfsglacier.stores.base import check_id
+    assert check_id("-Ab_9-x") == "-Ab_9-x"  # AWS vault ids are base64url: may start with "-"
+    for bad in ("", "a/b", "..", ".hidden", "a\nb", "x" * 300):
+        with pytest.raises(NotFoundError):
+            check_id(bad)

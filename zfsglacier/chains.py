@@ -60,7 +60,7 @@ def chain_to(archives, toguid, label=None):
         if not parents:
             missing = missing or (arch, arch.fromguid)
             continue
-        stack.extend((p, path + [p]) for p in parents if p not in path)
+        stack.extend((p, path + [p]) for p in parents if all(p is not q for q in path))
     if best is None:
         arch, need = missing
         raise NotFoundError(f"the chain to {label} is broken: no archive holds the snapshot with guid {need}, "
@@ -74,11 +74,12 @@ def dependents(archives, archive):
     for a in archives:
         if a.fromguid:
             children.setdefault(a.fromguid, []).append(a)
-    out, todo = [], [archive.toguid]
+    out, seen, todo = [], {id(archive)}, [archive.toguid]
     while todo:
         g = todo.pop()
         for c in children.get(g, []):
-            if c not in out:
+            if id(c) not in seen:  # identity: two rows may hold equal fields
+                seen.add(id(c))
                 out.append(c)
                 todo.append(c.toguid)
     return out
@@ -97,7 +98,7 @@ def chains(archives):
         if not kids:
             result.append(path)
         for k in kids:
-            if k not in path:
+            if all(k is not q for q in path):
                 walk(k, path + [k])
 
     for full in sorted((a for a in archives if not a.fromguid and a.toguid is not None),

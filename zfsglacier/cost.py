@@ -92,7 +92,9 @@ def retrieval_options(size, cls, objects=1, requests=None):
 def early_deletion(size, cls, age_seconds):
     """(days short of the minimum, dollars still billed) for deleting an archive now."""
     c = _cls(cls)
-    days_left = max(0.0, c.get("min_days", 0) - age_seconds / DAY)
+    if not c.get("min_days", 0):
+        return 0.0, 0.0
+    days_left = max(0.0, c["min_days"] - max(0.0, age_seconds) / DAY)
     if days_left <= 0:
         return 0.0, 0.0
     return days_left, monthly_storage(size, cls) * days_left / MONTH_DAYS

@@ -256,7 +256,7 @@ def _in_scope(group: str, dataset: Optional[str]) -> bool:
     return name is not None and (name == dataset or name.startswith(dataset + "/"))
 
 
-def _few(ids, n=3) -> str:
+def _few(ids, n=1) -> str:
     ids = list(dict.fromkeys(ids))
     more = f" (+{len(ids) - n} more)" if len(ids) > n else ""
     return ", ".join(ids[:n]) + more
@@ -278,23 +278,25 @@ def plan(archives, rules: Rules, now: float,
     groups = group_snapshots(archives, idx)
 
     reasons: dict = {}      # archive id -> reasons to keep
-    needed_by: dict = {}    # archive id -> ids of kept archives whose chain it is on
+    needed_by: dict = {}    # archive id -> kept archives whose chain it is on
     duplicate_of: dict = {}  # archive id -> (snapshot, chain ids) for a kept snapshot's spare archive
     warnings: list = []
     scope: list = []
+    outside: list = []
     for g, snaps in groups.items():
-        if _in_scope(g, dataset):
-            scope.extend(a for s in snaps for a in s.archives)
-            selected = select_keep(snaps, rules, now)
-        else:  # never deleted, so whatever its chains need stays too
-            selected = {s: [f"outside {dataset}"] for s in snaps}
-        for snap, why in selected.items():
+        if not _in_scope(g, dataset):
+            outside.extend(a for s in snaps for a in s.archives)
+            continue
+        scope.extend(a for s in snaps for a in s.archives)
+        for snap, why in select_keep(snaps, rules, now).items():
             if snap.toguid is None:
                 for a in snap.archives:
                     reasons.setdefault(a.id, []).extend(why)
                 continue
+            # Only ancestors can be on its chain: a small list keeps chain_to's index cheap.
+            candidates = {c.id: c for a in snap.archives for c in [a] + _ancestors(a, idx)}
             try:
-                chain = chainmod.chain_to(archives, snap.toguid, label=snap.name).archives
+                chain = chainmod.chain_to(list(candidates.values()), snap.toguid, label=snap.name).archives
             except NotFoundError as err:
                 # Unrestorable as it stands, but what exists may be completed later: keep all of it.
                 kept_ids = set()
@@ -302,25 +304,37 @@ def plan(archives, rules: Rules, now: float,
                     reasons.setdefault(a.id, []).extend(why)
                     kept_ids.add(a.id)
                     for p in _ancestors(a, idx):
-                        needed_by.setdefault(p.id, []).append(a.id)
+                        needed_by.setdefault(p.id, []).append(a)
                         kept_ids.add(p.id)
                 warnings.append(f"{err}; keeping the {len(kept_ids)} archive(s) of it that exist")
                 continue
             target = chain[-1]
             reasons.setdefault(target.id, []).extend(why)
             for a in chain[:-1]:
-                needed_by.setdefault(a.id, []).append(target.id)
+                needed_by.setdefault(a.id, []).append(target)
             on_chain = {a.id for a in chain}
             for a in snap.archives:
                 if a.id not in on_chain:
                     duplicate_of[a.id] = (snap, [c.id for c in chain])
+
+    # Archives outside the DATASET filter are never deleted, so every ancestor they have stays.
+    seen = {a.id for a in outside}
+    todo = [(a, a) for a in outside]
+    while todo:
+        a, user = todo.pop()
+        for p in idx.get(a.fromguid, []) if a.fromguid else []:
+            if p.id not in seen:
+                seen.add(p.id)
+                needed_by.setdefault(p.id, []).append(user)
+                todo.append((p, user))
 
     keep, delete, deferred = [], [], []
     for a in sorted(scope, key=lambda a: (row_time(a), a.uploaded, a.id)):
         cls = cls_of(a)
         why = list(reasons.get(a.id, []))
         if a.id in needed_by:
-            why.append(f"needed by {_few(needed_by[a.id])}")
+            users = sorted(needed_by[a.id], key=lambda u: (row_time(u), u.uploaded, u.id))
+            why.append(f"needed by {_few([u.id for u in users])}")
         if why:
             keep.append(Decision(a, "keep", why, cls))
             continue
@@ -329,7 +343,9 @@ def plan(archives, rules: Rules, now: float,
             why = [f"another copy of kept {snap.name}, restorable via {_few(ids)}"]
         else:
             why = ["no rule keeps it"]
-        days_short, charge = cost.early_deletion(a.size, cls, now - a.uploaded)
+        days_short, charge = 0.0, 0.0
+        if cost.min_days(cls) > 0:  # early_deletion alone would count an upload "after now" as short
+            days_short, charge = cost.early_deletion(a.size, cls, max(0.0, now - a.uploaded))
         d = Decision(a, "delete", why, cls, early_cost=charge, days_short=days_short)
         if days_short > 0:
             d.until = a.uploaded + cost.min_days(cls) * cost.DAY

@@ -14,6 +14,12 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
+    def parse_args(self, args=None, namespace=None):
+        """Options may come after positional arguments (`zg-ls DEST tank/db --json`)."""
+        if self._subparsers is None:
+            return self.parse_intermixed_args(args, namespace)
+        return super().parse_args(args, namespace)
+
 
 def parser(prog, description):
     p = ArgumentParser(prog=prog, description=description)

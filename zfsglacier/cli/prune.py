@@ -54,15 +54,16 @@ def body(argv):
                      "their storage class's minimum duration wait unless --delete-early.")
     add_store_options(p)
     p.add_argument("dataset", nargs="?", metavar="DATASET", help="only this dataset (and its children)")
-    for name, what in (("last", "the N newest snapshots"), ("hourly", "the newest of each of the last N hours"),
-                       ("daily", "... days"), ("weekly", "... ISO weeks"), ("monthly", "... months"),
-                       ("yearly", "... years")):
-        p.add_argument(f"--keep-{name}", type=int, default=0, metavar="N", help=f"keep {what} (with one)")
+    p.add_argument("--keep-last", type=int, default=0, metavar="N", help="keep the N newest snapshots")
+    for name, period in (("hourly", "hours"), ("daily", "days"), ("weekly", "ISO weeks"), ("monthly", "months"),
+                         ("yearly", "years")):
+        p.add_argument(f"--keep-{name}", type=int, default=0, metavar="N",
+                       help=f"keep the newest snapshot of each of the N most recent {period} that have one")
     p.add_argument("--dry-run", "-n", action="store_true", help="print the plan, delete nothing")
     p.add_argument("--delete-early", action="store_true",
                    help="also delete archives younger than their class's minimum storage duration "
                         "(billed to the minimum anyway)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # DATASET may come after the options
     rules = retention.Rules(**{n: getattr(args, f"keep_{n}") for n in retention.RULE_NAMES})
     rules.require()
     now = retention.now_from_env()
@@ -91,7 +92,8 @@ def _report_and_delete(pl, args, store, cat, dest, rules, now):
     out = sys.stdout.write
     n_scope = len(pl.keep) + len(pl.delete) + len(pl.deferred)
     scope = f" ({args.dataset})" if args.dataset else ""
-    out(f"{dest}{scope}: {n_scope} archives; rules: {rules.describe()}; now {time.strftime('%Y-%m-%d %H:%M', time.gmtime(now))} UTC\n")
+    clock = time.strftime("%Y-%m-%d %H:%M", time.gmtime(now))
+    out(f"{dest}{scope}: {n_scope} archives; rules: {rules.describe()}; now {clock} UTC\n")
     total = sum(d.archive.size for d in pl.delete)
     verb = "would delete" if args.dry_run else "deleting"
     out(f"{verb} {len(pl.delete)} archives, {cost.human_bytes(total)}:\n")

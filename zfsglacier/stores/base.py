@@ -104,7 +104,7 @@ def new_archive_id(now: Optional[float] = None) -> str:
     return f"{stamp}-{secrets.token_hex(4)}"
 
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}$")  # vault ids may start with "-"
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -249,7 +249,7 @@ class Upload(io.BufferedIOBase):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if self._state == "open" or self._state == "closed":
+        if self._state == "open":
             try:
                 self.abort()
             except Exception:  # noqa: BLE001 - keep the original error
