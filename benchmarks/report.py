@@ -236,6 +236,18 @@ def table() -> str:
     return head + "\n" + "\n".join(lines)
 
 
+NOISY_CORES = 0.25
+
+
+def _noise_note() -> list[str]:
+    noisy = [r.label for r in ROWS.values() if (r.best.others_cores or 0) > NOISY_CORES]
+    if not noisy:
+        return []
+    return [f"**Noise:** {len(noisy)} of {len(ROWS)} rows ran while other processes used more than "
+            f"{NOISY_CORES} cores ({'; '.join(_cell(x) for x in noisy)}): their speeds and the ratios built on "
+            "them are not representative; run again on a quiet machine.", ""]
+
+
 def render() -> str:
     m = machine()
     c = CONTEXT.get("corpus") or {}
@@ -263,6 +275,7 @@ def render() -> str:
         "",
         table(),
         "",
+        *_noise_note(),
         "## Targets (from the numbers above; not assertions)",
         "",
         "| target | measured | verdict |",

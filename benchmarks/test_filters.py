@@ -65,11 +65,13 @@ ARCHIVES = {"recipe-2013.bin": ("recipe-enc", 1), "zstd-openssl.bin": ("ref-enc"
 _made: set[str] = set()  # archives written in this session
 
 
-def _stamp(corpus, keys, repeat: int) -> str:
+def _stamp(name: str, corpus, keys) -> str:
     """What an archive depends on: the stream, the keys, and (for zg) the code that wrote it."""
-    h = hashlib.sha256(f"{corpus.info['stream_sha256']} {keys.fingerprint()} {repeat}".encode())
-    for p in sorted((REPO / "zfsglacier").rglob("*.py")):
-        h.update(p.read_bytes())
+    pipe, repeat = ARCHIVES[name]
+    h = hashlib.sha256(f"{corpus.info['stream_sha256']} {keys.fingerprint()} {pipe} {repeat}".encode())
+    if pipe.startswith("zg"):
+        for p in sorted((REPO / "zfsglacier").rglob("*.py")):
+            h.update(p.read_bytes())
     return h.hexdigest()
 
 
@@ -78,11 +80,11 @@ def archive(name: str, corpus, keys) -> Path:
     path = corpus.dir / "out" / name
     pipe, repeat = ARCHIVES[name]
     stamp = path.with_suffix(path.suffix + ".stamp")
-    if name in _made or (path.exists() and stamp.exists() and stamp.read_text() == _stamp(corpus, keys, repeat)):
+    if name in _made or (path.exists() and stamp.exists() and stamp.read_text() == _stamp(name, corpus, keys)):
         return path
     procs.run_pipeline(pipelines(keys)[pipe][1], source=corpus.stream, repeat=repeat, sink=path)
     _made.add(name)
-    stamp.write_text(_stamp(corpus, keys, repeat))
+    stamp.write_text(_stamp(name, corpus, keys))
     return path
 
 
@@ -115,7 +117,7 @@ def encrypt_row(benchmark, corpus, keys, key, label, pipe, *, rounds=FAST, keep=
     assert all(r.bytes_in == corpus.size * repeat for r in row.results)
     if keep:
         _made.add(keep)
-        (sink.with_suffix(sink.suffix + ".stamp")).write_text(_stamp(corpus, keys, repeat))
+        (sink.with_suffix(sink.suffix + ".stamp")).write_text(_stamp(keep, corpus, keys))
     return row
 
 

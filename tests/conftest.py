@@ -5,6 +5,9 @@ tests that need them, with the reason.
 """
 
 import itertools
+import json
+import os
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,3 +66,89 @@ def zfs_dataset(zfs_pool):
                 if zfs.userrefs(snap.name):  # zg-backup holds the last archived snapshot
                     zfs.release("zfsglacier", snap.name)
         zfs.destroy(name, recursive=True)
+
+
+# --- Amazon stand-ins: moto (S3) and the strict vault stand-in, on 127.0.0.1 ---------------------
+
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+
+
+@dataclass
+class AwsServers:
+    """Endpoints of the test servers; ``env`` is what a zg-* subprocess needs to reach them."""
+
+    s3_url: str
+    vault_url: str
+    vault: object  # the GlacierStandIn, for its test hooks
+
+    @property
+    def env(self):
+        return dict(AWS_TEST_ENV, AWS_ENDPOINT_URL_S3=self.s3_url, AWS_ENDPOINT_URL_GLACIER=self.vault_url,
+                    ZG_POLL_SECONDS="0.1")
+
+    def set_s3_restore_steps(self, reads):
+        """Make S3 restores stay 'in progress' for ``reads`` status reads (0: immediate)."""
+        transition = {"progression": "immediate"} if reads == 0 else {"progression": "manual", "times": reads}
+        body = json.dumps({"model_name": "s3::keyrestore", "transition": transition}).encode()
+        req = urllib.request.Request(f"{self.s3_url}/moto-api/state-manager/set-transition", data=body,
+                                     method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+
+
+@pytest.fixture(scope="session")
+def aws():
+    """moto (S3) and the vault stand-in, both in-process on 127.0.0.1, for the whole session.
+
+    The variables also go into this process's environment (boto3 in the tests reads them)."""
+    from moto.server import ThreadedMotoServer
+    from tests.servers.glacier_vault import GlacierStandIn
+
+    saved = {k: os.environ.get(k) for k in list(AWS_TEST_ENV) + ["AWS_ENDPOINT_URL_S3",
+                                                                   "AWS_ENDPOINT_URL_GLACIER", "AWS_PROFILE"]}
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.update(AWS_TEST_ENV)
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    vault = GlacierStandIn()
+    servers = AwsServers(f"http://{host}:{port}", vault.start(), vault)
+    os.environ.update(AWS_ENDPOINT_URL_S3=servers.s3_url, AWS_ENDPOINT_URL_GLACIER=servers.vault_url)
+    try:
+        yield servers
+    finally:
+        vault.stop()
+        moto.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_dest_names = itertools.count(1)
+
+
+@pytest.fixture
+def destination(request, tmp_path):
+    """(destination URL, environment for subprocesses) of the kind in request.param: file, s3, vault."""
+    kind = request.param
+    n = next(_dest_names)
+    env = {"ZG_CATALOG": str(tmp_path / "catalog.db"), "ZG_POLL_SECONDS": "0.1"}
+    if kind == "file":
+        return f"file://{tmp_path}/store", env
+    servers = request.getfixturevalue("aws")
+    env.update(servers.env)
+    import boto3
+    if kind == "s3":
+        bucket = f"zg-dest-{n}"
+        boto3.client("s3", endpoint_url=servers.s3_url).create_bucket(Bucket=bucket)
+        return f"s3://{bucket}/backups", env
+    vault = f"zg-dest-{n}"
+    boto3.client("glacier", endpoint_url=servers.vault_url).create_vault(vaultName=vault)
+    return f"glacier://{vault}", env

@@ -14,13 +14,19 @@ from tests.test_filters_zfs import fill, tree_digest
 pytestmark = pytest.mark.zfs
 
 
+ALL_DESTINATIONS = pytest.mark.parametrize("destination", ["file", "s3", "vault"], indirect=True)
+
+
 @pytest.fixture
-def env(tmp_path):
-    """Keys, a catalog path and a file:// destination, all private to one test."""
+def env(tmp_path, request):
+    """Keys, a catalog path and a destination (file:// unless the test is parametrized), private to one test."""
+    if "destination" in request.fixturenames:
+        dest, dest_env = request.getfixturevalue("destination")
+    else:
+        dest, dest_env = f"file://{tmp_path}/store", {"ZG_CATALOG": str(tmp_path / "catalog.db")}
     key, pub = tmp_path / "offsite.key", tmp_path / "offsite.pub"
     pub.write_text(zg("keygen", "-o", key, check=True).stdout.decode())
-    return dict(key=key, pub=pub, dest=f"file://{tmp_path}/store", catalog=str(tmp_path / "catalog.db"),
-                env={"ZG_CATALOG": str(tmp_path / "catalog.db")})
+    return dict(key=key, pub=pub, dest=dest, catalog=dest_env["ZG_CATALOG"], env=dest_env)
 
 
 def run(env, cmd, *args, code=0):
@@ -48,7 +54,8 @@ def restored(zfs, target):
     return tree_digest(zfs.mountpoint(target))
 
 
-def test_chain_restore_middle_and_newest(zfs_dataset, zfs_pool, env):
+@ALL_DESTINATIONS
+def test_chain_restore_middle_and_newest(zfs_dataset, zfs_pool, destination, env):
     zfs = ZfsCli()
     want = make_chain(zfs, zfs_dataset, env)
     listing = run(env, "ls", env["dest"], zfs_dataset.name).stdout.decode()
@@ -69,7 +76,8 @@ def test_chain_restore_middle_and_newest(zfs_dataset, zfs_pool, env):
     assert zfs.userrefs(f"{zfs_dataset.name}@s3") == 1 and zfs.userrefs(f"{zfs_dataset.name}@s2") == 0
 
 
-def test_lost_catalog_rebuilt_from_the_destination(zfs_dataset, zfs_pool, env):
+@pytest.mark.parametrize("destination", ["file", "s3"], indirect=True)
+def test_lost_catalog_rebuilt_from_the_destination(zfs_dataset, zfs_pool, destination, env):
     zfs = ZfsCli()
     want = make_chain(zfs, zfs_dataset, env, n_incr=2)
     os.unlink(env["catalog"])

@@ -150,11 +150,12 @@ def upload_catalog(store, cat, dest, recipients, *, jobs=4):
     meta.pop("zg-header", None)
     meta["zg-kind"] = CATALOG_KIND
     info = store.upload(io.BytesIO(out.getvalue()), meta, jobs=jobs)
-    olds = sorted((a for a in store.list() if a.metadata.get("zg-kind") == CATALOG_KIND and a.id != info.id),
-                  key=lambda a: a.created)
-    for old in olds[:max(0, len(olds) - (CATALOG_COPIES - 1))]:
+    cat.copy_uploaded(dest, info.id)
+    olds = cat.copies(dest)  # listed locally: a vault listing would need an inventory job
+    for old in olds[:max(0, len(olds) - CATALOG_COPIES)]:
         try:
-            store.delete(old.id)
+            store.delete(old)
         except ZgError:
-            pass
+            continue
+        cat.copy_deleted(dest, old)
     return info

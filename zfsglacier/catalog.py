@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS thaws (    -- restores asked of a cold class, until r
     requested REAL NOT NULL, state TEXT NOT NULL, detail TEXT,
     PRIMARY KEY (dest, id)
 );
+CREATE TABLE IF NOT EXISTS catalog_copies (  -- encrypted copies of this catalog at a destination
+    dest TEXT NOT NULL, id TEXT NOT NULL, uploaded REAL NOT NULL, PRIMARY KEY (dest, id)
+);
 CREATE TABLE IF NOT EXISTS restores (  -- progress of zg-restore, so a second run continues
     dest TEXT NOT NULL, target TEXT NOT NULL, id TEXT NOT NULL, position INTEGER NOT NULL,
     done REAL, PRIMARY KEY (dest, target, id)
@@ -134,13 +137,14 @@ class Catalog:
     # --- archives ---------------------------------------------------------------------------
 
     def record(self, dest, info, *, dataset=None, snapshot=None, uploaded=None):
-        """Record a complete, verified archive (``info`` is a stores.ArchiveInfo)."""
+        """Record a complete, verified archive (``info`` is a stores.ArchiveInfo); ``uploaded``
+        defaults to now (a rebuild passes the store's creation time)."""
         ident = public_identity(info.metadata)
         self.db.execute(
             "INSERT OR REPLACE INTO archives (dest, id, size, sha256, checksum, uploaded, storage_class,"
             " toguid, fromguid, snap_created, stream, dataset, snapshot, public, deleted)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
-            (dest, info.id, info.size, info.sha256, info.checksum, uploaded or info.created or time.time(),
+            (dest, info.id, info.size, info.sha256, info.checksum, uploaded or time.time(),
              info.storage_class, ident["toguid"], ident["fromguid"], ident["snap_created"], ident["stream"],
              dataset, snapshot, json.dumps(info.metadata, sort_keys=True)))
 
@@ -155,7 +159,7 @@ class Catalog:
             args.append(dest)
         if not include_deleted:
             q += " AND deleted IS NULL"
-        q += " ORDER BY snap_created, uploaded"
+        q += " ORDER BY snap_created, uploaded, rowid"
         return [_row(r) for r in self.db.execute(q, args)]
 
     def get(self, dest, archive_id):
@@ -192,6 +196,19 @@ class Catalog:
     def thaws(self, dest=None):
         q = "SELECT * FROM thaws" + (" WHERE dest=?" if dest else "")
         return [dict(r) for r in self.db.execute(q, (dest,) if dest else ())]
+
+    # --- copies of the catalog itself ---------------------------------------------------------
+
+    def copy_uploaded(self, dest, copy_id):
+        self.db.execute("INSERT OR REPLACE INTO catalog_copies VALUES (?,?,?)", (dest, copy_id, time.time()))
+
+    def copies(self, dest):
+        """Ids of the catalog copies at ``dest``, oldest first."""
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM catalog_copies WHERE dest=? ORDER BY uploaded", (dest,))]
+
+    def copy_deleted(self, dest, copy_id):
+        self.db.execute("DELETE FROM catalog_copies WHERE dest=? AND id=?", (dest, copy_id))
 
     # --- restores ---------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ def rebuild(store, cat, dest, identities=()):
     named = 0
     for info in archives:
         names = names_from_header_copy(info, identities) or from_copy.get(info.id)
-        cat.record(dest, info, dataset=names[0] if names else None, snapshot=names[1] if names else None)
+        cat.record(dest, info, dataset=names[0] if names else None, snapshot=names[1] if names else None,
+                   uploaded=info.created)
         named += bool(names)
     return len(archives), named

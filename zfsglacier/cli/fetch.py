@@ -104,7 +104,11 @@ def fetch_to_file(store, args, n_jobs, known, progress):
         pass  # nothing fetched yet: a normal fetch
     with open(partial, "ab" if have else "wb") as out:
         reader = store.open_read(args.id, jobs=n_jobs, start=have) if have else store.open_read(args.id, jobs=n_jobs)
-        copy_verified(reader, out, known, args.id, progress, digest, have)
+        try:
+            copy_verified(reader, out, known, args.id, progress, digest, have)
+        except IntegrityError as err:
+            os.unlink(partial)  # never resume from bytes that failed verification
+            raise IntegrityError(f"{err} ({partial} removed: fetch again)") from None
         out.flush()
         os.fsync(out.fileno())
     os.replace(partial, args.output)

@@ -5,6 +5,7 @@ ZgErrors."""
 from __future__ import annotations
 
 import base64
+import os
 import contextlib
 from typing import Optional
 
@@ -23,8 +24,10 @@ TRANSIENT_CODES = {
 }
 NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "ResourceNotFoundException", "NoSuchUpload"}
 
-CONNECT_TIMEOUT = 10
-READ_TIMEOUT = 120
+# Seconds; $ZG_AWS_CONNECT_TIMEOUT / $ZG_AWS_READ_TIMEOUT override them (a stalled connection is
+# retried after the read timeout).
+CONNECT_TIMEOUT = float(os.environ.get("ZG_AWS_CONNECT_TIMEOUT", 10))
+READ_TIMEOUT = float(os.environ.get("ZG_AWS_READ_TIMEOUT", 120))
 POOL = 64  # more than any sensible --jobs; a full pool only logs warnings
 
 

@@ -25,8 +25,9 @@ from ..parts import MEMORY_HELP, Part, PartDone, PartPipeline, PartPlan, too_big
 STATES = ("ready", "frozen", "thawing", "thawed")
 TIERS = ("Expedited", "Standard", "Bulk")
 
-# What a user runs to thaw an archive; shown in RestorePendingError messages.
-THAW_COMMAND = "zg-thaw {dest} {id}"
+# What a user runs to thaw an archive (zg-fetch requests the thaw; --no-wait returns at once);
+# shown in RestorePendingError messages.
+THAW_COMMAND = "zg-fetch --no-wait {dest} {id}"
 
 # Published restore times (AWS documentation): (upper bound in seconds, words).
 THAW_WAIT = {
@@ -147,7 +148,8 @@ def refuse_large_metadata(metadata: dict[str, str], size: int, limit: int, where
 
 def pending_message(dest: str, archive_id: str, storage_class: str, detail: str) -> str:
     cmd = THAW_COMMAND.format(dest=dest, id=archive_id)
-    return f"archive {archive_id} is in {storage_class} and {detail}: run `{cmd}`, then read it again once the restore is done"
+    return (f"archive {archive_id} is in {storage_class} and {detail}: run `{cmd}` to request a "
+            f"restore, and read it once the restore is done")
 
 
 class UploadSession(ABC):
