@@ -387,6 +387,7 @@ def _tool_version(argv) -> str:
 
 
 def _build(dest: Path, mb: int) -> dict:
+    find_command("zfs")  # a clear message early if ZFS is missing
     total = mb * MiB
     rng = random.Random(SEED)
     t0 = time.monotonic()
@@ -432,7 +433,6 @@ def ensure(mb: int | None = None, base: Path | None = None, force: bool = False)
     mb = mb or bench_mb()
     d = (base or bench_dir()) / f"mb{mb}"
     d.mkdir(parents=True, exist_ok=True)
-    find_command("zfs")  # a clear message early if ZFS is missing
     with open(d / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once: the second waits, then reuses
         meta, stream = d / "corpus.json", d / "stream.zfs"

@@ -137,3 +137,26 @@ def test_2013_recipe_archive_restores(zfs_dataset, zfs_pool, tmp_path):
     finally:
         if zfs.exists(target):
             zfs.destroy(target, recursive=True)
+
+
+@pytest.mark.parametrize("destination", ["file", "s3", "vault"], indirect=True)
+def test_unix_pipeline_through_each_store(zfs_dataset, zfs_pool, keys, destination):
+    """zfs send | zg-encrypt | zg-upload, then zg-fetch | zg-decrypt | zfs receive, for real."""
+    key, pub = keys
+    dest, env = destination
+    env = dict(os.environ, **env)
+    zfs = ZfsCli()
+    fill(zfs_dataset.path, 6, n=3)
+    zfs.snapshot(f"{zfs_dataset.name}@piped")
+    want = tree_digest(zfs_dataset.path)
+    p = sh(f"zfs send {zfs_dataset.name}@piped | {ZG}/zg-encrypt {pub} | {ZG}/zg-upload {dest}", env=env)
+    assert p.returncode == 0, p.stderr
+    archive_id = p.stdout.decode().strip()
+    target = f"{zfs_pool}/piped-{archive_id[-8:]}"
+    try:
+        p = sh(f"{ZG}/zg-fetch {dest} {archive_id} | {ZG}/zg-decrypt {key} | zfs receive {target}", env=env)
+        assert p.returncode == 0, p.stderr
+        assert tree_digest(zfs.mountpoint(target)) == want
+    finally:
+        if zfs.exists(target):
+            zfs.destroy(target, recursive=True)
