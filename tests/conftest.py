@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import zfsfuse  # tests/ is on sys.path (pytest puts the rootdir conftest's folder there);
-from helpers import REPO  # importing zfsfuse put the repository there too
+from helpers import AWS_TEST_ENV, REPO  # importing zfsfuse put the repository there too
 
 from zfsglacier.zfs import ZfsCli
 
@@ -69,15 +69,6 @@ def zfs_dataset(zfs_pool):
 
 
 # --- Amazon stand-ins: moto (S3) and the strict vault stand-in, on 127.0.0.1 ---------------------
-
-AWS_TEST_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-}
-
 
 @dataclass
 class AwsServers:

@@ -45,3 +45,31 @@ def mixed_data(size, seed=1):
         else:
             out += (b"lorem ipsum dolor sit amet %d " % rnd.randrange(100)) * 40
     return bytes(out[:size])
+
+
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+_AWS_UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
+              "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_GLACIER")
+
+
+def aws_env(**endpoints):
+    """Context: test credentials and the given endpoints in os.environ, nothing from ~/.aws."""
+    import contextlib
+
+    import pytest
+
+    @contextlib.contextmanager
+    def ctx():
+        with pytest.MonkeyPatch.context() as mp:
+            for name in _AWS_UNSET:
+                mp.delenv(name, raising=False)
+            for k, v in {**AWS_TEST_ENV, **endpoints}.items():
+                mp.setenv(k, v)
+            yield mp
+    return ctx()

@@ -19,6 +19,7 @@ from zfsglacier.errors import (IntegrityError, NotFoundError, RestorePendingErro
                                UsageError)
 from zfsglacier.parts import MiB
 from zfsglacier.stores import open_store
+from tests.helpers import aws_env
 
 PART = 5 * MiB  # S3's smallest part: keeps multipart tests small
 _names = itertools.count(1)
@@ -26,21 +27,12 @@ _names = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def moto_url():
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
-                     "AWS_ENDPOINT_URL_S3"):
-            mp.delenv(name, raising=False)
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_CONFIG_FILE", os.devnull)
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with aws_env(AWS_ENDPOINT_URL=f"http://{host}:{port}"):
         yield f"http://{host}:{port}"
-        server.stop()
+    server.stop()
 
 
 @pytest.fixture

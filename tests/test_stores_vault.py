@@ -13,6 +13,7 @@ from zfsglacier.errors import (IntegrityError, NotFoundError, RestorePendingErro
                                UsageError)
 from zfsglacier.parts import MiB, PartPlan
 from zfsglacier.stores import open_store
+from tests.helpers import aws_env
 from zfsglacier.stores import vault as vault_module
 
 HOUR = 3600.0
@@ -20,20 +21,11 @@ HOUR = 3600.0
 
 @pytest.fixture(scope="module")
 def standin():
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
-                     "AWS_ENDPOINT_URL_GLACIER"):
-            mp.delenv(name, raising=False)
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_CONFIG_FILE", os.devnull)
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        server = GlacierStandIn(delays={"Expedited": 0, "Standard": 4 * HOUR, "Bulk": 10 * HOUR,
-                                        "inventory": 4 * HOUR})
-        mp.setenv("AWS_ENDPOINT_URL", server.start())
+    server = GlacierStandIn(delays={"Expedited": 0, "Standard": 4 * HOUR, "Bulk": 10 * HOUR,
+                                    "inventory": 4 * HOUR})
+    with aws_env(AWS_ENDPOINT_URL=server.start()):
         yield server
-        server.stop()
+    server.stop()
 
 
 @pytest.fixture

@@ -1,14 +1,12 @@
 """Issue 3 through the real commands: zg-upload / zg-fetch / zg-ls / zg-rm on every destination,
 slow thaws, network faults (a TCP proxy on 127.0.0.1), kill -9 and --resume."""
 
-import hashlib
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import boto3
 import pytest
 
 from zfsglacier import errors
