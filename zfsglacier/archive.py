@@ -5,7 +5,6 @@ decrypt:  input -> header/key slots -> ChunkReader -> decompressor -> [sha256, l
 """
 
 import base64
-import hashlib
 import json
 import os
 import socket
@@ -20,6 +19,7 @@ from . import __version__, compression, zfsstream
 from .errors import CorruptArchiveError
 from .format import FORMAT_VERSION, Header, SnapshotInfo, build_unsigned, metadata_json, read_header, with_mac
 from .keys import ZERO_NONCE, derive, header_mac, open_header
+from .digest import BlockDigest
 from .pipeline import ReadAhead, WriteBehind
 from .pipes import IO_SIZE, PeekReader, read_full
 from .stream import ChunkReader, ChunkWriter
@@ -93,16 +93,10 @@ def write_archive(prep, out, *, threads=-1):
     """Write the header and the body of a prepared archive to ``out``."""
     header, src = prep.header, prep.src
     out.write(header.raw)
-    digest = hashlib.sha256()
-
-    def read_block():  # on the read-ahead thread: input is read and hashed while blocks compress
-        block = read_full(src, compression.BLOCK_SIZE)
-        digest.update(block)
-        return block
-
+    digest = BlockDigest()  # fed by the compression workers, which hash the blocks they compress
     chunks = ChunkWriter(out, derive(prep.file_key, header.mac, b"payload"), header.chunk_size, len(header.raw))
-    comp = compression.writer(header.compression, header.compression_level, chunks, threads=threads)
-    ahead = ReadAhead(read_block)
+    comp = compression.writer(header.compression, header.compression_level, chunks, threads=threads, digest=digest)
+    ahead = ReadAhead(lambda: read_full(src, compression.BLOCK_SIZE))  # reading overlaps compressing
     length = 0
     try:
         while block := ahead.read_piece():
@@ -151,22 +145,36 @@ def decrypt(src, out, identities, *, opened=None):
     header, file_key = opened or open_archive(src, identities)
     chunks = ChunkReader(src, derive(file_key, header.mac, b"payload"), header.chunk_size, len(header.raw))
     ahead = ReadAhead(chunks.read_chunk)  # reading and opening chunks overlaps decompression
-    plain = compression.reader(header.compression, ahead)
-    digest = hashlib.sha256()
-    behind = WriteBehind(out, digest)  # hashing and writing overlap it too
+    digest = BlockDigest()
+    parallel = behind = None
     try:
-        while data := plain.read(IO_SIZE):
-            behind.write(data)
-        if ahead.read_piece():
-            raise CorruptArchiveError("archive has authenticated data after its compressed stream ended")
-    except _DECOMPRESS_ERRORS as err:
+        if header.compression == "zstd":  # independent frames: decompressed and hashed on all cores
+            behind = WriteBehind(out)
+            parallel = compression.ParallelZstdReader(ahead.read_piece)
+            while True:
+                data, sha = parallel.read_block()
+                if not data:
+                    break
+                digest.add(data, sha)
+                behind.write(data)
+        else:
+            behind = WriteBehind(out, digest)  # hashing and writing overlap decompression
+            plain = compression.reader(header.compression, ahead)
+            while data := plain.read(IO_SIZE):
+                behind.write(data)
+            if ahead.read_piece():
+                raise CorruptArchiveError("archive has authenticated data after its compressed stream ended")
+    except (*_DECOMPRESS_ERRORS, ValueError) as err:
         if isinstance(err, (BrokenPipeError, ConnectionResetError)):
             raise
         raise CorruptArchiveError(f"archive's {header.compression} data cannot be decompressed: {err}") from None
     finally:
+        if parallel is not None:
+            parallel.close()
         ahead.close()
-        behind.close()
-    length = behind.length
+        if behind is not None:
+            behind.close()
+    length = digest.length
     want_length, compressed_length, want_sha = chunks.trailer
     if length != want_length or digest.digest() != want_sha:
         raise CorruptArchiveError("decrypted data does not match the length and SHA-256 in the archive's trailer")

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import lz4.frame
 import zstandard
 
+from .digest import BLOCK, block_sha256
 from .errors import UsageError
 
 DEFAULT = "zstd"
@@ -37,7 +38,7 @@ def check(algorithm, level):
     return level
 
 
-BLOCK_SIZE = 4 << 20  # zstd -3's window is 2 MiB, bzip2's block 900 kB: 4 MiB frames lose little
+BLOCK_SIZE = BLOCK  # 4 MiB: zstd -3's window is 2 MiB, bzip2's block 900 kB: such frames lose little
 
 
 def _frame_function(algorithm, level):
@@ -63,12 +64,15 @@ def _frame_function(algorithm, level):
 
 
 class ParallelCompressor(io.RawIOBase):
-    """Writable: compresses BLOCK_SIZE blocks on ``workers`` threads, writes frames to ``out`` in order."""
+    """Writable: compresses BLOCK_SIZE blocks on ``workers`` threads, writes frames to ``out`` in order.
 
-    def __init__(self, algorithm, level, out, workers=-1, block_size=BLOCK_SIZE):
+    Each worker also hashes its block for ``digest`` (a digest.BlockDigest), in input order."""
+
+    def __init__(self, algorithm, level, out, workers=-1, digest=None):
         self._out = out
         self._fn = _frame_function(algorithm, level)
-        self._block = block_size
+        self._digest = digest
+        self._block = BLOCK_SIZE
         self._buf = bytearray()
         self._pending = []
         n = workers if workers and workers > 0 else (os.cpu_count() or 1)
@@ -80,6 +84,8 @@ class ParallelCompressor(io.RawIOBase):
 
     def write(self, data):
         if self._fn is None:
+            if self._digest is not None:
+                self._digest.add(data)
             return self._out.write(data)
         if not self._buf and len(data) == self._block:
             self._submit(bytes(data))  # the common case: the reader hands over whole blocks
@@ -90,10 +96,19 @@ class ParallelCompressor(io.RawIOBase):
             del self._buf[:self._block]
         return len(data)
 
+    def _work(self, block):
+        return len(block), block_sha256(block) if self._digest is not None else None, self._fn(block)
+
     def _submit(self, block):
-        self._pending.append(self._pool.submit(self._fn, block))
+        self._pending.append(self._pool.submit(self._work, block))
         while len(self._pending) > self._depth or (self._pending and self._pending[0].done()):
-            self._out.write(self._pending.pop(0).result())
+            self._emit()
+
+    def _emit(self):
+        size, sha, frame = self._pending.pop(0).result()
+        if self._digest is not None and not self._digest.add_block(size, sha):
+            raise ValueError("compressed blocks out of step with the plaintext digest")
+        self._out.write(frame)
 
     def close(self):
         if self.closed:
@@ -104,16 +119,17 @@ class ParallelCompressor(io.RawIOBase):
                     self._submit(bytes(self._buf))
                     self._buf.clear()
                 while self._pending:
-                    self._out.write(self._pending.pop(0).result())
+                    self._emit()
         finally:
             if self._pool:
                 self._pool.shutdown(wait=True, cancel_futures=True)
             super().close()
 
 
-def writer(algorithm, level, out, threads=-1):
-    """A binary writer that compresses into ``out`` (which stays open); call close() to flush."""
-    return ParallelCompressor(algorithm, level, out, workers=threads)
+def writer(algorithm, level, out, threads=-1, digest=None):
+    """A binary writer that compresses into ``out`` (which stays open); call close() to flush.
+    ``digest`` (a digest.BlockDigest) is fed the plaintext, hashed on the worker threads."""
+    return ParallelCompressor(algorithm, level, out, workers=threads, digest=digest)
 
 
 def reader(algorithm, src):
@@ -130,3 +146,99 @@ def reader(algorithm, src):
     if algorithm == "none":
         return src
     raise UsageError(f"unknown compression {algorithm!r}")
+
+
+# --- parallel zstd decompression -----------------------------------------------------------------
+# The writer makes independent frames, so a reader can decompress several at once.  A frame's end
+# is found by walking its block headers (RFC 8878, section 3.1.1), which is cheap.
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+MAX_FRAME_CONTENT = 256 << 20  # ours hold BLOCK_SIZE; refuse to allocate absurd claims
+
+
+def _zstd_frame_end(buf, start):
+    """Offset just past the zstd frame starting at ``start`` in ``buf``, or None if incomplete."""
+    n = len(buf)
+    if n - start < 6:
+        return None
+    if bytes(buf[start:start + 4]) != ZSTD_MAGIC:
+        raise ValueError("not a zstd frame")
+    fhd = buf[start + 4]
+    fcs_flag, single, checksum, did_flag = fhd >> 6, (fhd >> 5) & 1, (fhd >> 2) & 1, fhd & 3
+    pos = start + 5 + (0 if single else 1) + (0, 1, 2, 4)[did_flag]
+    pos += (1 if single else 0, 2, 4, 8)[fcs_flag]
+    while True:
+        if pos + 3 > n:
+            return None
+        header = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+        last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+        if kind == 3:
+            raise ValueError("reserved zstd block type")
+        pos += 3 + (1 if kind == 1 else size)
+        if last:
+            break
+    pos += 4 if checksum else 0
+    return pos if pos <= n else None
+
+
+def zstd_frames(read_piece):
+    """Yield whole zstd frames from a stream given as pieces (``read_piece()``; b"" at the end)."""
+    buf, start = bytearray(), 0
+    while True:
+        end = _zstd_frame_end(buf, start) if len(buf) > start else None
+        if end is not None:
+            with memoryview(buf) as view:
+                frame = bytes(view[start:end])  # one copy; the view is released before buf changes
+            yield frame
+            start = end
+            continue
+        piece = read_piece()
+        if not piece:
+            if start < len(buf):
+                raise ValueError("zstd data ends inside a frame")
+            return
+        if start > len(buf) // 2:  # drop consumed bytes only now and then: each drop moves the rest
+            del buf[:start]
+            start = 0
+        buf += piece
+
+
+class ParallelZstdReader:
+    """Decompresses the frames of ``read_piece`` on ``workers`` threads; ``read_block()`` yields
+    (plaintext, its SHA-256 or None) in order.  Memory: about 2 x workers frames in flight."""
+
+    def __init__(self, read_piece, workers=-1):
+        self._frames = zstd_frames(read_piece)
+        n = workers if workers and workers > 0 else (os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(n, thread_name_prefix="zg-decompress")
+        self._pending = []
+        self._depth = 2 * n
+        self._local = threading.local()
+        self._done = False
+
+    def _decompress(self, frame):
+        dctx = getattr(self._local, "dctx", None)
+        if dctx is None:
+            dctx = self._local.dctx = zstandard.ZstdDecompressor()
+        size = zstandard.frame_content_size(frame)
+        if size > MAX_FRAME_CONTENT:
+            raise zstandard.ZstdError(f"frame claims {size} bytes of content, more than the {MAX_FRAME_CONTENT} allowed")
+        if size < 0:  # no content size recorded: bounded by the same limit
+            data = dctx.decompress(frame, max_output_size=MAX_FRAME_CONTENT)
+        else:
+            data = dctx.decompress(frame)
+        return data, block_sha256(data) if len(data) <= BLOCK else None
+
+    def read_block(self):
+        while not self._done and len(self._pending) < self._depth:
+            frame = next(self._frames, None)
+            if frame is None:
+                self._done = True
+                break
+            self._pending.append(self._pool.submit(self._decompress, frame))
+        if not self._pending:
+            return b"", None
+        return self._pending.pop(0).result()
+
+    def close(self):
+        self._pool.shutdown(wait=True, cancel_futures=True)

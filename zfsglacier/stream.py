@@ -127,14 +127,15 @@ class ChunkReader(io.RawIOBase):
         always held back: only at end of input do we know they are the trailer and footer."""
         want = self._sealed + END_SIZE
         while len(self._buf) < want and not self._eof:
-            piece = self._src.read(max(want - len(self._buf), 1 << 20))
+            piece = self._src.read(want - len(self._buf))  # just what completes a chunk: no big moves
             if not piece:
                 self._eof = True
             else:
                 self._buf += piece
                 self._length += len(piece)
         if len(self._buf) >= want:
-            out = self._open(bytes(self._buf[:self._sealed]), last=False)
+            with memoryview(self._buf) as view:
+                out = self._open(view[:self._sealed], last=False)
             del self._buf[:self._sealed]
             return out
         # End of input: what is left is [short last chunk] + trailer.  A message can't end without
