@@ -386,19 +386,27 @@ def _tool_version(argv) -> str:
     return "?"
 
 
+def pool_size(mb: int, copies: int = 1) -> str:
+    """A sparse pool file big enough for ``copies`` datasets of ``mb`` MiB of corpus files each."""
+    return f"{max(1024, mb * (copies + 1) + 256)}M"
+
+
+def fill_dataset(zfs: ZfsCli, ds: str, mb: int) -> dict:
+    """Create ``ds`` (compression off) and write the corpus files into it; returns what went in, per kind."""
+    zfs.create(ds, {"compression": "off", "atime": "off"})
+    return _write_tree(Path(zfs.mountpoint(ds)), mb * MiB, random.Random(SEED))
+
+
 def _build(dest: Path, mb: int) -> dict:
     find_command("zfs")  # a clear message early if ZFS is missing
-    total = mb * MiB
-    rng = random.Random(SEED)
     t0 = time.monotonic()
     started = zfsfuse.start()
     try:
-        pool = zfsfuse.Pool.create(size=f"{max(1024, mb * 2 + 256)}M")
+        pool = zfsfuse.Pool.create(size=pool_size(mb))
         try:
             zfs = ZfsCli()
             ds = f"{pool.name}/bench"
-            zfs.create(ds, {"compression": "off", "atime": "off"})
-            stats = _write_tree(Path(zfs.mountpoint(ds)), total, rng)
+            stats = fill_dataset(zfs, ds, mb)
             written = time.monotonic()
             snap = zfs.snapshot(f"{ds}@bench")
             tmp = dest / "stream.zfs.tmp"

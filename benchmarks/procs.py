@@ -71,6 +71,7 @@ class Result:
     wall: float
     stages: list[Stage] = field(default_factory=list)
     others_cores: float | None = None  # cores used by other processes on the machine meanwhile
+    helper_cpu: float | None = None  # CPU seconds of the helper processes (a server, a daemon) meanwhile
 
     @property
     def cpu(self) -> float:
@@ -88,11 +89,16 @@ class Result:
     def peak_rss_mib(self) -> float:
         return max(s.rss_mib for s in self.stages)
 
+    @property
+    def helper_cores(self) -> float | None:
+        return None if self.helper_cpu is None or not self.wall else self.helper_cpu / self.wall
+
     def as_dict(self) -> dict:
         return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "wall_s": round(self.wall, 3),
                 "mb_per_s_in": round(self.mbps(), 2), "cpu_s": round(self.cpu, 3),
                 "cores_busy": round(self.cores_busy, 2),
                 "others_cores": None if self.others_cores is None else round(self.others_cores, 2),
+                "helper_cpu_s": None if self.helper_cpu is None else round(self.helper_cpu, 3),
                 "stages": [s.as_dict() for s in self.stages]}
 
 
@@ -106,6 +112,16 @@ def _cpu_jiffies() -> tuple[int, int] | None:
     idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
     total = sum(vals[:8])  # guest time is already inside user
     return total - idle, total
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (all its threads) from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def _splice_all(src_fd: int, dst_fd: int, offset: int | None = None) -> int:
@@ -177,9 +193,12 @@ _SEP = "--zg-stage--"
 
 
 def run_pipeline(stages: list[list[str]], *, source: Path | None, repeat: int = 1, sink: Path | None = None,
-                 check: bool = True) -> Result:
+                 check: bool = True, env: dict[str, str] | None = None, helpers: tuple[int, ...] = ()) -> Result:
     """Run ``stages`` connected by pipes; feed ``source`` ``repeat`` times; write to ``sink`` (None = discard).
 
+    ``env``: the stages' environment (default: this process's).  ``helpers``: pids of long-running
+    processes the stages talk to (a local S3 server, the zfs-fuse daemon): their CPU meanwhile is
+    recorded as ``helper_cpu`` and not counted as other processes' load.
     Raises PipelineError when a stage fails (``check``), with the tail of its stderr.
     """
     if not stages:
@@ -236,8 +255,9 @@ def run_pipeline(stages: list[list[str]], *, source: Path | None, repeat: int = 
         argv += [str(prev), str(nxt_w), str(err.fileno()), *map(str, stage)]
         prev = nxt_r
     cpu0, self0 = _cpu_jiffies(), os.times()
+    help0 = [process_cpu(pid) for pid in helpers]
     try:
-        spawner = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        spawner = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
                                    pass_fds=[*child_fds, *(e.fileno() for e in errfiles)], text=True)
         for fd in child_fds:
             close(fd)
@@ -253,6 +273,7 @@ def run_pipeline(stages: list[list[str]], *, source: Path | None, repeat: int = 
         for fd in list(fds):
             close(fd)
     cpu1, self1 = _cpu_jiffies(), os.times()
+    help1 = [process_cpu(pid) for pid in helpers]
     lines = [line.split() for line in report if line.strip()]
     if spawner.returncode != 0 or len(lines) != len(stages) + 1 or lines[0][0] != "start":
         raise PipelineError(f"the process spawner failed (exit {spawner.returncode}): {report!r}")
@@ -266,11 +287,13 @@ def run_pipeline(stages: list[list[str]], *, source: Path | None, repeat: int = 
         out.append(Stage(list(map(str, stage)), int(code), int(rss), float(ut), float(st), text))
         t_end = max(t_end, float(t_exit))
     res = Result(counts["in"], counts["out"], t_end - t0, out)
+    if helpers and None not in help0 + help1:
+        res.helper_cpu = sum(b - a for a, b in zip(help0, help1))
     if cpu0 and cpu1 and cpu1[1] > cpu0[1]:
         ncpu = os.cpu_count() or 1
         busy = (cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1]) * ncpu * res.wall  # core-seconds, whole machine
         # ours: this process, the spawner and the stages (the spawner's waited children count as its own)
-        ours = sum(b - a for a, b in zip(self0[:4], self1[:4]))
+        ours = sum(b - a for a, b in zip(self0[:4], self1[:4])) + (res.helper_cpu or 0.0)
         res.others_cores = max(0.0, (busy - ours) / res.wall)
     if check:
         for s in out:

@@ -1,8 +1,9 @@
-"""Rows measured in this session, the issue's targets computed from them, and the markdown report.
+"""Rows measured in this session, the issues' targets computed from them, and the markdown report.
 
-Every benchmark adds a Row; at the end of the session conftest.py calls ``write()``, which renders
-``.make/bench.md``: the machine, the corpus, one table of all rows, and "meets"/"misses" for each
-target of the issue.  Nothing here asserts: the numbers are reported, not enforced.
+Every benchmark adds a Row (``measure`` runs the rounds and adds it); at the end of the session
+conftest.py calls ``write()``, which renders ``.make/bench.md``: the machine, then one part per
+issue with rows (the filters; transfers, issue 3; chains, issue 4), each with its table and
+"meets"/"misses" for each of its targets.  Nothing here asserts: the numbers are reported, not enforced.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from . import procs
 from .procs import Result
 
 MiB = 1 << 20
@@ -30,12 +32,34 @@ ZG_HIGH = "enc/zg-l12"
 ZG_ENC_BIG, ZG_DEC_BIG = "mem/zg-encrypt-big", "mem/zg-decrypt-big"
 HIGH_LEVEL = 12
 
+# transfers (issue 3): the same part size and concurrency for every client
+PART_MIB, JOBS = 16, 4
+TRANSFER_BOUND_MIB = (JOBS + 1) * PART_MIB  # zg-upload --help: "about (JOBS + 1) x part size"
+UP_ZG, UP_AWS, UP_RCLONE = "up/zg-upload", "up/aws", "up/rclone"
+DOWN_ZG, DOWN_AWS = "down/zg-fetch", "down/aws"
+XMEM_UP_FLOOR, XMEM_DOWN_FLOOR = "xmem/zg-upload-floor", "xmem/zg-fetch-floor"
+XMEM_SIZES = ("1gb", "4gb")  # xmem/zg-upload-1gb, xmem/zg-fetch-4gb, ...
+# chains (issue 4)
+CHAIN_SEND, CHAIN_BACKUP = "chain/zfs-send", "chain/zg-backup"
+CHAIN_RECV, CHAIN_RESTORE = "chain/zfs-receive", "chain/zg-restore"
+CHAIN_OVERHEAD_MAX = None  # the issue states no bound for the overhead ratios: set one to get a verdict
+
 SECTIONS = {
     "ref": "Reference: moving and compressing the stream, no encryption",
     "enc": "Encrypt: ZFS stream -> archive",
     "dec": "Decrypt: archive -> ZFS stream",
     "mem": "Memory at scale: the same filters on the stream repeated 8 times",
     "lvl": "Exploratory (ZG_BENCH_LEVELS=1): zg-encrypt levels and the 2013 decrypt with bzip2",
+    "up": "Upload: archive from stdin to S3 (STANDARD)",
+    "down": "Download: S3 object to stdout",
+    "cold": "Cold: a DEEP_ARCHIVE object, thawed then fetched",
+    "xmem": "Memory: zg-upload --raw / zg-fetch of large inputs",
+    "chain": "Chains on real ZFS (zfs-fuse): one full backup / restore of the corpus dataset",
+}
+PARTS = {  # part of the report -> its sections
+    "filters": ("ref", "enc", "dec", "mem", "lvl"),
+    "transfers": ("up", "down", "cold", "xmem"),
+    "chains": ("chain",),
 }
 
 
@@ -44,9 +68,10 @@ class Row:
     key: str  # section/name
     label: str
     command: str
-    plain_bytes: int  # ZFS stream bytes the row moves (in for encrypt, out for decrypt)
+    plain_bytes: int  # bytes the row moves: ZFS stream (filters, chains) or object bytes (transfers)
     archive_bytes: int | None  # encrypted/compressed size: output for encrypt rows, input for decrypt rows
     results: list[Result] = field(default_factory=list)
+    helper: str = ""  # what Result.helper_cpu measured ("moto", "zfs-fuse"), if anything
 
     @property
     def section(self) -> str:
@@ -67,16 +92,45 @@ class Row:
 
     def extra_info(self) -> dict:
         return {"row": self.key, "label": self.label, "command": self.command, "plain_bytes": self.plain_bytes,
-                "archive_bytes": self.archive_bytes, "mb_per_s": round(self.mbps, 2),
+                "archive_bytes": self.archive_bytes, "mb_per_s": round(self.mbps, 2), "helper": self.helper,
                 "rounds": [r.as_dict() for r in self.results]}
 
 
 ROWS: dict[str, Row] = {}
-CONTEXT: dict = {}  # corpus info, harness floor: filled by the fixtures
+CONTEXT: dict = {}  # corpus info, harness floor, server and tool versions: filled by the fixtures
 
 
 def add(row: Row) -> Row:
     ROWS[row.key] = row
+    return row
+
+
+def measure(benchmark, key: str, label: str, command: str, stages, *, rounds: int,
+            plain_bytes: int | None = None, archive_bytes: int | None = None, expect_out: int | None = None,
+            setup=None, after=None, helper: str = "", **run_kw) -> Row:
+    """Time ``rounds`` runs of a pipeline (procs.run_pipeline with ``run_kw``) and add the row.
+
+    ``stages``: a list of argv lists, or a function returning one, called after ``setup`` in each round
+    (when an argument is known only then).  ``setup()`` runs before each round and ``after(result)``
+    after it, both unmeasured (clean a destination, check an output).  ``plain_bytes`` defaults to the bytes fed in; ``archive_bytes``
+    to the first round's output.  The only assertion: every round delivers ``expect_out`` bytes."""
+    results = []
+
+    def once():
+        res = procs.run_pipeline(stages() if callable(stages) else stages, **run_kw)
+        results.append(res)
+        if after is not None:
+            after(res)
+        return res
+
+    benchmark.group = SECTIONS[key.split("/")[0]].split(":")[0]
+    benchmark.pedantic(once, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
+    for res in results:
+        if expect_out is not None:
+            assert res.bytes_out == expect_out, f"{label}: {res.bytes_out} bytes out, expected {expect_out}"
+    row = add(Row(key, label, command, results[0].bytes_in if plain_bytes is None else plain_bytes,
+                  results[0].bytes_out if archive_bytes is None else archive_bytes, results, helper))
+    benchmark.extra_info.update(row.extra_info())
     return row
 
 
@@ -139,8 +193,8 @@ def _verdict(ok) -> str:
     return "n/a" if ok is None else ("**meets**" if ok else "**MISSES**")
 
 
-def targets() -> list[tuple[str, str, str]]:
-    """[(target, measured, verdict)] for every target of the issue that this session can judge."""
+def filter_targets() -> list[tuple[str, str, str]]:
+    """[(target, measured, verdict)] for every target of the filters' issue that this session can judge."""
     R = ROWS.get
     out = []
     nproc = len(os.sched_getaffinity(0))
@@ -197,6 +251,59 @@ def targets() -> list[tuple[str, str, str]]:
     return out
 
 
+def _peaks(keys: list[str]) -> list[tuple[Row, float]]:
+    return [(ROWS[k], ROWS[k].best.peak_rss_mib) for k in keys if k in ROWS]
+
+
+def transfer_targets() -> list[tuple[str, str, str]]:
+    """Issue 3: zg-upload / zg-fetch against awscli and rclone on the same moto server, and memory."""
+    R = ROWS.get
+    out = []
+
+    def speed(a, b, text):
+        v = _ratio(R(a).mbps, R(b).mbps) if R(a) and R(b) else None
+        out.append((text, "not measured" if v is None else f"{v:.2f}x ({R(a).mbps:.0f} vs {R(b).mbps:.0f} MB/s)",
+                    _verdict(None if v is None else v >= 1.0)))
+
+    speed(UP_ZG, UP_AWS, "zg-upload from stdin >= 1.0x `aws s3 cp - s3://...` throughput")
+    speed(UP_ZG, UP_RCLONE, "zg-upload from stdin >= 1.0x `rclone rcat` throughput")
+    speed(DOWN_ZG, DOWN_AWS, "zg-fetch >= 1.0x `aws s3 cp s3://... -` throughput")
+    for name, floor_key in (("zg-upload", XMEM_UP_FLOOR), ("zg-fetch", XMEM_DOWN_FLOOR)):
+        verb = "upload" if name == "zg-upload" else "fetch"
+        peaks = _peaks([f"xmem/{name}-{size}" for size in XMEM_SIZES])
+        floor = R(floor_key).best.peak_rss_mib if R(floor_key) else None
+        shown = " / ".join(f"{r.plain_bytes / 1e9:.2f} GB: {x:.0f} MiB" for r, x in peaks) or "not measured"
+        top = max((x for _, x in peaks), default=None)
+        out.append((f"{name} peak RSS <= the stated bound, (jobs + 1) x part size = {TRANSFER_BOUND_MIB} MiB "
+                    f"({JOBS} jobs, {PART_MIB} MiB parts)", shown,
+                    _verdict(None if top is None else top <= TRANSFER_BOUND_MIB)))
+        if top is not None and floor is not None:
+            above = " / ".join(f"{r.plain_bytes / 1e9:.2f} GB: +{x - floor:.0f} MiB" for r, x in peaks)
+            out.append((f"... counting only what the {verb} adds to the command's own footprint "
+                        f"({floor:.0f} MiB for a 1 MiB input)", above,
+                        _verdict(top - floor <= TRANSFER_BOUND_MIB)))
+    return out
+
+
+def chain_targets() -> list[tuple[str, str, str]]:
+    """Issue 4: zg-backup / zg-restore wall time over the bare zfs send / receive of the same snapshot."""
+    R = ROWS.get
+    out = []
+    for zg_key, bare_key, text in ((CHAIN_BACKUP, CHAIN_SEND, "zg-backup to file:// over bare `zfs send > /dev/null`"),
+                                   (CHAIN_RESTORE, CHAIN_RECV, "zg-restore from file:// over bare `zfs receive < "
+                                                               "stream`")):
+        v = _ratio(R(zg_key).best.wall, R(bare_key).best.wall) if R(zg_key) and R(bare_key) else None
+        bound = "" if CHAIN_OVERHEAD_MAX is None else f" <= {CHAIN_OVERHEAD_MAX:.2f}x"
+        measured = ("not measured" if v is None else
+                    f"{v:.2f}x ({R(zg_key).best.wall:.2f} s vs {R(bare_key).best.wall:.2f} s)")
+        if v is None or CHAIN_OVERHEAD_MAX is None:
+            verdict = "n/a" if v is None else "reported (no bound stated)"
+        else:
+            verdict = _verdict(v <= CHAIN_OVERHEAD_MAX)
+        out.append((f"overhead: {text} (wall-time ratio){bound}", measured, verdict))
+    return out
+
+
 # ---------------------------------------------------------------- markdown
 
 
@@ -209,16 +316,16 @@ def _fmt(v, spec, dash="-"):
     return dash if v is None else format(v, spec)
 
 
-def table() -> str:
+def filter_table() -> str:
     R = ROWS.get
     head = ("| row | MB/s | archive MB | size vs 2013 | speed vs 2013 | speed vs zstd\\|openssl | peak RSS MiB "
             "(per stage) | cores busy | others' load | rounds |\n|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     lines = []
-    for section, title in SECTIONS.items():
+    for section in PARTS["filters"]:
         rows = [r for r in ROWS.values() if r.section == section]
         if not rows:
             continue
-        lines.append(f"| **{title}** | | | | | | | | | |")
+        lines.append(f"| **{SECTIONS[section]}** | | | | | | | | | |")
         for r in rows:
             b = r.best
             decrypting = r.section == "dec" or "decrypt" in r.key or r.key.startswith("lvl/dec")
@@ -226,7 +333,7 @@ def table() -> str:
             size_vs = None if decrypting else _ratio(r.archive_share, R(RECIPE_ENC).archive_share if R(RECIPE_ENC) else None)
             speed_vs = _ratio(r.mbps, R(recipe).mbps) if R(recipe) else None
             ref_vs = _ratio(r.mbps, R(ref).mbps) if R(ref) else None
-            rss = " \\| ".join(f"{s.name} {s.rss_mib:.0f}" for s in b.stages)
+            rss = _rss(r)
             arch = None if r.archive_bytes is None else r.archive_bytes / 1e6
             lines.append(
                 f"| {_cell(r.label)} | {r.mbps:.1f} | {_fmt(arch, '.1f')} | {_fmt(size_vs, '.3f')}"
@@ -236,31 +343,89 @@ def table() -> str:
     return head + "\n" + "\n".join(lines)
 
 
+def _rss(r: Row) -> str:
+    return " \\| ".join(f"{s.name} {s.rss_mib:.0f}" for s in r.best.stages)
+
+
+def _cores(r: Row) -> str:
+    return f"{r.best.cores_busy:.2f}"
+
+
+def _helper_cores(r: Row) -> str:
+    return _fmt(r.best.helper_cores, ".2f")
+
+
+def transfer_table() -> str:
+    """Issue 3's rows: MB/s of object bytes, ratios to awscli (same direction) and rclone (upload)."""
+    R = ROWS.get
+    head = ("| row | MB/s | MB moved | vs aws s3 cp | vs rclone rcat | peak RSS MiB (per stage) | client cores | "
+            "moto cores | others' load | rounds |\n|---|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+    lines = []
+    for section in PARTS["transfers"]:
+        rows = [r for r in ROWS.values() if r.section == section]
+        if not rows:
+            continue
+        lines.append(f"| **{SECTIONS[section]}** | | | | | | | | | |")
+        for r in rows:
+            up = section == "up" or "upload" in r.key
+            aws = R(UP_AWS if up else DOWN_AWS)
+            vs_aws = _ratio(r.mbps, aws.mbps) if aws and section in ("up", "down", "cold") else None
+            vs_rclone = _ratio(r.mbps, R(UP_RCLONE).mbps) if up and R(UP_RCLONE) and section == "up" else None
+            lines.append(
+                f"| {_cell(r.label)} | {r.mbps:.1f} | {r.plain_bytes / 1e6:.1f} | {_fmt(vs_aws, '.2f')}"
+                f"{'x' if vs_aws else ''} | {_fmt(vs_rclone, '.2f')}{'x' if vs_rclone else ''} | {_rss(r)} | "
+                f"{_cores(r)} | {_helper_cores(r)} | {_fmt(r.best.others_cores, '.2f')} | {len(r.results)} |")
+    return head + "\n" + "\n".join(lines)
+
+
+def chain_table() -> str:
+    """Issue 4's rows: wall time, stream MB/s, time over the bare zfs command of the same direction."""
+    R = ROWS.get
+    head = ("| row | wall s | stream MB/s | time vs bare zfs | peak RSS MiB (per stage) | client cores | "
+            "zfs-fuse cores | others' load | rounds |\n|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    lines = []
+    for section in PARTS["chains"]:
+        rows = [r for r in ROWS.values() if r.section == section]
+        if rows:
+            lines.append(f"| **{SECTIONS[section]}** | | | | | | | | |")
+        for r in rows:
+            bare = R(CHAIN_SEND if r.key in (CHAIN_SEND, CHAIN_BACKUP) else CHAIN_RECV)
+            vs = _ratio(r.best.wall, bare.best.wall) if bare else None
+            lines.append(
+                f"| {_cell(r.label)} | {r.best.wall:.2f} | {r.mbps:.1f} | {_fmt(vs, '.2f')}{'x' if vs else ''} | "
+                f"{_rss(r)} | {_cores(r)} | {_helper_cores(r)} | {_fmt(r.best.others_cores, '.2f')} | "
+                f"{len(r.results)} |")
+    return head + "\n" + "\n".join(lines)
+
+
 NOISY_CORES = 0.25
 
 
-def _noise_note() -> list[str]:
-    noisy = [r.label for r in ROWS.values() if (r.best.others_cores or 0) > NOISY_CORES]
+def _noise_note(rows: list[Row]) -> list[str]:
+    noisy = [r.label for r in rows if (r.best.others_cores or 0) > NOISY_CORES]
     if not noisy:
         return []
-    return [f"**Noise:** {len(noisy)} of {len(ROWS)} rows ran while other processes used more than "
+    return [f"**Noise:** {len(noisy)} of {len(rows)} rows ran while other processes used more than "
             f"{NOISY_CORES} cores ({'; '.join(_cell(x) for x in noisy)}): their speeds and the ratios built on "
             "them are not representative; run again on a quiet machine.", ""]
 
 
-def render() -> str:
-    m = machine()
+def _targets_table(rows: list[tuple[str, str, str]]) -> list[str]:
+    return ["| target | measured | verdict |", "|---|---|---|",
+            *(f"| {_cell(t)} | {_cell(v)} | {ok} |" for t, v, ok in rows), ""]
+
+
+def _part_rows(part: str) -> list[Row]:
+    return [r for r in ROWS.values() if r.section in PARTS[part]]
+
+
+def _filters_part() -> list[str]:
     c = CONTEXT.get("corpus") or {}
     comp = c.get("composition", {})
     total = sum(v["bytes"] for v in comp.values()) or 1
     mix = ", ".join(f"{k} {v['bytes'] / total:.0%}" for k, v in comp.items())
-    parts = [
-        f"# zfsglacier benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
-        "",
-        f"**Machine:** {m['nproc']} cores usable ({m['cpu_count']} online), {m['cpu']} [{m['cpu_flags']}], "
-        f"{m['mem_gib']} GiB RAM, Linux {m['kernel']}, Python {m['python']}, {m['zstd']}, {m['libzstd']}, "
-        f"{m['openssl']}, {m['pbzip2']}. Load average at the end: "
-        + " ".join(f"{x:.2f}" for x in m["loadavg"]) + ".",
+    return [
+        "## Filters: zg-encrypt / zg-decrypt",
         "",
         f"**Corpus:** one real `zfs send` stream ({c.get('zfs', 'zfs-fuse')}) of {c.get('stream_bytes', 0) / 1e6:.1f} MB "
         f"({c.get('stream_bytes', 0) / MiB:.0f} MiB): {mix}; seed {c.get('seed')}, "
@@ -273,16 +438,78 @@ def render() -> str:
         "CPU seconds of all stages / wall; others' load = cores used meanwhile by other processes "
         "(noise: should be ~0 on a quiet machine).",
         "",
-        table(),
+        filter_table(),
         "",
-        *_noise_note(),
-        "## Targets (from the numbers above; not assertions)",
+        *_noise_note(_part_rows("filters")),
+        "### Targets (from the numbers above; not assertions)",
         "",
-        "| target | measured | verdict |",
-        "|---|---|---|",
-        *(f"| {_cell(t)} | {_cell(v)} | {ok} |" for t, v, ok in targets()),
+        *_targets_table(filter_targets()),
+    ]
+
+
+def _transfers_part() -> list[str]:
+    t = CONTEXT.get("transfers") or {}
+    return [
+        "## Transfers (issue 3): zg-upload / zg-fetch against awscli and rclone",
+        "",
+        f"**Setup:** one moto S3 server ({t.get('moto', 'moto')}, its own process, 127.0.0.1) for every client; "
+        f"{PART_MIB} MiB parts and {JOBS} transfers in flight for all: zg `--jobs {JOBS}` with `part_size` from a "
+        f"config destination, awscli multipart_chunksize / multipart_threshold {PART_MIB} MiB and "
+        f"max_concurrent_requests {JOBS} ({t.get('aws', 'aws')}), `rclone rcat --s3-chunk-size {PART_MIB}M "
+        f"--s3-upload-concurrency {JOBS}` ({t.get('rclone', 'rclone')}). Upload input: "
+        f"{t.get('input', 'the zg-encrypt archive of the corpus stream')}, fed from a file through a pipe; "
+        "storage class STANDARD; every object is deleted before the next round. "
+        f"{t.get('notes', '')}",
+        "",
+        "MB/s = object bytes (10^6) per second of wall time (process start to last byte), best round; ratios are "
+        "against the awscli row of the same direction and the rclone upload row of this run; client cores = "
+        "CPU / wall of the client process(es); moto cores = the server's CPU / wall meanwhile (both clients "
+        "share 2 cores with it); others' load excludes moto.",
+        "",
+        transfer_table(),
+        "",
+        *_noise_note(_part_rows("transfers")),
+        "### Targets (from the numbers above; not assertions)",
+        "",
+        *_targets_table(transfer_targets()),
+    ]
+
+
+def _chains_part() -> list[str]:
+    ch = CONTEXT.get("chains") or {}
+    return [
+        "## Chains (issue 4): zg-backup / zg-restore against bare zfs send / receive",
+        "",
+        f"**Setup:** {ch.get('setup', 'a zfs-fuse dataset holding the corpus files')}",
+        "",
+        "wall s = best round; stream MB/s = bytes of the snapshot's `zfs send` stream per second; time vs bare "
+        "zfs = wall over the bare command of the same direction (the overhead ratio); zfs-fuse cores = the "
+        "daemon's CPU / wall (it does the pool work of every row); client cores include the `zfs` processes "
+        "zg-backup and zg-restore start.",
+        "",
+        chain_table(),
+        "",
+        *_noise_note(_part_rows("chains")),
+        "### Targets (from the numbers above; not assertions)",
+        "",
+        *_targets_table(chain_targets()),
+    ]
+
+
+def render() -> str:
+    m = machine()
+    parts = [
+        f"# zfsglacier benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+        "",
+        f"**Machine:** {m['nproc']} cores usable ({m['cpu_count']} online), {m['cpu']} [{m['cpu_flags']}], "
+        f"{m['mem_gib']} GiB RAM, Linux {m['kernel']}, Python {m['python']}, {m['zstd']}, {m['libzstd']}, "
+        f"{m['openssl']}, {m['pbzip2']}. Load average at the end: "
+        + " ".join(f"{x:.2f}" for x in m["loadavg"]) + ".",
         "",
     ]
+    for part, body in (("filters", _filters_part), ("transfers", _transfers_part), ("chains", _chains_part)):
+        if _part_rows(part):
+            parts += body()
     return "\n".join(parts)
 
 

@@ -92,22 +92,9 @@ def measure(benchmark, key, label, pipe, keys, *, source, rounds, plain_bytes, s
             archive_in=None, expect_out=None):
     """Time `rounds` runs of a pipeline; record the row; return it."""
     command, stages = pipelines(keys)[pipe]
-    results = []
-
-    def once():
-        res = procs.run_pipeline(stages, source=source, repeat=repeat, sink=sink)
-        results.append(res)
-        return res
-
-    benchmark.group = report.SECTIONS[key.split("/")[0]].split(":")[0]
-    benchmark.pedantic(once, rounds=rounds, iterations=1, warmup_rounds=0)
-    for res in results:
-        if expect_out is not None:
-            assert res.bytes_out == expect_out, f"{label}: {res.bytes_out} bytes out, expected {expect_out}"
-    archive_bytes = archive_in.stat().st_size if archive_in is not None else results[0].bytes_out
-    row = report.add(report.Row(key, label, command, plain_bytes, archive_bytes, results))
-    benchmark.extra_info.update(row.extra_info())
-    return row
+    return report.measure(benchmark, key, label, command, stages, rounds=rounds, plain_bytes=plain_bytes,
+                          archive_bytes=archive_in.stat().st_size if archive_in is not None else None,
+                          expect_out=expect_out, source=source, repeat=repeat, sink=sink)
 
 
 def encrypt_row(benchmark, corpus, keys, key, label, pipe, *, rounds=FAST, keep=None, repeat=1):
@@ -202,19 +189,8 @@ def test_mem_zg_decrypt_big(benchmark, corpus, keys):
 @explore
 @pytest.mark.parametrize("level", LEVELS)
 def test_lvl_zg_level(benchmark, corpus, keys, level):
-    command = f"zg-encrypt -l {level} KEY.pub"
-    stages = [zg("encrypt", "-l", level, keys.zg_public)]
-    results = []
-
-    def once():
-        results.append(procs.run_pipeline(stages, source=corpus.stream))
-        return results[-1]
-
-    benchmark.group = "Exploratory"
-    benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
-    row = report.add(report.Row(f"lvl/zg-l{level}", f"zg-encrypt -l {level}", command, corpus.size,
-                                results[0].bytes_out, results))
-    benchmark.extra_info.update(row.extra_info())
+    report.measure(benchmark, f"lvl/zg-l{level}", f"zg-encrypt -l {level}", f"zg-encrypt -l {level} KEY.pub",
+                   [zg("encrypt", "-l", level, keys.zg_public)], rounds=1, source=corpus.stream)
 
 
 @explore

@@ -189,3 +189,46 @@ def test_header_size_bounds(key, sample):
     huge = sample[:10] + (1 << 30).to_bytes(4, "big") + sample[PREAMBLE_SIZE:]
     with pytest.raises(CorruptArchiveError, match="header size"):
         dec(huge, [key])
+
+
+@pytest.mark.parametrize("size", [0, 5, 4 << 20, (9 << 20) + 123])
+@pytest.mark.parametrize("algorithm", ["zstd", "bz2", "none"])
+def test_trailer_digest_is_the_documented_block_hash_list(key, size, algorithm):
+    import hashlib
+    data = os.urandom(size)
+    want = hashlib.sha256()
+    for i in range(0, size, 4 << 20):
+        want.update(hashlib.sha256(data[i:i + (4 << 20)]).digest())
+    blob, r = enc(data, [key], algorithm=algorithm, chunk_size=1 << 20)
+    assert r.plaintext_sha256 == want.hexdigest()
+    out = io.BytesIO()
+    back = archive.decrypt(io.BytesIO(blob), out, [key])
+    assert out.getvalue() == data and back.plaintext_sha256 == want.hexdigest()
+
+
+@pytest.mark.parametrize("level", [-5, 1, 3, 8, 9, 12])
+def test_zstd_levels_parallel_frames_and_long_mode(key, level):
+    """Levels below 9 write independent frames (decompressed in parallel), 9 and up one long-distance
+    stream (decompressed as a stream): both must come back byte for byte, digest included."""
+    data = mixed_data(9_000_000, seed=level + 10)
+    blob, r = enc(data, [key], level=level, chunk_size=1 << 20)
+    out = io.BytesIO()
+    back = archive.decrypt(io.BytesIO(blob), out, [key])
+    assert out.getvalue() == data and back.plaintext_sha256 == r.plaintext_sha256
+
+
+def test_reader_takes_any_frame_layout(key):
+    """The spec allows any concatenation of frames: small ones, a big one, one without a content size."""
+    import zstandard
+    from zfsglacier import compression
+    parts = [os.urandom(1000), mixed_data(20 << 20, seed=5), b"tail" * 1000]
+    small = zstandard.ZstdCompressor(level=1)
+    obj = zstandard.ZstdCompressor(write_content_size=False).compressobj()
+    stream = small.compress(parts[0]) + small.compress(parts[1]) + obj.compress(parts[2]) + obj.flush()
+    pieces = iter([stream[i:i + 65536] for i in range(0, len(stream), 65536)])
+    reader = compression.ParallelZstdReader(lambda: next(pieces, b""))
+    got = []
+    while (block := reader.read_block())[0]:
+        got.append(block[0])
+    reader.close()
+    assert b"".join(got) == b"".join(parts)

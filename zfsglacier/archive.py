@@ -152,10 +152,10 @@ def decrypt(src, out, identities, *, opened=None):
             behind = WriteBehind(out)
             parallel = compression.ParallelZstdReader(ahead.read_piece)
             while True:
-                data, sha = parallel.read_block()
+                data, digests = parallel.read_block()
                 if not data:
                     break
-                digest.add(data, sha)
+                digest.add(data, digests)
                 behind.write(data)
         else:
             behind = WriteBehind(out, digest)  # hashing and writing overlap decompression

@@ -37,10 +37,19 @@ class BlockDigest:
         self._closed = size < BLOCK
         return True
 
-    def add(self, data, block_digest=None):
-        """Add plaintext ``data``; ``block_digest`` (its SHA-256) saves hashing it again when
-        ``data`` is one whole block at a block boundary."""
-        if block_digest is not None and self.add_block(len(data), block_digest):
+    def add_blocks(self, size, digests):
+        """Add ``size`` bytes hashed elsewhere as ``block_digests`` of them; False if not at a
+        block boundary (nothing added)."""
+        if self._fill or self._closed or len(digests) != -(-size // BLOCK):
+            return False
+        for i, d in enumerate(digests):
+            self.add_block(min(BLOCK, size - i * BLOCK), d)
+        return True
+
+    def add(self, data, digests=None):
+        """Add plaintext ``data``; ``digests`` (its block_digests) save hashing it again when
+        ``data`` starts at a block boundary."""
+        if digests is not None and data and self.add_blocks(len(data), digests):
             return
         if self._closed and data:
             raise ValueError("plaintext continues after its short last block")
@@ -67,6 +76,8 @@ class BlockDigest:
         return self.digest().hex()
 
 
-def block_sha256(block):
-    """SHA-256 of one block, for worker threads (hashlib releases the GIL)."""
-    return hashlib.sha256(block).digest()
+def block_digests(data):
+    """SHA-256 of each BLOCK of ``data`` (a whole number of blocks, or ending the plaintext), for
+    worker threads: hashlib releases the GIL."""
+    with memoryview(data) as view:
+        return [hashlib.sha256(view[i:i + BLOCK]).digest() for i in range(0, len(data), BLOCK)]

@@ -33,7 +33,7 @@ def body(argv):
         info["header_mac"] = "ok"
         if args.verify:
             r = archive.decrypt(src, None, idents, opened=opened)
-            info["verified"] = {"plaintext_length": r.plaintext_length, "plaintext_sha256": r.plaintext_sha256,
+            info["verified"] = {"plaintext_length": r.plaintext_length, "plaintext_digest": r.plaintext_sha256,
                                 "compressed_length": r.compressed_length}
     else:
         if args.verify:
@@ -74,7 +74,7 @@ def _print_human(info):
             w(f"  {k}: {v}\n")
     if "verified" in info:
         v = info["verified"]
-        w(f"verified:     {v['plaintext_length']} bytes, sha256 {v['plaintext_sha256']}\n")
+        w(f"verified:     {v['plaintext_length']} bytes, digest {v['plaintext_digest']}\n")
 
 
 def main(argv=None):
