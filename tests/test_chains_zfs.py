@@ -150,3 +150,55 @@ def test_bad_input_is_refused_and_destroys_nothing(zfs_dataset, zfs_pool, env, t
                               code=None), errors.NotFoundError.exit_code, "broken")
     assert not zfs.exists(f"{zfs_pool}/x")
     assert tree_digest(zfs_dataset.path) == before
+
+
+@pytest.mark.parametrize("destination", ["s3"], indirect=True)
+def test_interrupted_restore_resumes(zfs_dataset, zfs_pool, destination, env, aws):
+    """kill -9 while the second archive is being fetched; a second run continues and ends right."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from tests.helpers import BIN
+    from tests.servers.faultproxy import FaultProxy
+    zfs = ZfsCli()
+    want = make_chain(zfs, zfs_dataset, env, n_incr=2)
+    with Catalog(env["catalog"]) as cat:
+        rows = cat.archives(env["dest"])
+    target = f"{zfs_pool}/interrupted"
+    with FaultProxy(aws.s3_url, stall_seconds=60) as proxy:
+        proxy.inject("stall", when=rf"^GET \S*{rows[1].id}")
+        run_env = {**os.environ, **env["env"], "AWS_ENDPOINT_URL_S3": proxy.url}
+        proc = subprocess.Popen([sys.executable, str(BIN / "zg-restore"), env["dest"], f"{zfs_dataset.name}@s2",
+                                 target, "--key", str(env["key"])], env=run_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not proxy.injected.get("stall") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proxy.injected.get("stall"), "the restore never reached the second archive"
+        assert zfs.guid(f"{target}@s0") == rows[0].toguid  # the first archive is in
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proxy.clear()
+    time.sleep(0.5)  # the orphaned `zfs receive` sees its input end and gives up
+    assert not zfs.exists(f"{target}@s1")
+    p = run(env, "restore", env["dest"], f"{zfs_dataset.name}@s2", target, "--key", env["key"])
+    assert "1 of them already there" in p.stdout.decode()
+    assert restored(zfs, target) == want["s2"]
+
+
+def test_intermediates_archive_brings_every_snapshot_in_between(zfs_dataset, zfs_pool, env):
+    zfs = ZfsCli()
+    fill(zfs_dataset.path, 70, n=1)
+    run(env, "backup", zfs_dataset.name, env["dest"], "--key", env["pub"], "--snapshot", "base")
+    for snap in ("mid", "top"):
+        fill(zfs_dataset.path, 71 if snap == "mid" else 72, n=1)
+        zfs.snapshot(f"{zfs_dataset.name}@{snap}")
+    want = tree_digest(zfs_dataset.path)
+    p = run(env, "backup", zfs_dataset.name, env["dest"], "--key", env["pub"], "--intermediates")
+    assert "top  incremental from base" in p.stdout.decode()
+    target = f"{zfs_pool}/with-mid"
+    run(env, "restore", env["dest"], f"{zfs_dataset.name}@top", target, "--key", env["key"])
+    assert restored(zfs, target) == want
+    assert [s.short for s in zfs.snapshots(target)] == ["base", "mid", "top"]
+    assert zfs.guid(f"{target}@mid") == zfs.guid(f"{zfs_dataset.name}@mid")

@@ -73,30 +73,44 @@ def plan_dataset(zfs, cat, dest, dataset, *, snapshot_name=None, full_every=None
                 base, reason = None, f"the chain has {len(chain.archives)} archives (--full-every {full_every})"
             elif full_if_older and now - chain.archives[0].uploaded > full_if_older:
                 base, reason = None, "the chain's full is older than --full-if-older-than"
-    return Step(dataset, target, base, reason, None if planned_snapshot else estimate_size(zfs, target, base))
+    return Step(dataset, target, base, reason, estimate_size(zfs, target, base))
 
 
 def estimate_size(zfs, target, base):
     """Bytes the send will roughly produce (zfs-fuse has no `zfs send -nP`): referenced for a full,
     `written@base` for an incremental where the property exists."""
     try:
-        if base is None:
-            return int(zfs.get(target.name, "referenced")["referenced"])
+        if base is None:  # a snapshot --dry-run has not taken yet refers to what the dataset refers to
+            name = target.dataset if target.guid == -1 else target.name
+            return int(zfs.get(name, "referenced")["referenced"])
         return int(zfs.get(target.name, f"written@{base.short}")[f"written@{base.short}"])
     except (ZgError, ValueError, KeyError):
         return None
 
 
-def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs, hold=True, threads=-1):
-    """Send, encrypt, upload and record one Step; returns (ArchiveInfo, archive.Result)."""
-    send = zfs.send(step.target.name, from_snap=step.base.name if step.base else None)
+def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs, hold=True, threads=-1,
+             intermediates=False):
+    """Send, encrypt, upload and record one Step; returns (ArchiveInfo, archive.Result).
+
+    With ``intermediates`` an incremental is `zfs send -I`: a compound stream whose header names no
+    guids, so the archive's metadata carries the base's and the target's (the chain needs them)."""
+    intermediates = intermediates and step.base is not None
+    send = zfs.send(step.target.name, from_snap=step.base.name if step.base else None, intermediates=intermediates)
     checked = False
     try:
         src = PeekReader(send.stdout)
         prep = archive.prepare(src, recipients, algorithm=algorithm, level=level)
-        if prep.identity is None or prep.identity.toguid != step.target.guid:
+        ident = prep.identity
+        expected = ident is not None and (
+            (ident.header_type == "compound" and ident.toname == step.target.name) if intermediates
+            else ident.toguid == step.target.guid)
+        if not expected:
             raise UsageError(f"zfs send of {step.target.name} did not produce the expected stream")
-        with store.open_upload(archive.store_metadata(prep.header), jobs=jobs) as up:
+        metadata = archive.store_metadata(prep.header)
+        if intermediates:
+            metadata.update({"zg-toguid": str(step.target.guid), "zg-fromguid": str(step.base.guid),
+                             "zg-snap-created": str(step.target.creation), "zg-stream": "compound"})
+        with store.open_upload(metadata, jobs=jobs) as up:
             result = archive.write_archive(prep, up, threads=threads)
             checked = True
             send.check()  # a failed zfs send must never become a complete archive

@@ -24,6 +24,8 @@ def body(argv):
     p.add_argument("--full-every", type=int, metavar="N", help="start a new chain when it has N archives")
     p.add_argument("--full-if-older-than", type=parse_age, metavar="AGE",
                    help="start a new chain when its full is older than AGE (e.g. 30d, 12w)")
+    p.add_argument("-I", "--intermediates", action="store_true",
+                   help="incrementals include every snapshot in between (zfs send -I), so they are restorable too")
     p.add_argument("--no-hold", dest="hold", action="store_false",
                    help="do not `zfs hold` the last archived snapshot (the next incremental's base)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (snapshots, full/incremental, size, "
@@ -62,7 +64,8 @@ def body(argv):
                     continue
                 start = time.monotonic()
                 info, result = backup.run_step(zfs, store, cat, dest, step, recips, algorithm=args.compression,
-                                               level=level, jobs=n_jobs, hold=args.hold)
+                                               level=level, jobs=n_jobs, hold=args.hold,
+                                               intermediates=args.intermediates)
                 made += 1
                 secs = time.monotonic() - start
                 print(f"{info.id}  {ds}@{step.target.short}  {step.kind}"
