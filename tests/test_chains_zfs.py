@@ -202,3 +202,28 @@ def test_intermediates_archive_brings_every_snapshot_in_between(zfs_dataset, zfs
     assert restored(zfs, target) == want
     assert [s.short for s in zfs.snapshots(target)] == ["base", "mid", "top"]
     assert zfs.guid(f"{target}@mid") == zfs.guid(f"{zfs_dataset.name}@mid")
+
+
+def test_makefile_runbook_targets(zfs_dataset, zfs_pool, env):
+    """make backup / make verify / make restore call the tools with the runbook's variables."""
+    import subprocess
+    from tests.helpers import REPO
+    zfs = ZfsCli()
+    fill(zfs_dataset.path, 80, n=1)
+    make_env = {**os.environ, **env["env"]}
+    common = [f"DEST={env['dest']}", f"KEY={env['key']}", f"PUB={env['pub']}"]
+
+    def make(*args):
+        p = subprocess.run(["make", "-s", "-C", str(REPO), *args, *common], env=make_env, capture_output=True)
+        assert p.returncode == 0, p.stderr.decode()
+        return p.stdout.decode()
+
+    make("backup", f"DATASET={zfs_dataset.name}")
+    snap = zfs.snapshots(zfs_dataset.name)[-1].short
+    assert snap.startswith("zg-")
+    assert "ok   " in make("verify")
+    target = f"{zfs_pool}/from-make"
+    make("restore", f"SNAP={zfs_dataset.name}@{snap}", f"TARGET={target}")
+    assert restored(zfs, target) == tree_digest(zfs_dataset.path)
+    p = subprocess.run(["make", "-s", "-C", str(REPO), "restore", *common], env=make_env, capture_output=True)
+    assert p.returncode != 0 and b"set SNAP=" in p.stderr
