@@ -52,7 +52,7 @@ def pipelines(keys) -> dict[str, tuple[str, list[list[str]]]]:
         "ref-dec": ("openssl enc -d -aes-256-ctr -pbkdf2 -pass file:K | zstd -d",
                     [["openssl", "enc", "-d", "-aes-256-ctr", "-pbkdf2", "-pass", pw], ["zstd", "-d", "-q", "-c"]]),
         "zg-enc": ("zg-encrypt KEY.pub", [zg("encrypt", keys.zg_public)]),
-        "zg-enc-l12": (f"zg-encrypt -l {report.HIGH_LEVEL} KEY.pub",
+        "zg-enc-high": (f"zg-encrypt -l {report.HIGH_LEVEL} KEY.pub",
                        [zg("encrypt", "-l", report.HIGH_LEVEL, keys.zg_public)]),
         "zg-enc-bz2": ("zg-encrypt -c bz2 -l 9 KEY.pub", [zg("encrypt", "-c", "bz2", "-l", 9, keys.zg_public)]),
         "zg-dec": ("zg-decrypt KEY", [zg("decrypt", keys.zg_secret)]),
@@ -144,7 +144,7 @@ def test_enc_zg_default(benchmark, corpus, keys):
 
 
 def test_enc_zg_high(benchmark, corpus, keys):
-    encrypt_row(benchmark, corpus, keys, report.ZG_HIGH, f"zg-encrypt -l {report.HIGH_LEVEL}", "zg-enc-l12")
+    encrypt_row(benchmark, corpus, keys, report.ZG_HIGH, f"zg-encrypt -l {report.HIGH_LEVEL}", "zg-enc-high")
 
 
 def test_enc_zg_bz2(benchmark, corpus, keys):

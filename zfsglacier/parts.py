@@ -48,8 +48,10 @@ VAULT_DEFAULT_PART = 128 * MiB
 HEADROOM = 1.25  # an expected size is an estimate (zfs send -nP): plan for 25 % more
 
 MEMORY_HELP = (
-    "Memory: an upload holds at most JOBS parts in flight plus the one being filled, "
-    "so about (JOBS + 1) x part size; a download holds about (JOBS + 1) x range size."
+    "Memory: about 60 MiB for the program, plus JOBS parts in flight and the one being filled, "
+    "each of which may be held twice while it is sent (our buffer and the AWS SDK's request): at "
+    "most 60 MiB + 2 x (JOBS + 1) x part size, whatever the stream's size (220 MiB with 4 jobs of "
+    "16 MiB parts); a download likewise with its range size."
 )
 
 
