@@ -17,7 +17,8 @@ def body(argv):
     args = p.parse_args(argv)
     idents, foreign = identities(args, allow_foreign=True)
     src, out = binary_stdin(), binary_stdout()
-    widen_pipe(src)
+    # Only the output pipe is widened: a 1 MiB input pipe changed no speed here but made glibc's
+    # per-thread arenas grow with the stream (350 MiB after 4.7 GB, against 90 MiB without).
     widen_pipe(out)
     src = PeekReader(src)
     head = src.peek(64)

@@ -6,7 +6,7 @@ import time
 
 from .. import stores
 from ..errors import IntegrityError, RestorePendingError
-from ..pipes import IO_SIZE, widen_pipe
+from ..pipes import IO_SIZE, big_buffers_from_mmap, widen_pipe
 from .common import binary_stdout, parser, refuse_terminal_output, run
 from .progress import Progress
 from .storeargs import add_store_options, catalog, jobs, open_dest
@@ -57,6 +57,7 @@ def body(argv):
                    help="with -o: keep the bytes already in FILE.partial and fetch only the rest")
     add_thaw_options(p)
     args = p.parse_args(argv)
+    big_buffers_from_mmap()
     config, store, dest = open_dest(args)
     with catalog(args, config) as cat:
         progress = Progress(f"fetch {args.id}")

@@ -6,7 +6,7 @@ import sys
 from .. import archive, stores
 from ..errors import CorruptArchiveError, NotAnArchiveError, UsageError
 from ..format import MAGIC, PREAMBLE_SIZE, Preamble, read_header, describe_foreign
-from ..pipes import IO_SIZE, PeekReader, widen_pipe
+from ..pipes import IO_SIZE, PeekReader, big_buffers_from_mmap, widen_pipe
 from ..stream import FOOTER, footer_ok
 from .common import binary_stdin, parser, run
 from .progress import Progress
@@ -36,6 +36,7 @@ def body(argv):
                    help="accept input that is not a zfsglacier archive (its completeness cannot be checked)")
     p.add_argument("--name", metavar="DATASET@SNAP", help="name to record in the catalog")
     args = p.parse_args(argv)
+    big_buffers_from_mmap()
     config, store, dest = open_dest(args, storage_class=args.storage_class)
     src = PeekReader(binary_stdin())
     widen_pipe(src._raw)
@@ -62,7 +63,7 @@ def body(argv):
             while data := src.read(IO_SIZE):
                 up.write(data)
                 total += len(data)
-                tail = (tail + data)[-FOOTER.size:]
+                tail = (tail + data[-FOOTER.size:])[-FOOTER.size:]  # no copy of the whole piece
                 progress.update(total)
             progress.done()
             if is_archive and not footer_ok(tail, total):

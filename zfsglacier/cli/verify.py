@@ -31,7 +31,7 @@ class _Hashing:
         data = self.raw.read(n)
         self.digest.update(data)
         self.length += len(data)
-        self.tail = (self.tail + data)[-FOOTER.size:]
+        self.tail = (self.tail + data[-FOOTER.size:])[-FOOTER.size:]
         return data
 
     def close(self):
