@@ -65,7 +65,7 @@ def test_chain_restore_middle_and_newest(zfs_dataset, zfs_pool, destination, env
         assert [r.snapshot for r in rows] == ["s0", "s1", "s2", "s3"]
         assert all(r.toguid == zfs.guid(f"{zfs_dataset.name}@{r.snapshot}") for r in rows)
     dry = run(env, "restore", env["dest"], f"{zfs_dataset.name}@s2", "x", "--dry-run").stdout.decode()
-    assert "3 archives" in dry and "s0" in dry and "s3" not in dry
+    assert "3 archives" in dry and "@s0" in dry and "@s3" not in dry
     for snap in ("s1", "s3"):
         target = f"{zfs_pool}/r-{snap}"
         run(env, "restore", env["dest"], f"{zfs_dataset.name}@{snap}", target, "--key", env["key"])
