@@ -146,11 +146,14 @@ def test_kill_9_then_resume_sends_only_missing_parts(setup, aws):
     feeder.wait()
     stored_before = incomplete[0].parts
     assert store.incomplete_uploads(), "a killed upload must stay resumable"
+    assert "incomplete upload" in zg("ls", "offsite", env=s["env"], check=True).stdout.decode()
     assert list(store.list()) == [] if s["kind"] != "vault" else True  # never listed as complete
     p = zg("upload", "offsite", "--resume", input=s["blob"], env=s["env"])
     assert p.returncode == 0, p.stderr.decode()
     archive_id = p.stdout.decode().strip()
     assert store.incomplete_uploads() == []
+    listing = zg("ls", "offsite", env=s["env"], check=True).stdout.decode()
+    assert "incomplete upload" not in listing and archive_id in listing
     assert zg("fetch", "offsite", archive_id, env=s["env"], check=True).stdout == s["blob"]
     assert stored_before >= 2
 

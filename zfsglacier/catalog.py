@@ -179,6 +179,10 @@ class Catalog:
     def upload_ended(self, dest, token):
         self.db.execute("DELETE FROM uploads WHERE dest=? AND token=?", (dest, token))
 
+    def uploads_resumed(self, dest, public):
+        """A --resume completed the upload that was started with these public fields."""
+        self.db.execute("DELETE FROM uploads WHERE dest=? AND public=?", (dest, json.dumps(public, sort_keys=True)))
+
     def uploads(self, dest=None):
         q = "SELECT * FROM uploads" + (" WHERE dest=?" if dest else "")
         return [dict(r) for r in self.db.execute(q, (dest,) if dest else ())]

@@ -1,6 +1,7 @@
 """zg-upload: stdin (an archive from zg-encrypt) -> a store; prints the archive id."""
 
 import io
+import secrets
 import sys
 
 from .. import archive, stores
@@ -54,24 +55,31 @@ def body(argv):
     n_jobs = jobs(args, config)
     with catalog(args, config) as cat:
         progress = Progress("upload")
+        token = secrets.token_hex(8)
         if args.resume:
             up = store.open_resume(expected_size=args.expected_size, jobs=n_jobs)
         else:
             up = store.open_upload(metadata, expected_size=args.expected_size, jobs=n_jobs)
-        with up:
-            total, tail = 0, b""
-            while data := src.read(IO_SIZE):
-                up.write(data)
-                total += len(data)
-                tail = (tail + data[-FOOTER.size:])[-FOOTER.size:]  # no copy of the whole piece
-                progress.update(total)
-            progress.done()
-            if is_archive and not footer_ok(tail, total):
-                # The writer upstream died mid-stream: storing this would record a useless archive.
-                raise CorruptArchiveError(
-                    "input ended before the archive's end (did zg-encrypt or zfs send fail?): nothing was stored")
-            info = up.commit()
-        cat.record(dest, info, dataset=dataset, snapshot=snapshot)
+            cat.upload_started(dest, token, metadata)  # stays listed if this process is killed
+        try:
+            with up:
+                total, tail = 0, b""
+                while data := src.read(IO_SIZE):
+                    up.write(data)
+                    total += len(data)
+                    tail = (tail + data[-FOOTER.size:])[-FOOTER.size:]  # no copy of the whole piece
+                    progress.update(total)
+                progress.done()
+                if is_archive and not footer_ok(tail, total):
+                    # The writer upstream died mid-stream: storing this would record a useless archive.
+                    raise CorruptArchiveError("input ended before the archive's end (did zg-encrypt or zfs send "
+                                              "fail?): nothing was stored")
+                info = up.commit()
+            cat.record(dest, info, dataset=dataset, snapshot=snapshot)
+        finally:  # completed, or aborted by the `with`: either way no longer an incomplete upload
+            cat.upload_ended(dest, token)
+        if args.resume:
+            cat.uploads_resumed(dest, info.metadata)
     sys.stdout.write(info.id + "\n")
     sys.stdout.flush()
     return 0
