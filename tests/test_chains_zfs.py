@@ -227,3 +227,16 @@ def test_makefile_runbook_targets(zfs_dataset, zfs_pool, env):
     assert restored(zfs, target) == tree_digest(zfs_dataset.path)
     p = subprocess.run(["make", "-s", "-C", str(REPO), "restore", *common], env=make_env, capture_output=True)
     assert p.returncode != 0 and b"set SNAP=" in p.stderr
+
+
+def test_rm_refuses_to_break_a_chain(zfs_dataset, zfs_pool, env):
+    zfs = ZfsCli()
+    make_chain(zfs, zfs_dataset, env, n_incr=1)
+    with Catalog(env["catalog"]) as cat:
+        full, incr = cat.archives(env["dest"])
+    p = run(env, "rm", env["dest"], full.id, code=None)
+    assert_one_line_error(p, errors.UsageError.exit_code, "unrestorable")
+    run(env, "rm", env["dest"], incr.id)  # the newest incremental: nothing depends on it
+    run(env, "rm", env["dest"], full.id)  # now the full is no one's base
+    with Catalog(env["catalog"]) as cat:
+        assert cat.archives(env["dest"]) == []

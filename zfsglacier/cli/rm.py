@@ -3,7 +3,8 @@
 import sys
 import time
 
-from .. import cost
+from .. import chains, cost
+from ..errors import UsageError
 from .common import parser, run
 from .storeargs import add_store_options, catalog, open_dest
 
@@ -12,12 +13,25 @@ def body(argv):
     p = parser("zg-rm", "Delete archive ID at DEST (and mark it deleted in the catalog).")
     add_store_options(p)
     p.add_argument("id", metavar="ID")
+    p.add_argument("--force", action="store_true",
+                   help="delete even if later incrementals depend on it (they become unrestorable)")
     args = p.parse_args(argv)
     config, store, dest = open_dest(args)
     with catalog(args, config) as cat:
-        info = store.stat(args.id)
-        cls = cost.class_of(dest, info.storage_class)
-        days_left, charge = cost.early_deletion(info.size, cls, time.time() - info.created)
+        known = cat.get(dest, args.id)
+        if known is not None and known.toguid is not None and not args.force:
+            needed_by = chains.dependents(cat.archives(dest), known)
+            if needed_by:
+                raise UsageError(f"{args.id} ({known.name}) is the base of {len(needed_by)} later archive(s), e.g. "
+                                 f"{needed_by[0].id}: deleting it makes them unrestorable (zg-prune knows chains; "
+                                 f"--force to delete anyway)")
+        if known is not None:  # no store round trip (a vault would need an inventory job, hours at AWS)
+            size, created, storage_class = known.size, known.uploaded, known.storage_class
+        else:
+            info = store.stat(args.id)
+            size, created, storage_class = info.size, info.created, info.storage_class
+        cls = cost.class_of(dest, storage_class)
+        days_left, charge = cost.early_deletion(size, cls, time.time() - created)
         if days_left > 0:
             sys.stderr.write(f"zg-rm: note: {args.id} is {cost.min_days(cls) - days_left:.0f} days old; {cls} bills "
                              f"at least {cost.min_days(cls)} days, so deleting now still costs about "
