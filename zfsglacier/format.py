@@ -226,6 +226,11 @@ def read_header(src):
         raise CorruptArchiveError(f"archive header is malformed ({type(err).__name__})") from None
     if not MIN_CHUNK_SIZE <= c.chunk_size <= MAX_CHUNK_SIZE:
         raise CorruptArchiveError(f"archive chunk size {c.chunk_size} is out of range")
+    for what, value, known in (("compression", c.compression, Compression.encmapping),
+                               ("cipher suite", c.cipher_suite, CipherSuite.encmapping)):
+        if str(value) not in known:  # a later v1 writer may add one; say so instead of failing oddly
+            raise UnsupportedVersionError(f"archive uses {what} #{int(value)}, unknown to this zfsglacier: "
+                                          f"written by a newer release (install it) or a damaged header")
     snap = None
     if c.snapshot is not None:
         s = dict(c.snapshot)
