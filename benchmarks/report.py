@@ -415,6 +415,12 @@ def _targets_table(rows: list[tuple[str, str, str]]) -> list[str]:
             *(f"| {_cell(t)} | {_cell(v)} | {ok} |" for t, v, ok in rows), ""]
 
 
+def _results(part: str, table: str, targets: list[tuple[str, str, str]]) -> list[str]:
+    """What every part ends with: its table, a noise warning if any, and its targets."""
+    return [table, "", *_noise_note(_part_rows(part)), "### Targets (from the numbers above; not assertions)", "",
+            *_targets_table(targets)]
+
+
 def _part_rows(part: str) -> list[Row]:
     return [r for r in ROWS.values() if r.section in PARTS[part]]
 
@@ -438,12 +444,7 @@ def _filters_part() -> list[str]:
         "CPU seconds of all stages / wall; others' load = cores used meanwhile by other processes "
         "(noise: should be ~0 on a quiet machine).",
         "",
-        filter_table(),
-        "",
-        *_noise_note(_part_rows("filters")),
-        "### Targets (from the numbers above; not assertions)",
-        "",
-        *_targets_table(filter_targets()),
+        *_results("filters", filter_table(), filter_targets()),
     ]
 
 
@@ -466,12 +467,7 @@ def _transfers_part() -> list[str]:
         "CPU / wall of the client process(es); moto cores = the server's CPU / wall meanwhile (both clients "
         "share 2 cores with it); others' load excludes moto.",
         "",
-        transfer_table(),
-        "",
-        *_noise_note(_part_rows("transfers")),
-        "### Targets (from the numbers above; not assertions)",
-        "",
-        *_targets_table(transfer_targets()),
+        *_results("transfers", transfer_table(), transfer_targets()),
     ]
 
 
@@ -487,12 +483,7 @@ def _chains_part() -> list[str]:
         "daemon's CPU / wall (it does the pool work of every row); client cores include the `zfs` processes "
         "zg-backup and zg-restore start.",
         "",
-        chain_table(),
-        "",
-        *_noise_note(_part_rows("chains")),
-        "### Targets (from the numbers above; not assertions)",
-        "",
-        *_targets_table(chain_targets()),
+        *_results("chains", chain_table(), chain_targets()),
     ]
 
 

@@ -46,10 +46,6 @@ CREATE TABLE IF NOT EXISTS thaws (    -- restores asked of a cold class, until r
 CREATE TABLE IF NOT EXISTS catalog_copies (  -- encrypted copies of this catalog at a destination
     dest TEXT NOT NULL, id TEXT NOT NULL, uploaded REAL NOT NULL, PRIMARY KEY (dest, id)
 );
-CREATE TABLE IF NOT EXISTS restores (  -- progress of zg-restore, so a second run continues
-    dest TEXT NOT NULL, target TEXT NOT NULL, id TEXT NOT NULL, position INTEGER NOT NULL,
-    done REAL, PRIMARY KEY (dest, target, id)
-);
 """
 
 
@@ -148,10 +144,6 @@ class Catalog:
              info.storage_class, ident["toguid"], ident["fromguid"], ident["snap_created"], ident["stream"],
              dataset, snapshot, json.dumps(info.metadata, sort_keys=True)))
 
-    def set_names(self, dest, archive_id, dataset, snapshot):
-        self.db.execute("UPDATE archives SET dataset=?, snapshot=? WHERE dest=? AND id=?",
-                        (dataset, snapshot, dest, archive_id))
-
     def archives(self, dest=None, *, include_deleted=False):
         q, args = "SELECT * FROM archives WHERE 1=1", []
         if dest is not None:
@@ -213,19 +205,6 @@ class Catalog:
 
     def copy_deleted(self, dest, copy_id):
         self.db.execute("DELETE FROM catalog_copies WHERE dest=? AND id=?", (dest, copy_id))
-
-    # --- restores ---------------------------------------------------------------------------
-
-    def restore_progress(self, dest, target):
-        return {r["id"]: r["done"] for r in self.db.execute(
-            "SELECT id, done FROM restores WHERE dest=? AND target=?", (dest, target))}
-
-    def restore_step_done(self, dest, target, archive_id, position):
-        self.db.execute("INSERT OR REPLACE INTO restores VALUES (?,?,?,?,?)",
-                        (dest, target, archive_id, position, time.time()))
-
-    def restore_forget(self, dest, target):
-        self.db.execute("DELETE FROM restores WHERE dest=? AND target=?", (dest, target))
 
 
 def open_catalog(path=None, config=None):

@@ -50,11 +50,6 @@ def _cls(name, table=None):
         raise UsageError(f"no prices for storage class {name} in the price table") from None
 
 
-def billed_bytes(size, cls):
-    c = _cls(cls)
-    return max(size, c.get("min_object_kb", 0) * 1024) + c.get("overhead_kb", 0) * 1024
-
-
 def monthly_storage(size, cls, objects=1):
     """Dollars per month to keep ``objects`` archives totalling ``size`` bytes."""
     c = _cls(cls)
@@ -63,10 +58,6 @@ def monthly_storage(size, cls, objects=1):
     cold = size + (c.get("overhead_kb", 0) * 1024) * objects - over_std
     cold = max(cold, c.get("min_object_kb", 0) * 1024 * objects)
     return cold / GB * c["storage_per_gb_month"] + over_std / GB * std
-
-
-def upload_cost(requests, cls):
-    return requests / 1000 * _cls(cls)["put_per_1000"]
 
 
 @dataclass
