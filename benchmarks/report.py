@@ -36,6 +36,7 @@ HIGH_LEVEL = 9  # zstd long-distance mode (see zg-encrypt --help)
 PART_MIB, JOBS = 16, 4
 TRANSFER_BOUND_MIB = 60 + 2 * (JOBS + 1) * PART_MIB  # zg-upload --help: "60 MiB + 2 x (JOBS + 1) x part size"
 UP_ZG, UP_AWS, UP_RCLONE = "up/zg-upload", "up/aws", "up/rclone"
+UP_AWS_SHA = "up/aws-sha256"  # awscli asked for the same per-part checksum as zg (S3's work differs by algorithm)
 DOWN_ZG, DOWN_AWS = "down/zg-fetch", "down/aws"
 XMEM_UP_FLOOR, XMEM_DOWN_FLOOR = "xmem/zg-upload-floor", "xmem/zg-fetch-floor"
 XMEM_SIZES = ("1gb", "4gb")  # xmem/zg-upload-1gb, xmem/zg-fetch-4gb, ...
@@ -267,6 +268,11 @@ def transfer_targets() -> list[tuple[str, str, str]]:
 
     speed(UP_ZG, UP_AWS, "zg-upload from stdin >= 1.0x `aws s3 cp - s3://...` throughput")
     speed(UP_ZG, UP_RCLONE, "zg-upload from stdin >= 1.0x `rclone rcat` throughput")
+    if R(UP_ZG) and R(UP_AWS_SHA):
+        v = _ratio(R(UP_ZG).mbps, R(UP_AWS_SHA).mbps)
+        out.append(("... and against `aws s3 cp --checksum-algorithm SHA256` (the same checksum for the server to "
+                    "compute as zg asks for; awscli's default is CRC32)",
+                    f"{v:.2f}x ({R(UP_ZG).mbps:.0f} vs {R(UP_AWS_SHA).mbps:.0f} MB/s)", "reported (no target)"))
     speed(DOWN_ZG, DOWN_AWS, "zg-fetch >= 1.0x `aws s3 cp s3://... -` throughput")
     for name, floor_key in (("zg-upload", XMEM_UP_FLOOR), ("zg-fetch", XMEM_DOWN_FLOOR)):
         verb = "upload" if name == "zg-upload" else "fetch"

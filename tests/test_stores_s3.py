@@ -156,6 +156,63 @@ def test_commit_catches_a_part_damaged_before_completion(bucket, s3):
     assert no_uploads_left(s3, bucket)
 
 
+def drop_from_answer(store, operation, field):
+    """Make the server look as if its answer to ``operation`` had no ``field``."""
+    store.client.meta.events.register(f"after-call.s3.{operation}",
+                                      lambda parsed, **kw: parsed.pop(field, None))
+
+
+def test_a_server_that_promises_no_sha256_gets_each_part_checked_by_md5(bucket, s3):
+    """Without ChecksumAlgorithm=SHA256 acknowledged at the start, S3 may report no composite
+    SHA-256 at the end: each part's ETag is then compared with its MD5, and the object's
+    multipart ETag with the MD5 of those."""
+    store = store_for(bucket)
+    drop_from_answer(store, "CreateMultipartUpload", "ChecksumAlgorithm")
+    drop_from_answer(store, "HeadObject", "ChecksumSHA256")
+    data = os.urandom(2 * PART + 5)
+    info = store.upload(io.BytesIO(data), {})
+    assert info.checksum is None and store.read_all(info.id) == data
+
+    liar = store_for(bucket)
+    drop_from_answer(liar, "CreateMultipartUpload", "ChecksumAlgorithm")
+    liar.client.meta.events.register("after-call.s3.UploadPart",
+                                     lambda parsed, **kw: parsed.update(ETag='"%s"' % ("0" * 32)))
+    with pytest.raises(IntegrityError, match="another MD5"):
+        liar.upload(io.BytesIO(data), {})
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 1 and no_uploads_left(s3, bucket)
+
+
+def test_a_promised_composite_sha256_that_never_comes_fails_the_upload(bucket, s3):
+    """Parts go without an MD5 when S3 promised a composite SHA-256; if it then reports none,
+    nothing was verified, so the object is deleted and the upload fails."""
+    store = store_for(bucket)
+    drop_from_answer(store, "HeadObject", "ChecksumSHA256")
+    with pytest.raises(IntegrityError, match="no checksum to compare"):
+        store.upload(io.BytesIO(os.urandom(2 * PART + 5)), {})
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0 and no_uploads_left(s3, bucket)
+
+
+def test_bodies_are_hashed_once_not_again_for_the_signature(bucket, tmp_path, monkeypatch):
+    """Each part's SHA-256 travels in the x-amz-checksum-sha256 header, which is signed and which
+    S3 checks against the body, so the signature itself need not hash the body (UNSIGNED-PAYLOAD,
+    as botocore does over HTTPS), unless the user's AWS config asks for payload signing."""
+    def sent_headers():
+        store, seen = store_for(bucket), []
+        store.client.meta.events.register("before-send.s3.UploadPart",
+                                          lambda request, **kw: seen.append(dict(request.headers)))
+        store.upload(io.BytesIO(os.urandom(PART + 1)), {})
+        return [{k.lower(): (v.decode() if isinstance(v, bytes) else v) for k, v in h.items()} for h in seen]
+
+    for h in sent_headers():
+        assert h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+        assert "x-amz-checksum-sha256" in h["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    config = tmp_path / "aws.ini"
+    config.write_text("[default]\ns3 =\n    payload_signing_enabled = true\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    for h in sent_headers():
+        assert len(h["x-amz-content-sha256"]) == 64 and h["x-amz-content-sha256"] != "UNSIGNED-PAYLOAD"
+
+
 def test_failed_upload_is_aborted(bucket, s3):
     store = store_for(bucket)
     with pytest.raises(RuntimeError):

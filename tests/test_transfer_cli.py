@@ -65,6 +65,33 @@ def test_upload_fetch_ls_rm(setup):
         assert_one_line_error(gone, errors.NotFoundError.exit_code)
 
 
+@pytest.mark.parametrize("destination", ["file", "s3"], indirect=True)
+def test_fetch_refuses_an_archive_replaced_since_upload(setup):
+    """zg-fetch trusts the store's whole-archive check only because the store checks against the
+    very checksum the catalog recorded at upload.  An archive replaced under the same id by other,
+    self-consistent bytes (so every range and the whole match the *store's* checksum) must still
+    be refused, before a byte reaches stdout, and a fetch to a file must leave no file behind."""
+    s = setup
+    archive_id = up(s)
+    other = zg("encrypt", s["key"], "-c", "lz4", input=s["data"][::-1], check=True).stdout
+    other_id = up(s, input=other)
+    store = open_store(s["dest"])
+    if s["kind"] == "file":
+        for suffix in (".zg", ".zg.json"):
+            os.replace(store._path(other_id, suffix), store._path(archive_id, suffix))
+    else:
+        store.client.put_object(Bucket=store.bucket, Key=store.key(archive_id), Body=other,
+                                ChecksumAlgorithm="SHA256", StorageClass="STANDARD")
+    assert store.read_all(archive_id) == other  # the store itself finds nothing wrong
+    p = zg("fetch", "offsite", archive_id, env=s["env"])
+    assert_one_line_error(p, errors.IntegrityError.exit_code)
+    assert b"replaced or changed" in p.stderr and p.stdout == b""
+    out = s["tmp"] / "replaced.zg"
+    p = zg("fetch", "offsite", archive_id, "-o", out, env=s["env"])
+    assert_one_line_error(p, errors.IntegrityError.exit_code)
+    assert not out.exists() and not (s["tmp"] / "replaced.zg.partial").exists()
+
+
 @pytest.mark.parametrize("destination", ["file"], indirect=True)
 def test_upload_refuses_what_it_cannot_store_completely(setup):
     s = setup

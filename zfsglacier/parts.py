@@ -28,7 +28,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -365,7 +365,13 @@ class OrderedReader(io.RawIOBase):
     A fetch error is raised when the reader reaches that item, not before.  ``start`` skips to
     that byte offset (items then need ``offset`` and ``size``).  ``on_close`` runs
     once when the reader is closed (release a file descriptor, a connection).
+
+    ``verifies`` is the store's checksum (``ArchiveInfo.checksum`` notation) that the whole is
+    checked against before its last byte is handed out, when the store does that check (not on
+    a resumed read); a caller holding a recorded checksum compares it instead of hashing again.
     """
+
+    verifies: Optional[str] = None
 
     def __init__(self, items: Iterable, fetch: Callable[[Any], bytes], *, jobs: int = 4,
                  deliver: Optional[Callable[[Any, bytes, bool], None]] = None,
@@ -448,6 +454,16 @@ class OrderedReader(io.RawIOBase):
             self._buf = self._buf[len(piece):]
             size -= len(piece)
         return b"".join(out)
+
+    def pieces(self) -> Iterator[memoryview]:
+        """The rest of the stream as the fetched buffers themselves: read() without a copy."""
+        if self.closed:
+            raise ValueError("read from closed reader")
+        if self._failed is not None:
+            raise self._failed
+        while len(self._buf) or self._next_chunk():
+            piece, self._buf = self._buf, memoryview(b"")
+            yield piece
 
     def readall(self) -> bytes:
         out = [bytes(self._buf)]

@@ -75,19 +75,27 @@ def body(argv):
 
 
 def copy_verified(reader, out, known, archive_id, progress, digest=None, done=0):
-    """Copy a store reader to ``out``; the store verified every range, and we check the whole
-    against the catalog's record of the upload when there is one."""
-    digest = digest or hashlib.sha256()
+    """Copy a store reader to ``out``.  The store verified every range; the whole must also be what
+    was uploaded.  When the reader checks the whole against the very checksum the catalog recorded
+    at upload, comparing the two strings is enough (a replaced archive fails before any download);
+    otherwise the bytes are hashed here against the recorded SHA-256."""
     try:
-        while data := reader.read(IO_SIZE):
-            digest.update(data)
-            out.write(data)
-            done += len(data)
+        if known is not None and known.checksum and reader.verifies and digest is None:
+            if reader.verifies != known.checksum:
+                raise IntegrityError(f"archive {archive_id}: the store reports checksum {reader.verifies}, not the "
+                                     f"{known.checksum} recorded at upload: it was replaced or changed")
+        elif known is not None and known.sha256:
+            digest = digest or hashlib.sha256()
+        for piece in reader.pieces():
+            if digest is not None:
+                digest.update(piece)
+            out.write(piece)
+            done += len(piece)
             progress.update(done)
     finally:
         reader.close()
     progress.done()
-    if known is not None and known.sha256 and digest.hexdigest() != known.sha256:
+    if digest is not None and known is not None and known.sha256 and digest.hexdigest() != known.sha256:
         raise IntegrityError(f"archive {archive_id}: SHA-256 of the bytes read differs from the one recorded "
                              f"at upload")
     return done
@@ -95,8 +103,9 @@ def copy_verified(reader, out, known, archive_id, progress, digest=None, done=0)
 
 def fetch_to_file(store, args, n_jobs, known, progress):
     partial = args.output + ".partial"
-    digest, have = hashlib.sha256(), 0
+    digest, have = None, 0
     if args.resume and os.path.exists(partial):
+        digest = hashlib.sha256()  # the store cannot check a whole it reads only part of
         with open(partial, "rb") as f:
             while data := f.read(IO_SIZE):
                 digest.update(data)

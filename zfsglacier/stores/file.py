@@ -304,7 +304,10 @@ class FileStore(Store):
             if sum(p.size for p in parts) != size:
                 raise IntegrityError(f"archive {id}: sidecar part list does not cover its size")
             whole = None if start else bytes.fromhex(side["sha256"])
-            return self._reader(fd, path, parts, whole, jobs=jobs, own_fd=True, start=start)
+            reader = self._reader(fd, path, parts, whole, jobs=jobs, own_fd=True, start=start)
+            if whole is not None:
+                reader.verifies = f"sha256:{side['sha256']}"
+            return reader
         except BaseException:
             os.close(fd)
             raise

@@ -96,6 +96,9 @@ class S3Session(UploadSession):
         self.upload_id = upload_id
         self.existing = existing or {}
         self.completed = False  # object exists: a failed commit must delete it
+        # S3 acknowledged ChecksumAlgorithm=SHA256 at the start: it will report the composite
+        # SHA-256 of the stored parts, which commit compares, so parts need no MD5 of their own.
+        self.composite_promised = False
         self.c = store.client
 
     def _what(self, action: str) -> str:
@@ -107,6 +110,7 @@ class S3Session(UploadSession):
                     StorageClass=self.store.storage_class, ChecksumAlgorithm="SHA256",
                     ContentType="application/octet-stream")
         self.upload_id = resp["UploadId"]
+        self.composite_promised = resp.get("ChecksumAlgorithm") == "SHA256"
 
     def send_part(self, part: Part) -> dict:
         resp = call(self.c.upload_part, self._what(f"upload part {part.number} of"),
@@ -119,7 +123,7 @@ class S3Session(UploadSession):
             if echoed != receipt["ChecksumSHA256"]:
                 raise IntegrityError(f"{self._what('upload of')}: S3 stored part {part.number} "
                                      f"with another SHA-256 than was sent")
-        else:
+        elif not self.composite_promised:  # only the ETag (an MD5) can tell what was stored
             md5 = _plain_md5(resp)
             local = hashlib.md5(part.data).hexdigest()
             if md5 is not None and md5 != local:
@@ -464,8 +468,11 @@ class S3Store(Store):
             if last:
                 whole.verify(f"{self.url}: archive {id}")
 
-        return OrderedReader(ranges, fetch, jobs=jobs, start=start,
-                             deliver=None if start else deliver)
+        reader = OrderedReader(ranges, fetch, jobs=jobs, start=start,
+                               deliver=None if start else deliver)
+        if not start and whole.sha:
+            reader.verifies = self._info(id, head).checksum
+        return reader
 
     def _get_range(self, key: str, archive_id: str, r: _Range) -> bytes:
         def once() -> bytes:

@@ -401,8 +401,11 @@ class VaultStore(Store):
                 raise IntegrityError(f"{self.url}: archive {id}: the tree hash of the bytes read "
                                      f"differs from the archive's")
 
-        return OrderedReader(ranges, fetch, jobs=jobs, start=start,
-                             deliver=None if start else deliver)
+        reader = OrderedReader(ranges, fetch, jobs=jobs, start=start,
+                               deliver=None if start else deliver)
+        if not start:
+            reader.verifies = f"treehash:{want}"
+        return reader
 
     def _get_range(self, job_id: str, archive_id: str, start: int,
                    length: int) -> tuple[bytes, Optional[str]]:
