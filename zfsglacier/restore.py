@@ -6,8 +6,8 @@ import base64
 import io
 import time
 
-from . import archive, chains, cost
-from .errors import NoMatchingKeyError, NotFoundError, RestorePendingError, ZfsError, ZgError
+from . import archive, chains, cost, stores
+from .errors import IntegrityError, NoMatchingKeyError, NotFoundError, RestorePendingError, ZfsError, ZgError
 from .format import read_header
 from .keys import open_header
 
@@ -100,14 +100,34 @@ def thaw_all(store, dest, cat, archives, tier, days, wait, say, poll):
         pending = still
 
 
+def check_before_receive(reader, a, identities):
+    """Before zfs receive touches the target: the store must check the archive against the checksum
+    recorded at upload, and the header must name the snapshot the catalog expects (a swapped but
+    valid archive would otherwise be received).  A compound (`zfs send -I`) stream's header names no
+    guid (its outer record has toguid 0): the recorded checksum, and the guid check after receiving,
+    cover it.  Returns the opened header for decrypt."""
+    stores.check_recorded(reader, a.checksum, a.id)
+    header, file_key = archive.open_archive(reader, identities)
+    got = header.snapshot.toguid if header.snapshot is not None else None
+    if got != a.toguid and not (header.snapshot is not None and header.snapshot.compound):
+        raise IntegrityError(f"archive {a.id} holds snapshot guid {got}, the catalog expects {a.toguid} "
+                             f"({a.name}): not receiving it")
+    return header, file_key
+
+
 def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, say):
     """Fetch, decrypt and receive archives[start:] into target; check each snapshot's guid."""
     for i, a in enumerate(chain.archives[start:], start):
         say(f"receiving {i + 1}/{len(chain.archives)}: {a.name} ({cost.human_bytes(a.size)})")
-        recv = zfs.receive(target, force=force or i > 0, mount=False)
         reader = store.open_read(a.id, jobs=jobs)
         try:
-            archive.decrypt(reader, recv.stdin, identities)
+            opened = check_before_receive(reader, a, identities)
+        except BaseException:
+            reader.close()
+            raise
+        recv = zfs.receive(target, force=force or i > 0, mount=False)
+        try:
+            archive.decrypt(reader, recv.stdin, identities, opened=opened)
         except BrokenPipeError:
             recv.check()  # zfs receive quit early: its own message says why
             raise

@@ -80,11 +80,8 @@ def copy_verified(reader, out, known, archive_id, progress, digest=None, done=0)
     at upload, comparing the two strings is enough (a replaced archive fails before any download);
     otherwise the bytes are hashed here against the recorded SHA-256."""
     try:
-        if known is not None and known.checksum and reader.verifies and digest is None:
-            if reader.verifies != known.checksum:
-                raise IntegrityError(f"archive {archive_id}: the store reports checksum {reader.verifies}, not the "
-                                     f"{known.checksum} recorded at upload: it was replaced or changed")
-        elif known is not None and known.sha256:
+        trusted = digest is None and known is not None and stores.check_recorded(reader, known.checksum, archive_id)
+        if not trusted and known is not None and known.sha256:
             digest = digest or hashlib.sha256()
         for piece in reader.pieces():
             if digest is not None:
