@@ -4,7 +4,6 @@ encrypt:  input -> [sha256, length] -> compressor -> ChunkWriter -> output
 decrypt:  input -> header/key slots -> ChunkReader -> decompressor -> [sha256, length] -> output
 """
 
-import base64
 import json
 import os
 import socket
@@ -112,18 +111,6 @@ def write_archive(prep, out, *, threads=-1):
 def encrypt(src, out, recipients, *, threads=-1, **options):
     """Write ``src`` to ``out`` as an archive that any of ``recipients`` can open."""
     return write_archive(prepare(src, recipients, **options), out, threads=threads)
-
-
-HEADER_COPY_LIMIT = 540  # raw bytes: base64 of it still fits a vault description beside the other fields
-
-
-def store_metadata(header):
-    """Public fields for a store's object metadata, plus a copy of the header when small enough:
-    a key holder can then read names from a store listing without thawing anything."""
-    meta = header.public_fields()
-    if len(header.raw) <= HEADER_COPY_LIMIT:
-        meta["zg-header"] = base64.b64encode(header.raw).decode()
-    return meta
 
 
 def open_archive(src, identities):

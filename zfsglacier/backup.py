@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from . import archive, chains, cost
 from .errors import NotFoundError, UsageError, ZgError
+from .format import store_metadata
 from .pipes import PeekReader
 
 HOLD_TAG = "zfsglacier"
@@ -106,7 +107,7 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
             else ident.toguid == step.target.guid)
         if not expected:
             raise UsageError(f"zfs send of {step.target.name} did not produce the expected stream")
-        metadata = archive.store_metadata(prep.header)
+        metadata = store_metadata(prep.header)
         if intermediates:
             metadata.update({"zg-toguid": str(step.target.guid), "zg-fromguid": str(step.base.guid),
                              "zg-snap-created": str(step.target.creation), "zg-stream": "compound"})
@@ -160,7 +161,7 @@ def upload_catalog(store, cat, dest, recipients, *, jobs=4):
     body = json.dumps({"zfsglacier_catalog": 1, "dest": dest, "archives": rows}, sort_keys=True).encode()
     out = io.BytesIO()
     result = archive.encrypt(io.BytesIO(body), out, recipients, algorithm="zstd", level=9)
-    meta = archive.store_metadata(result.header)
+    meta = store_metadata(result.header)
     meta.pop("zg-header", None)
     meta["zg-kind"] = CATALOG_KIND
     info = store.upload(io.BytesIO(out.getvalue()), meta, jobs=jobs)

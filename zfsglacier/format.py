@@ -1,4 +1,5 @@
-"""Archive format v1: the header, parsed and built with ``construct``.
+"""Archive format v1: its public parts, the header (parsed and built with ``construct``) and the
+footer, which a tool without a key (zg-upload, zg-inspect, a store check) reads.
 
 formats/SPEC.md is the normative description; this module is its executable form and the test
 vectors in formats/vectors/ hold the two together.  Everything here is public (readable without a
@@ -6,7 +7,9 @@ key) except ``private_metadata``, which is AES-256-GCM ciphertext, and the MAC, 
 holder can check.  The body (chunks and trailer) is handled by ``zfsglacier.stream``.
 """
 
+import base64
 import json
+import struct
 from dataclasses import dataclass, field
 
 from construct import (
@@ -38,6 +41,17 @@ from .errors import CorruptArchiveError, NotAnArchiveError, UnsupportedVersionEr
 MAGIC = b"ZGLACIER"
 FORMAT_VERSION = 1
 PREAMBLE_SIZE = 14  # magic (8) + version (2) + header_size (4): the part every version keeps
+FOOTER = struct.Struct(">8sQ")  # the archive's last bytes: FOOTER_MAGIC and its total length
+FOOTER_MAGIC = b"ZGLACEND"
+HEADER_COPY_LIMIT = 540  # raw bytes: base64 of it still fits a vault description beside the other fields
+
+
+def footer_ok(last_bytes, total_length):
+    """True if the final FOOTER.size bytes of an archive of ``total_length`` bytes are its footer."""
+    if len(last_bytes) != FOOTER.size:
+        return False
+    magic, length = FOOTER.unpack(last_bytes)
+    return magic == FOOTER_MAGIC and length == total_length
 MAX_HEADER_SIZE = 1 << 20  # refuse absurd headers before allocating them
 MAC_SIZE = 32
 MIN_CHUNK_SIZE = 1 << 12
@@ -159,6 +173,15 @@ class Header:
                 "zg-stream": "compound" if s.compound else "plain",
             })
         return out
+
+
+def store_metadata(header):
+    """Public fields for a store's object metadata, plus a copy of the header when small enough:
+    a key holder can then read names from a store listing without thawing anything."""
+    meta = header.public_fields()
+    if len(header.raw) <= HEADER_COPY_LIMIT:
+        meta["zg-header"] = base64.b64encode(header.raw).decode()
+    return meta
 
 
 def _container(header):

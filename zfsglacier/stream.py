@@ -6,7 +6,7 @@ Layout after the header:  chunk_0 .. chunk_{n-1}  trailer
 - chunk i is sealed with nonce = i (11 bytes, big-endian) || 0x00;
 - the trailer is sealed with nonce = n || 0x01 and holds the plaintext length, the compressed
   length and the SHA-256 of the plaintext (TRAILER below);
-- a public footer ends the archive: ``ZGLACEND`` and the archive's total length (FOOTER).  It is
+- a public footer ends the archive: ``ZGLACEND`` and the archive's total length (format.FOOTER).  It is
   not secret and not what makes an archive trustworthy (the trailer is); it lets tools without
   a key (zg-upload, a store check) tell a complete archive from one cut short by a dying pipeline.
 
@@ -22,21 +22,12 @@ import struct
 from Crypto.Cipher import AES
 
 from .errors import CorruptArchiveError
+from .format import FOOTER, FOOTER_MAGIC, footer_ok
 
 TAG_SIZE = 16
 TRAILER = struct.Struct(">QQ32s")  # plaintext length, compressed length, SHA-256 of plaintext
 TRAILER_SEALED = TRAILER.size + TAG_SIZE
-FOOTER = struct.Struct(">8sQ")
-FOOTER_MAGIC = b"ZGLACEND"
 END_SIZE = TRAILER_SEALED + FOOTER.size  # what a reader holds back until the end of input
-
-
-def footer_ok(last_bytes, total_length):
-    """True if the final FOOTER.size bytes of an archive of ``total_length`` bytes are its footer."""
-    if len(last_bytes) != FOOTER.size:
-        return False
-    magic, length = FOOTER.unpack(last_bytes)
-    return magic == FOOTER_MAGIC and length == total_length
 
 
 def _nonce(counter, last):

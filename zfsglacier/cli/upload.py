@@ -4,11 +4,11 @@ import io
 import secrets
 import sys
 
-from .. import archive, stores
+from .. import stores
 from ..errors import CorruptArchiveError, NotAnArchiveError, UsageError
-from ..format import MAGIC, PREAMBLE_SIZE, Preamble, read_header, describe_foreign
+from ..format import (FOOTER, MAGIC, PREAMBLE_SIZE, Preamble, describe_foreign, footer_ok, read_header,
+                      store_metadata)
 from ..pipes import IO_SIZE, PeekReader, big_buffers_from_mmap, widen_pipe
-from ..stream import FOOTER, footer_ok
 from .common import binary_stdin, parser, run
 from .progress import Progress
 from .storeargs import add_store_options, catalog, jobs, open_dest
@@ -18,7 +18,7 @@ def public_metadata(src):
     """Store metadata of the archive at the start of ``src``, which is not consumed."""
     pre = src.peek(PREAMBLE_SIZE)
     size = Preamble.parse(pre).header_size if len(pre) == PREAMBLE_SIZE and pre.startswith(MAGIC) else 0
-    return archive.store_metadata(read_header(io.BytesIO(src.peek(size or PREAMBLE_SIZE))))
+    return store_metadata(read_header(io.BytesIO(src.peek(size or PREAMBLE_SIZE))))
 
 
 def body(argv):

@@ -13,7 +13,7 @@ import sys
 from .. import archive, restore
 from ..errors import CorruptArchiveError, IntegrityError, ZgError
 from ..pipes import IO_SIZE
-from ..stream import FOOTER, footer_ok
+from ..format import FOOTER, footer_ok
 from .common import parser, run
 from .fetch import POLL_ENV, add_thaw_options
 from .keyargs import identities
