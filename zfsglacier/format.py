@@ -44,14 +44,6 @@ PREAMBLE_SIZE = 14  # magic (8) + version (2) + header_size (4): the part every 
 FOOTER = struct.Struct(">8sQ")  # the archive's last bytes: FOOTER_MAGIC and its total length
 FOOTER_MAGIC = b"ZGLACEND"
 HEADER_COPY_LIMIT = 540  # raw bytes: base64 of it still fits a vault description beside the other fields
-
-
-def footer_ok(last_bytes, total_length):
-    """True if the final FOOTER.size bytes of an archive of ``total_length`` bytes are its footer."""
-    if len(last_bytes) != FOOTER.size:
-        return False
-    magic, length = FOOTER.unpack(last_bytes)
-    return magic == FOOTER_MAGIC and length == total_length
 MAX_HEADER_SIZE = 1 << 20  # refuse absurd headers before allocating them
 MAC_SIZE = 32
 MIN_CHUNK_SIZE = 1 << 12
@@ -173,6 +165,14 @@ class Header:
                 "zg-stream": "compound" if s.compound else "plain",
             })
         return out
+
+
+def footer_ok(last_bytes, total_length):
+    """True if the final FOOTER.size bytes of an archive of ``total_length`` bytes are its footer."""
+    if len(last_bytes) != FOOTER.size:
+        return False
+    magic, length = FOOTER.unpack(last_bytes)
+    return magic == FOOTER_MAGIC and length == total_length
 
 
 def store_metadata(header):

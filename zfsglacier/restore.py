@@ -119,23 +119,17 @@ def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, 
     """Fetch, decrypt and receive archives[start:] into target; check each snapshot's guid."""
     for i, a in enumerate(chain.archives[start:], start):
         say(f"receiving {i + 1}/{len(chain.archives)}: {a.name} ({cost.human_bytes(a.size)})")
-        reader = store.open_read(a.id, jobs=jobs)
-        try:
+        with store.open_read(a.id, jobs=jobs) as reader:
             opened = check_before_receive(reader, a, identities)
-        except BaseException:
-            reader.close()
-            raise
-        recv = zfs.receive(target, force=force or i > 0, mount=False)
-        try:
-            archive.decrypt(reader, recv.stdin, identities, opened=opened)
-        except BrokenPipeError:
-            recv.check()  # zfs receive quit early: its own message says why
-            raise
-        except BaseException:
-            recv.kill()
-            raise
-        finally:
-            reader.close()
+            recv = zfs.receive(target, force=force or i > 0, mount=False)
+            try:
+                archive.decrypt(reader, recv.stdin, identities, opened=opened)
+            except BrokenPipeError:
+                recv.check()  # zfs receive quit early: its own message says why
+                raise
+            except BaseException:
+                recv.kill()
+                raise
         recv.check()
         got = {s.guid for s in zfs.snapshots(target)}
         if a.toguid not in got:

@@ -80,9 +80,10 @@ def copy_verified(reader, out, known, archive_id, progress, digest=None, done=0)
     at upload, comparing the two strings is enough (a replaced archive fails before any download);
     otherwise the bytes are hashed here against the recorded SHA-256."""
     try:
-        trusted = digest is None and known is not None and stores.check_recorded(reader, known.checksum, archive_id)
-        if not trusted and known is not None and known.sha256:
-            digest = digest or hashlib.sha256()
+        if digest is None and known is not None:
+            trusted = stores.check_recorded(reader, known.checksum, archive_id)  # raises if replaced
+            if not trusted and known.sha256:
+                digest = hashlib.sha256()  # hash here only when the reader cannot vouch for the whole
         for piece in reader.pieces():
             if digest is not None:
                 digest.update(piece)
