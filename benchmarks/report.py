@@ -465,7 +465,8 @@ def _transfers_part() -> list[str]:
         f"max_concurrent_requests {JOBS} ({t.get('aws', 'aws')}), `rclone rcat --s3-chunk-size {PART_MIB}M "
         f"--s3-upload-concurrency {JOBS}` ({t.get('rclone', 'rclone')}). Upload input: "
         f"{t.get('input', 'the zg-encrypt archive of the corpus stream')}, fed from a file through a pipe; "
-        "storage class STANDARD; every object is deleted before the next round. "
+        "storage class STANDARD; before each upload round every object is deleted and the disk synced "
+        "(`sync`: earlier rows' write-back would otherwise stall the server mid-round). "
         f"{t.get('notes', '')}",
         "",
         "MB/s = object bytes (10^6) per second of wall time (process start to last byte), best round; ratios are "
