@@ -2,6 +2,8 @@
 through AWS_ENDPOINT_URL like any endpoint.  moto checks no checksums of its own, so damage is
 made on the server side (its in-process backend) to show that the store catches it."""
 
+import base64
+import hashlib
 import io
 import itertools
 import os
@@ -211,6 +213,56 @@ def test_bodies_are_hashed_once_not_again_for_the_signature(bucket, tmp_path, mo
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
     for h in sent_headers():
         assert len(h["x-amz-content-sha256"]) == 64 and h["x-amz-content-sha256"] != "UNSIGNED-PAYLOAD"
+
+
+def answer_part_checksums(store, data, *, page=2, wrong=None):
+    """Make GetObjectAttributes answer as AWS does (moto lists no parts): each part's size and
+    SHA-256, ``page`` parts per answer with IsTruncated / NextPartNumberMarker; part ``wrong``
+    gets another part's checksum.  Returns the markers the store asked with."""
+    sizes = [PART] * (len(data) // PART) + ([len(data) % PART] if len(data) % PART else [])
+    parts, offset = [], 0
+    for n, size in enumerate(sizes, 1):
+        digest = hashlib.sha256(data[offset:offset + size]).digest()
+        parts.append({"PartNumber": n, "Size": size, "ChecksumSHA256": base64.b64encode(digest).decode()})
+        offset += size
+    if wrong is not None:
+        parts[wrong - 1] = dict(parts[wrong - 1], ChecksumSHA256=parts[wrong % len(parts)]["ChecksumSHA256"])
+    asked = []
+
+    def ask(params, **kw):
+        asked.append(params.get("PartNumberMarker", 0))
+
+    def answer(parsed, **kw):
+        start = int(asked[-1] or 0)
+        block = parts[start:start + page]
+        parsed["ObjectParts"] = {"TotalPartsCount": len(parts), "PartNumberMarker": start, "MaxParts": page,
+                                 "IsTruncated": start + page < len(parts),
+                                 "NextPartNumberMarker": block[-1]["PartNumber"], "Parts": block}
+
+    store.client.meta.events.register("provide-client-params.s3.GetObjectAttributes", ask)
+    store.client.meta.events.register("after-call.s3.GetObjectAttributes", answer)
+    return asked
+
+
+def test_reads_use_part_sha256s_from_get_object_attributes_as_on_aws(bucket):
+    """On AWS each range is checked against its part's SHA-256 from GetObjectAttributes (paged),
+    so no HEAD per part and no MD5 are needed; a part whose bytes do not match is refused."""
+    data = os.urandom(4 * PART + 11)
+    info = store_for(bucket).upload(io.BytesIO(data), {})
+    store = store_for(bucket)
+    asked = answer_part_checksums(store, data)
+    part_heads = []
+    store.client.meta.events.register("provide-client-params.s3.HeadObject",
+                                      lambda params, **kw: part_heads.append(1) if "PartNumber" in params else None)
+    assert store.read_all(info.id) == data
+    assert asked == [0, 2, 4] and part_heads == []
+
+    liar = store_for(bucket)
+    answer_part_checksums(liar, data, wrong=3)
+    with liar.open_read(info.id) as r:
+        assert r.read(2 * PART) == data[:2 * PART]
+        with pytest.raises(IntegrityError, match="part 3"):
+            r.read()
 
 
 def test_failed_upload_is_aborted(bucket, s3):
