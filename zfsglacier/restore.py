@@ -6,7 +6,7 @@ import base64
 import io
 import time
 
-from . import archive, chains, cost, stores
+from . import archive, chains, cost
 from .errors import IntegrityError, NoMatchingKeyError, NotFoundError, RestorePendingError, ZfsError, ZgError
 from .format import read_header
 from .keys import open_header
@@ -101,12 +101,10 @@ def thaw_all(store, dest, cat, archives, tier, days, wait, say, poll):
 
 
 def check_before_receive(reader, a, identities):
-    """Before zfs receive touches the target: the store must check the archive against the checksum
-    recorded at upload, and the header must name the snapshot the catalog expects (a swapped but
-    valid archive would otherwise be received).  A compound (`zfs send -I`) stream's header names no
-    guid (its outer record has toguid 0): the recorded checksum, and the guid check after receiving,
-    cover it.  Returns the opened header for decrypt."""
-    stores.check_recorded(reader, a.checksum, a.id)
+    """Before zfs receive touches the target, the header must name the snapshot the catalog expects:
+    a valid archive of the same key swapped under another id would otherwise be received.  A
+    compound (`zfs send -I`) stream's header names no guid (its outer record has toguid 0): the
+    guid check after receiving covers it.  Returns the opened header for decrypt."""
     header, file_key = archive.open_archive(reader, identities)
     got = header.snapshot.toguid if header.snapshot is not None else None
     if got != a.toguid and not (header.snapshot is not None and header.snapshot.compound):

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import UsageError
 from .base import (STATES, THAW_COMMAND, TIERS, UPLOAD_HELP, ArchiveInfo, IncompleteUpload, Store,
-                   ThawStatus, Upload, check_recorded)
+                   ThawStatus, Upload)
 
 # Options each kind of store takes (others given through a config destination are for the CLI).
 STORE_OPTIONS = {
@@ -85,4 +85,4 @@ def store_jobs(dest: str, *, config=None, default: int = 4) -> int:
 
 
 __all__ = ["open_store", "store_jobs", "Store", "Upload", "ArchiveInfo", "ThawStatus",
-           "IncompleteUpload", "STATES", "TIERS", "UPLOAD_HELP", "THAW_COMMAND", "check_recorded"]
+           "IncompleteUpload", "STATES", "TIERS", "UPLOAD_HELP", "THAW_COMMAND"]

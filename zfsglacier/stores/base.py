@@ -481,19 +481,6 @@ class Store(ABC):
         return f"<{type(self).__name__} {self.url}>"
 
 
-def check_recorded(reader, recorded: Optional[str], archive_id: str) -> bool:
-    """Whether ``reader`` (from ``open_read``) checks the whole archive against ``recorded``, the
-    store checksum the catalog kept at upload; IntegrityError, before any byte is read, when the
-    store now reports another one.  False: the caller must check the whole itself, if it can."""
-    verifies = getattr(reader, "verifies", None)
-    if not recorded or not verifies:
-        return False
-    if verifies != recorded:
-        raise IntegrityError(f"archive {archive_id}: the store reports checksum {verifies}, not the "
-                             f"{recorded} recorded at upload: it was replaced or changed")
-    return True
-
-
 def check_tier(tier: str) -> str:
     if tier not in TIERS:
         raise UsageError(f"unknown retrieval tier {tier!r}: use one of {', '.join(TIERS)}")
@@ -509,6 +496,6 @@ def verify_equal(what: str, local, remote) -> None:
 
 __all__ = [
     "ArchiveInfo", "ThawStatus", "IncompleteUpload", "ExistingPart", "Store", "Upload",
-    "UploadSession", "check_metadata", "check_id", "check_recorded", "new_archive_id", "copy_into",
+    "UploadSession", "check_metadata", "check_id", "new_archive_id", "copy_into",
     "UPLOAD_HELP", "THAW_COMMAND", "THAW_WAIT", "STATES", "TIERS",
 ]
