@@ -59,4 +59,5 @@ def test_zfs_vector_has_the_public_snapshot_block():
     h = read_header(io.BytesIO((V1 / "good_zfs_stream.zg").read_bytes()))
     assert h.snapshot.toguid == ident.toguid and h.snapshot.fromguid == 0
     assert h.snapshot.creation_time == ident.creation_time
-    assert h.public_fields()["zg-toguid"] == str(ident.toguid)
+    from zfsglacier.metadata import store_fields
+    assert store_fields(h)["zg-toguid"] == str(ident.toguid)

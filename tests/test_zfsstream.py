@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import pytest
 
-from zfsglacier.errors import CorruptArchiveError
+from zfsglacier.errors import BrokenStreamError
 from zfsglacier.zfsstream import BEGIN_RECORD_SIZE, iter_records, parse_begin, verify_stream
 
 # reference dump name -> stream it describes
@@ -169,7 +169,7 @@ def test_flipped_byte_is_caught(shared_streams):
     for pos in positions:
         bad = bytearray(data)
         bad[pos] ^= 1 << rng.randrange(8)
-        with pytest.raises(CorruptArchiveError):
+        with pytest.raises(BrokenStreamError):
             verify_stream(io.BytesIO(bytes(bad)))
 
 
@@ -177,25 +177,25 @@ def test_payload_flip_reports_checksum_mismatch(shared_streams):
     data = bytearray(stream(shared_streams, DUMPS["beadtbn"]))
     write = _offsets_of(bytes(data), "WRITE")[0]
     data[write + BEGIN_RECORD_SIZE + 5] ^= 0x10
-    with pytest.raises(CorruptArchiveError, match="checksum mismatch"):
+    with pytest.raises(BrokenStreamError, match="checksum mismatch"):
         verify_stream(io.BytesIO(bytes(data)))
 
 
 def test_truncated_and_trailing_data_are_caught(shared_streams):
     data = stream(shared_streams, DUMPS["leadtin"])
     for cut in (BEGIN_RECORD_SIZE, 1000, len(data) // 2, len(data) - BEGIN_RECORD_SIZE, len(data) - 1):
-        with pytest.raises(CorruptArchiveError, match="truncated"):
+        with pytest.raises(BrokenStreamError, match="truncated"):
             verify_stream(io.BytesIO(data[:cut]))
-    with pytest.raises(CorruptArchiveError, match="after its end"):
+    with pytest.raises(BrokenStreamError, match="after its end"):
         verify_stream(io.BytesIO(data + data[:BEGIN_RECORD_SIZE]))
 
 
 def test_impossible_write_sizes_are_rejected(shared_streams):
     """OpenZFS's deliberately corrupt stream: a WRITE whose compressed size exceeds its size."""
-    with pytest.raises(CorruptArchiveError, match="impossible sizes"):
+    with pytest.raises(BrokenStreamError, match="impossible sizes"):
         verify_stream(io.BytesIO(stream(shared_streams, "undersized-write-lsize")))
 
 
 def test_not_a_stream_is_refused_by_the_walker():
-    with pytest.raises(CorruptArchiveError, match="not a ZFS send stream"):
+    with pytest.raises(BrokenStreamError, match="not a ZFS send stream"):
         list(iter_records(io.BytesIO(b"\1" * 1000)))

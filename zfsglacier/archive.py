@@ -14,8 +14,8 @@ import lz4.frame
 import zstandard
 from Crypto.Cipher import AES
 
-from . import __version__, compression, zfsstream
-from .errors import CorruptArchiveError
+from . import __version__, compression, metadata, zfsstream
+from .errors import BrokenStreamError, CorruptArchiveError
 from .format import FORMAT_VERSION, Header, SnapshotInfo, build_unsigned, metadata_json, read_header, with_mac
 from .keys import ZERO_NONCE, derive, header_mac, open_header
 from .digest import BlockDigest
@@ -59,12 +59,19 @@ class Prepared:
     file_key: bytes = field(repr=False)
     identity: "zfsstream.StreamIdentity | None"
     src: PeekReader
+    check: "zfsstream.StreamCheck | None" = None
+    declared: tuple | None = None
 
 
 def prepare(src, recipients, *, algorithm=compression.DEFAULT, level=None, chunk_size=DEFAULT_CHUNK_SIZE,
-            extra_metadata=None):
+            extra_metadata=None, check_stream=True, declared=None):
     """Sniff ``src`` for a ZFS stream and build the header, so that the public fields are known
-    (e.g. for object metadata) before the first body byte is written."""
+    (e.g. for object metadata) before the first body byte is written.
+
+    A ZFS stream is checked as it is encrypted (``check_stream``: see write_archive).  Its
+    identity goes into the authenticated private metadata (``metadata.Identity``): from its
+    DRR_BEGIN for a plain stream; for a compound one, whose outer BEGIN names no guid, from
+    ``declared`` = (toguid, fromguid), which the check then holds the substreams to."""
     level = compression.check(algorithm, level)
     src = src if isinstance(src, PeekReader) else PeekReader(src)
     ident = zfsstream.parse_begin(src.peek(zfsstream.BEGIN_RECORD_SIZE))
@@ -72,7 +79,7 @@ def prepare(src, recipients, *, algorithm=compression.DEFAULT, level=None, chunk
     private = {"tool": f"zfsglacier {__version__}", "host": socket.gethostname()}
     snapshot = None
     if ident is not None:
-        private["snapshot"] = ident.toname
+        private.update(metadata.Identity.of_stream(ident, declared).private_fields())
         snapshot = SnapshotInfo(
             toguid=ident.toguid, fromguid=ident.fromguid, creation_time=ident.creation_time,
             versioninfo=ident.versioninfo, drr_flags=ident.drr_flags, objset_type=ident.objset_type,
@@ -85,7 +92,8 @@ def prepare(src, recipients, *, algorithm=compression.DEFAULT, level=None, chunk
     unsigned = build_unsigned(header)
     header.mac = header_mac(file_key, file_salt, unsigned)
     header.raw = with_mac(unsigned, header.mac)
-    return Prepared(header, file_key, ident, src)
+    check = zfsstream.StreamCheck() if ident is not None and check_stream else None
+    return Prepared(header, file_key, ident, src, check, declared if ident is not None else None)
 
 
 def write_archive(prep, out, *, threads=-1):
@@ -95,7 +103,7 @@ def write_archive(prep, out, *, threads=-1):
     digest = BlockDigest()  # fed by the compression workers, which hash the blocks they compress
     chunks = ChunkWriter(out, derive(prep.file_key, header.mac, b"payload"), header.chunk_size, len(header.raw))
     comp = compression.writer(header.compression, header.compression_level, chunks, threads=threads, digest=digest)
-    ahead = ReadAhead(lambda: read_full(src, compression.BLOCK_SIZE))  # reading overlaps compressing
+    ahead = ReadAhead(lambda: _checked(prep, read_full(src, compression.BLOCK_SIZE)))  # overlaps compressing
     length = 0
     try:
         while block := ahead.read_piece():
@@ -106,6 +114,34 @@ def write_archive(prep, out, *, threads=-1):
         ahead.close()
     chunks.finish(length, digest.digest())
     return Result(header, length, digest.hexdigest(), chunks.compressed_length, prep.identity)
+
+
+def _checked(prep, block):
+    """Feed the stream check (on the read-ahead thread).  A broken stream raises here, so the
+    archive is left without its trailer and footer: no tool stores or restores it as complete."""
+    check = prep.check
+    if check is None:
+        return block
+    try:
+        if block:
+            check.feed(block)
+        else:
+            summary = check.finish()
+            if prep.declared is not None:
+                _check_declared(summary, *prep.declared)
+    except BrokenStreamError as err:
+        raise BrokenStreamError(f"{err}: the archive was left unfinished (no trailer), so it cannot be "
+                                f"stored or restored as complete") from None
+    return block
+
+
+def _check_declared(summary, toguid, fromguid):
+    """A compound stream must run from the declared base to the declared snapshot."""
+    subs = summary.substreams
+    got = (subs[-1].toguid, subs[0].fromguid) if subs else (None, None)
+    if got != (toguid, fromguid):
+        raise BrokenStreamError(f"ZFS stream runs from guid {got[1]} to {got[0]}, not from {fromguid} to "
+                                f"{toguid} as declared")
 
 
 def encrypt(src, out, recipients, *, threads=-1, **options):

@@ -6,13 +6,12 @@ trailer is written, so a failed send never leaves an archive recorded as complet
 """
 
 import io
-import json
 import time
 from dataclasses import dataclass
 
 from . import archive, chains, cost
 from .errors import NotFoundError, UsageError, ZgError
-from .format import store_metadata
+from .metadata import CatalogCopy, PublicMetadata, store_fields
 from .pipes import PeekReader
 
 HOLD_TAG = "zfsglacier"
@@ -100,17 +99,16 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
     checked = False
     try:
         src = PeekReader(send.stdout)
-        prep = archive.prepare(src, recipients, algorithm=algorithm, level=level)
+        declared = (step.target.guid, step.base.guid) if intermediates else None
+        prep = archive.prepare(src, recipients, algorithm=algorithm, level=level, declared=declared)
         ident = prep.identity
         expected = ident is not None and (
             (ident.header_type == "compound" and ident.toname == step.target.name) if intermediates
             else ident.toguid == step.target.guid)
         if not expected:
             raise UsageError(f"zfs send of {step.target.name} did not produce the expected stream")
-        metadata = store_metadata(prep.header)
-        if intermediates:
-            metadata.update({"zg-toguid": str(step.target.guid), "zg-fromguid": str(step.base.guid),
-                             "zg-snap-created": str(step.target.creation), "zg-stream": "compound"})
+        metadata = store_fields(prep.header, declared=declared,
+                                snap_created=step.target.creation if intermediates else None)
         with store.open_upload(metadata, jobs=jobs) as up:
             result = archive.write_archive(prep, up, threads=threads)
             checked = True
@@ -157,13 +155,13 @@ CATALOG_COPIES = 3
 
 def upload_catalog(store, cat, dest, recipients, *, jobs=4):
     """Upload the catalog's rows for ``dest``, encrypted, so a lost host needs only key + destination."""
-    rows = [dict(r.__dict__) for r in cat.archives(dest, include_deleted=True)]
-    body = json.dumps({"zfsglacier_catalog": 1, "dest": dest, "archives": rows}, sort_keys=True).encode()
+    rows = [CatalogCopy.row_of(r) for r in cat.archives(dest, include_deleted=True)]
+    body = CatalogCopy(dest, rows, written=time.time()).encode()
     out = io.BytesIO()
     result = archive.encrypt(io.BytesIO(body), out, recipients, algorithm="zstd", level=9)
-    meta = store_metadata(result.header)
-    meta.pop("zg-header", None)
-    meta["zg-kind"] = CATALOG_KIND
+    public = PublicMetadata.of_header(result.header)
+    public.kind = CATALOG_KIND
+    meta = public.fields()
     info = store.upload(io.BytesIO(out.getvalue()), meta, jobs=jobs)
     cat.copy_uploaded(dest, info.id)
     olds = cat.copies(dest)  # listed locally: a vault listing would need an inventory job

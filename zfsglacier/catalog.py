@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .metadata import PublicMetadata
 
 SCHEMA_VERSION = 1
 
@@ -31,6 +32,8 @@ CREATE TABLE IF NOT EXISTS archives (
     dataset TEXT, snapshot TEXT,    -- names when known (the backup host knows them; a rebuild may not)
     public TEXT NOT NULL,           -- all public metadata, JSON
     deleted REAL,                   -- when zg-rm / zg-prune deleted it
+    identity TEXT,                  -- where names and guids came from: upload | header | copy | metadata
+    missing REAL,                   -- when a rebuild found it listed by a catalog copy but not in the store
     PRIMARY KEY (dest, id)
 );
 CREATE INDEX IF NOT EXISTS archives_toguid ON archives (dest, toguid);
@@ -66,6 +69,8 @@ class ArchiveRow:
     snapshot: str | None
     public: dict
     deleted: float | None
+    identity: str | None = None
+    missing: float | None = None
 
     @property
     def incremental(self):
@@ -79,6 +84,10 @@ class ArchiveRow:
         return f"guid:{self.toguid}" if self.toguid is not None else self.id
 
 
+def _text(n):
+    return None if n is None else str(n)
+
+
 def _row(r):
     d = dict(r)
     d["public"] = json.loads(d["public"])
@@ -87,14 +96,8 @@ def _row(r):
     return ArchiveRow(**d)
 
 
-def public_identity(public):
-    """The snapshot fields of the public metadata (zg-* keys), as catalog columns."""
-    def num(key):
-        v = public.get(key)
-        return str(int(v)) if v not in (None, "") else None
-    created = public.get("zg-snap-created")
-    return dict(toguid=num("zg-toguid"), fromguid=num("zg-fromguid"),
-                snap_created=int(created) if created else None, stream=public.get("zg-stream"))
+# Columns added after schema 1's first release: added to an older catalog when it is opened.
+_ADDED_COLUMNS = {"identity": "TEXT", "missing": "REAL"}
 
 
 class Catalog:
@@ -115,6 +118,10 @@ class Catalog:
             if version > SCHEMA_VERSION:
                 raise UsageError(f"catalog {path} was written by a newer zfsglacier (schema {version})")
             self.db.executescript(SCHEMA)
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(archives)")}
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE archives ADD COLUMN {name} {kind}")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as err:
             raise UsageError(f"catalog {path}: {err}") from None
@@ -132,17 +139,23 @@ class Catalog:
 
     # --- archives ---------------------------------------------------------------------------
 
-    def record(self, dest, info, *, dataset=None, snapshot=None, uploaded=None):
+    def record(self, dest, info, *, dataset=None, snapshot=None, uploaded=None, identity=None, source="upload",
+               missing=None):
         """Record a complete, verified archive (``info`` is a stores.ArchiveInfo); ``uploaded``
-        defaults to now (a rebuild passes the store's creation time)."""
-        ident = public_identity(info.metadata)
+        defaults to now (a rebuild passes the store's creation time).  Guids come from
+        ``identity`` (a metadata.Identity from authenticated bytes) when given, else from the
+        public metadata; ``source`` says which (shown by zg-ls, trusted by nobody blindly)."""
+        public = PublicMetadata.parse(info.metadata)
+        toguid, fromguid, stream = public.toguid, public.fromguid, public.stream
+        if identity is not None and identity.toguid is not None:
+            toguid, fromguid, stream = identity.toguid, identity.fromguid, identity.stream
         self.db.execute(
             "INSERT OR REPLACE INTO archives (dest, id, size, sha256, checksum, uploaded, storage_class,"
-            " toguid, fromguid, snap_created, stream, dataset, snapshot, public, deleted)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
+            " toguid, fromguid, snap_created, stream, dataset, snapshot, public, deleted, identity, missing)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?)",
             (dest, info.id, info.size, info.sha256, info.checksum, uploaded or time.time(),
-             info.storage_class, ident["toguid"], ident["fromguid"], ident["snap_created"], ident["stream"],
-             dataset, snapshot, json.dumps(info.metadata, sort_keys=True)))
+             info.storage_class, _text(toguid), _text(fromguid), public.snap_created, stream,
+             dataset, snapshot, json.dumps(info.metadata, sort_keys=True), source, missing))
 
     def archives(self, dest=None, *, include_deleted=False):
         q, args = "SELECT * FROM archives WHERE 1=1", []

@@ -54,6 +54,14 @@ class OutputClosedError(ZgError):
     exit_code = 8
 
 
+class BrokenStreamError(ZgError):
+    """The input is a ZFS send stream that is broken: cut short, no final DRR_END, a checksum that
+    fails, or records that make no sense.  zg-encrypt then leaves its archive without an end, so
+    nothing stores it as complete."""
+
+    exit_code = 9
+
+
 class StoreError(ZgError):
     """The destination failed: authentication, missing bucket/vault, or retries exhausted."""
 

@@ -7,7 +7,6 @@ key) except ``private_metadata``, which is AES-256-GCM ciphertext, and the MAC, 
 holder can check.  The body (chunks and trailer) is handled by ``zfsglacier.stream``.
 """
 
-import base64
 import json
 import struct
 from dataclasses import dataclass, field
@@ -43,7 +42,6 @@ FORMAT_VERSION = 1
 PREAMBLE_SIZE = 14  # magic (8) + version (2) + header_size (4): the part every version keeps
 FOOTER = struct.Struct(">8sQ")  # the archive's last bytes: FOOTER_MAGIC and its total length
 FOOTER_MAGIC = b"ZGLACEND"
-HEADER_COPY_LIMIT = 540  # raw bytes: base64 of it still fits a vault description beside the other fields
 MAX_HEADER_SIZE = 1 << 20  # refuse absurd headers before allocating them
 MAC_SIZE = 32
 MIN_CHUNK_SIZE = 1 << 12
@@ -149,23 +147,6 @@ class Header:
     mac: bytes = b"\0" * MAC_SIZE
     raw: bytes = field(default=b"", repr=False)
 
-    def public_fields(self):
-        """The header's public fields as strings, for object metadata and the catalog."""
-        out = {
-            "zg-format": str(FORMAT_VERSION),
-            "zg-created": str(self.created),
-            "zg-compression": f"{self.compression}:{self.compression_level}",
-        }
-        if self.snapshot:
-            s = self.snapshot
-            out.update({
-                "zg-toguid": str(s.toguid),
-                "zg-fromguid": str(s.fromguid),
-                "zg-snap-created": str(s.creation_time),
-                "zg-stream": "compound" if s.compound else "plain",
-            })
-        return out
-
 
 def footer_ok(last_bytes, total_length):
     """True if the final FOOTER.size bytes of an archive of ``total_length`` bytes are its footer."""
@@ -173,15 +154,6 @@ def footer_ok(last_bytes, total_length):
         return False
     magic, length = FOOTER.unpack(last_bytes)
     return magic == FOOTER_MAGIC and length == total_length
-
-
-def store_metadata(header):
-    """Public fields for a store's object metadata, plus a copy of the header when small enough:
-    a key holder can then read names from a store listing without thawing anything."""
-    meta = header.public_fields()
-    if len(header.raw) <= HEADER_COPY_LIMIT:
-        meta["zg-header"] = base64.b64encode(header.raw).decode()
-    return meta
 
 
 def _container(header):

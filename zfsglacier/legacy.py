@@ -48,6 +48,11 @@ _STEP_MAX = 1 << 20
 _STEP_MIN_AFTER_EOS = 4 << 10
 _STEP_MIN = 64
 _OUT_TARGET = 8 << 20
+# Most output one bzip2 block can give: 900,000 bytes before bzip2's first run-length stage,
+# which turns 5 bytes into at most 255 (x51).  A block's bytes are CRC-checked by the time the
+# next block's first byte comes out, so all output but the last _MAX_BLOCK_OUT bytes is checked:
+# a bomb (2.3 KB that expands to gigabytes) is passed on in bounded pieces, never held whole.
+_MAX_BLOCK_OUT = 900_000 * 51
 
 _WRONG_KEY = "wrong key for this 2013 archive (tried MD5 and SHA-256 key derivation)"
 
@@ -289,14 +294,21 @@ class _Bzip2Layer:
             self._dec = bz2.BZ2Decompressor()
             self._stream_in = 0
         dec = self._dec
-        held = []
+        held, size, produced, data = [], 0, 0, piece
         try:
-            held.append(dec.decompress(piece))
-            while not dec.eof:  # drain: see the class docstring
-                more = dec.decompress(b"")
-                if not more:
+            while True:  # drain: see the class docstring; each call's output is bounded
+                more = dec.decompress(data, max_length=_OUT_TARGET)
+                data = b""
+                if more:
+                    held.append(more)
+                    size += len(more)
+                    produced += len(more)
+                    if size > 2 * _MAX_BLOCK_OUT:  # a bomb: pass on what is surely checked
+                        joined = b"".join(held)
+                        self._next.write(joined[:-_MAX_BLOCK_OUT])
+                        held, size = [joined[-_MAX_BLOCK_OUT:]], _MAX_BLOCK_OUT
+                if dec.eof or not more:
                     break
-                held.append(more)
         except OSError:
             raise CorruptArchiveError(
                 f"2013 archive is corrupt: the {self._layer} bzip2 layer has bad data "
@@ -305,7 +317,6 @@ class _Bzip2Layer:
         leftover = len(dec.unused_data) if dec.eof else 0
         used = len(piece) - leftover
         self._stream_in += used
-        produced = sum(len(part) for part in held)
         if dec.eof:
             self._dec = None
             self._streams += 1

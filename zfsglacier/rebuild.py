@@ -1,57 +1,129 @@
-"""Rebuild the catalog of a destination from the destination alone.
+"""Rebuild the catalog of a destination from the destination alone, trusting only what is
+authenticated.
 
 Without a key: every archive with its public fields (sizes, guids, times), so chains and
-incremental planning work.  With a key: also the names, from the header copy in each archive's
-metadata (nothing to thaw) and from the newest encrypted catalog copy that zg-backup uploads.
+incremental planning work; the guids are the store's word (``identity`` = metadata).  With a key:
+names *and guids* from the header copy in each archive's metadata, once its MAC is checked (nothing
+to thaw), else from the newest encrypted catalog copy that zg-backup uploads.  A header copy is
+not tied to the object it sits on, so zg-restore later requires the fetched archive's header to be
+that very copy, byte for byte, before anything reaches `zfs receive`.
+
+What the store says and the authenticated bytes disagree on is reported, not believed; an object
+whose fields are not of their documented form is reported and skipped; archives that the newest
+catalog copy lists but the store no longer shows are recorded as missing (hidden or deleted), so
+restore says so instead of quietly using an older archive.
 """
 
-import base64
 import io
-import json
+from dataclasses import dataclass, field
 
 from . import archive
 from .backup import CATALOG_KIND
 from .errors import ZgError
 from .format import read_header
 from .keys import open_header
+from .metadata import CatalogCopy, Identity, MetadataError, PublicMetadata, printable
+from .stores import ArchiveInfo
 
 
-def names_from_header_copy(info, identities):
-    copy = info.metadata.get("zg-header")
-    if not copy or not identities:
-        return None
+@dataclass
+class Report:
+    archives: int = 0
+    named: int = 0
+    verified: int = 0  # identity from a MAC-checked header copy or the catalog copy
+    skipped: list = field(default_factory=list)  # (id, why): objects not of the documented form
+    disagree: list = field(default_factory=list)  # ids whose public guids are not the authenticated ones
+    missing: list = field(default_factory=list)  # (id, name) listed by the catalog copy, not in the store
+    copy_written: float | None = None  # when the catalog copy used was written
+
+
+def identity_from_header_copy(raw, identities):
+    """(Identity, header) from a header copy whose MAC a key checks; None if no key opens it."""
     try:
-        header = read_header(io.BytesIO(base64.b64decode(copy)))
-        private = archive.read_private_metadata(header, open_header(header, identities))
+        header = read_header(io.BytesIO(raw))
+        file_key = open_header(header, identities)
+        ident = Identity.of_header(header, archive.read_private_metadata(header, file_key))
     except (ZgError, ValueError):
         return None
-    name = private.get("snapshot")
-    return tuple(name.split("@", 1)) if name and "@" in name else None
+    return (ident, header) if ident is not None else None
 
 
-def names_from_catalog_copy(store, copies, identities):
-    """id -> (dataset, snapshot) from the newest readable catalog copy."""
+def newest_catalog_copy(store, copies, identities):
+    """The newest catalog copy a key opens, as a CatalogCopy (None when there is none)."""
     for info in sorted(copies, key=lambda a: -a.created):
         try:
             out = io.BytesIO()
-            archive.decrypt(store.open_read(info.id), out, identities)
-            rows = json.loads(out.getvalue())["archives"]
-        except (ZgError, ValueError, KeyError):
+            with store.open_read(info.id) as reader:
+                archive.decrypt(reader, out, identities)
+            copy = CatalogCopy.decode(out.getvalue())
+        except ZgError:
             continue
-        return {r["id"]: (r["dataset"], r["snapshot"]) for r in rows if r.get("dataset")}
-    return {}
+        copy.written = copy.written or info.created
+        return copy
+    return None
+
+
+def _copy_identity(row):
+    if row.get("toguid") is None:
+        return None
+    return Identity(int(row["toguid"]), int(row.get("fromguid") or 0), row.get("dataset"), row.get("snapshot"),
+                    row.get("stream") or "plain")
 
 
 def rebuild(store, cat, dest, identities=()):
-    """Record every archive of ``store`` in ``cat``; returns (archives, named)."""
-    listing = list(store.list())
-    copies = [a for a in listing if a.metadata.get("zg-kind") == CATALOG_KIND]
-    archives = [a for a in listing if a.metadata.get("zg-kind") != CATALOG_KIND]
-    from_copy = names_from_catalog_copy(store, copies, identities) if identities and copies else {}
-    named = 0
-    for info in archives:
-        names = names_from_header_copy(info, identities) or from_copy.get(info.id)
-        cat.record(dest, info, dataset=names[0] if names else None, snapshot=names[1] if names else None,
-                   uploaded=info.created)
-        named += bool(names)
-    return len(archives), named
+    """Record every archive of ``store`` in ``cat``; returns a Report."""
+    report = Report()
+    copies, archives = [], []
+    for info in store.list():
+        try:
+            public = PublicMetadata.parse(info.metadata)
+        except MetadataError as err:
+            report.skipped.append((printable(info.id), str(err)))
+            continue
+        (copies if public.kind == CATALOG_KIND else archives).append((info, public))
+    copy = newest_catalog_copy(store, [i for i, _ in copies], identities) if identities and copies else None
+    from_copy = {r["id"]: r for r in copy.rows} if copy else {}
+    report.copy_written = copy.written if copy else None
+    for info, public in archives:
+        ident, source, uploaded = None, "metadata", info.created
+        found = identity_from_header_copy(public.header, identities) if identities and public.header else None
+        if found is not None:
+            (ident, header), source = found, "header"
+            uploaded = header.created  # authenticated, unlike the store's own date
+        elif info.id in from_copy and _copy_identity(from_copy[info.id]) is not None:
+            ident, source = _copy_identity(from_copy[info.id]), "copy"
+        else:  # what this host recorded itself outranks what the store says now
+            known = cat.get(dest, info.id)
+            if known is not None and known.identity != "metadata" and known.toguid is not None:
+                ident = Identity(known.toguid, known.fromguid or 0, known.dataset, known.snapshot,
+                                 known.stream or "plain")
+                source = known.identity or "upload"
+        if ident is not None and ident.toguid is not None and (public.toguid, public.fromguid or 0) != (
+                ident.toguid, ident.fromguid):
+            report.disagree.append(info.id)
+        names = (ident.dataset, ident.snapshot) if ident is not None and ident.name else (None, None)
+        cat.record(dest, info, dataset=names[0], snapshot=names[1], uploaded=uploaded, identity=ident,
+                   source=source)
+        report.archives += 1
+        report.named += bool(names[0])
+        report.verified += source != "metadata"
+    listed = {info.id for info, _ in archives}
+    for row in from_copy.values():
+        if row.get("deleted") is None and row["id"] not in listed:
+            _record_missing(cat, dest, row, report)
+    return report
+
+
+def _record_missing(cat, dest, row, report):
+    """An archive the catalog copy lists and the store does not show: recorded as missing."""
+    try:
+        public = dict(row.get("public") or {})
+        PublicMetadata.parse(public)
+    except MetadataError:
+        public = {}
+    info = ArchiveInfo(row["id"], row.get("size") or 0, row.get("sha256"), row.get("uploaded") or 0, public,
+                       row.get("storage_class") or "", "missing", checksum=row.get("checksum"))
+    cat.record(dest, info, dataset=row.get("dataset"), snapshot=row.get("snapshot"), uploaded=info.created,
+               identity=_copy_identity(row), source="copy", missing=report.copy_written)
+    name = f"{row['dataset']}@{row['snapshot']}" if row.get("dataset") else row["id"]
+    report.missing.append((row["id"], name))

@@ -3,12 +3,14 @@ received in order.  Resumable without any state of its own: a snapshot already o
 with the right guid is a step already done."""
 
 import base64
+import hashlib
 import io
 import time
 
 from . import archive, chains, cost
 from .errors import IntegrityError, NoMatchingKeyError, NotFoundError, RestorePendingError, ZfsError, ZgError
 from .format import read_header
+from .metadata import Identity
 from .keys import open_header
 
 
@@ -101,16 +103,57 @@ def thaw_all(store, dest, cat, archives, tier, days, wait, say, poll):
 
 
 def check_before_receive(reader, a, identities):
-    """Before zfs receive touches the target, the header must name the snapshot the catalog expects:
-    a valid archive of the same key swapped under another id would otherwise be received.  A
-    compound (`zfs send -I`) stream's header names no guid (its outer record has toguid 0): the
-    guid check after receiving covers it.  Returns the opened header for decrypt."""
+    """Before zfs receive touches the target, the archive must be the one the plan expects, by
+    authenticated bytes only: its header must be the header copy recorded for it (when there is
+    one: the payload key is bound to the header, so this pins the whole archive), and the
+    identity its MAC-checked header carries (guids, from the public block or, for a compound
+    `zfs send -I` stream, the private metadata) must be the catalog's.  A valid archive of the
+    same key swapped under another id, relabelled, or replayed is refused here.  Returns the
+    opened header for decrypt."""
     header, file_key = archive.open_archive(reader, identities)
-    got = header.snapshot.toguid if header.snapshot is not None else None
-    if got != a.toguid and not (header.snapshot is not None and header.snapshot.compound):
-        raise IntegrityError(f"archive {a.id} holds snapshot guid {got}, the catalog expects {a.toguid} "
-                             f"({a.name}): not receiving it")
+    copy = a.public.get("zg-header")
+    if copy and base64.b64decode(copy) != header.raw:
+        raise IntegrityError(f"archive {a.id} ({a.name}) is not the archive recorded under that id (its header "
+                             f"differs from the recorded copy): swapped or replaced in the store; not receiving it")
+    ident = Identity.of_header(header, archive.read_private_metadata(header, file_key))
+    got = None if ident is None else (ident.toguid, ident.fromguid)
+    if ident is not None and ident.toguid is None:
+        return header, file_key  # compound stream of zfsglacier < 0.3: the guid check after receiving covers it
+    if got != (a.toguid, a.fromguid or 0):
+        raise IntegrityError(f"archive {a.id} holds snapshot guid {got and got[0]} (from {got and got[1]}), the "
+                             f"catalog expects {a.toguid} (from {a.fromguid or 0}) for {a.name}: not receiving it")
     return header, file_key
+
+
+class _Hashing:
+    """A reader that hashes what passes through it and, at its end, compares the SHA-256 recorded
+    at upload (``want``).  The archive reader holds back its last chunk until it has seen the end
+    of input, so a mismatch raised here stops the last plaintext bytes from reaching zfs receive."""
+
+    def __init__(self, reader, want, archive_id):
+        self._reader, self._want, self._id = reader, want, archive_id
+        self._digest = hashlib.sha256() if want else None
+
+    def read(self, n=-1):
+        data = self._reader.read(n)
+        if self._digest is not None:
+            if data:
+                self._digest.update(data)
+            elif self._digest.hexdigest() != self._want:
+                raise IntegrityError(f"archive {self._id}: SHA-256 of the bytes read differs from the one recorded "
+                                     f"at upload: it was replaced in the store")
+            else:
+                self._digest = None  # checked
+        return data
+
+
+def check_missing(chain):
+    """An archive of the chain that a rebuild found missing in the store: say so, before any thaw."""
+    for a in chain.archives:
+        if a.missing:
+            when = time.strftime("%Y-%m-%d", time.gmtime(a.missing))
+            raise NotFoundError(f"archive {a.id} ({a.name}), needed for this restore, is listed by the catalog "
+                                f"copy but was not in the store at the rebuild of {when}: hidden or deleted there")
 
 
 def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, say):
@@ -118,10 +161,12 @@ def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, 
     for i, a in enumerate(chain.archives[start:], start):
         say(f"receiving {i + 1}/{len(chain.archives)}: {a.name} ({cost.human_bytes(a.size)})")
         with store.open_read(a.id, jobs=jobs) as reader:
-            opened = check_before_receive(reader, a, identities)
+            vouched = a.checksum is not None and reader.verifies == a.checksum
+            src = _Hashing(reader, None if vouched else a.sha256, a.id)
+            opened = check_before_receive(src, a, identities)
             recv = zfs.receive(target, force=force or i > 0, mount=False)
             try:
-                archive.decrypt(reader, recv.stdin, identities, opened=opened)
+                archive.decrypt(src, recv.stdin, identities, opened=opened)
             except BrokenPipeError:
                 recv.check()  # zfs receive quit early: its own message says why
                 raise
@@ -143,6 +188,7 @@ def restore(zfs, store, cat, dest, spec, target, identities, *, tier="Standard",
         raise ZfsError(f"{target} already exists; refusing to receive into it (use --force to overwrite it)")
     if done == len(chain.archives):
         return chain, done
+    check_missing(chain)
     check_keys(chain, identities)
     thaw_all(store, dest, cat, chain.archives[done:], tier, days, wait, say, poll)
     receive_chain(zfs, store, chain, done, target, identities, force=force and done == 0, jobs=jobs, say=say)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import accumulate
 from typing import BinaryIO, Iterator
 
 from construct import Array, Bytes, Int8ub, Int32ub, Int32ul, Int64ub, Int64ul, Padding, Struct
 
-from .errors import CorruptArchiveError
+from . import fletcher
+from .errors import BrokenStreamError
 
 BEGIN_RECORD_SIZE = 312
 DRR_MAGIC = 0x2F5BACBAC
@@ -133,27 +133,7 @@ def parse_begin(buf: bytes) -> StreamIdentity | None:
     )
 
 
-# --- fletcher-4, as ZFS computes it over the stream (32-bit words in the stream's byte order)
-
-_M64 = (1 << 64) - 1
-ZERO_CKSUM = (0, 0, 0, 0)
-
-
-def fletcher4(data, state=ZERO_CKSUM, byteorder="little"):
-    """Continue a fletcher-4 state over ``data`` (its length a multiple of 4, as in ZFS)."""
-    a, b, c, d = state
-    fmt = "<" if byteorder == "little" else ">"
-    view = memoryview(data)
-    for start in range(0, len(view) - 3, 1 << 20):  # bounded chunks: bounded temporary lists
-        chunk = view[start:start + (1 << 20)]
-        words = struct.unpack(f"{fmt}{len(chunk) // 4}I", chunk[: len(chunk) // 4 * 4])
-        # a, b, c, d are running sums of each other: C-level prefix sums, one mask per chunk.
-        sums_a = list(accumulate(words, initial=a))
-        sums_b = list(accumulate(sums_a[1:], initial=b))
-        sums_c = list(accumulate(sums_b[1:], initial=c))
-        a, b, c = sums_a[-1] & _M64, sums_b[-1] & _M64, sums_c[-1] & _M64
-        d = (d + sum(sums_c[1:])) & _M64
-    return (a, b, c, d)
+ZERO_CKSUM = fletcher.ZERO
 
 
 # --- walking records
@@ -174,25 +154,30 @@ class Record:
 
 _SPA_MINBLOCKSIZE, _SPA_MAXBLOCKSIZE = 512, 16 << 20
 
-
-def _payload_len(kind: int, f, where: str) -> int:
-    """Payload bytes after a record, computed as the OpenZFS receiver does (with its limits)."""
+def payload_length(head, order: str, where: str) -> int:
+    """Payload bytes after the record ``head`` (312 bytes), computed as the OpenZFS receiver
+    does, with its limits.  Raises BrokenStreamError for impossible sizes."""
+    e = "<" if order == "little" else ">"
+    kind = struct.unpack_from(e + "I", head, 0)[0]
     if kind == DRR_BEGIN:
-        return f["payloadlen"]
+        return struct.unpack_from(e + "I", head, 4)[0]
     if kind == 1:  # OBJECT: raw bonus, or the bonus rounded up to 8
-        return f["raw_bonuslen"] or (f["bonuslen"] + 7) & ~7
+        bonuslen, raw_bonuslen = struct.unpack_from(e + "I", head, 28)[0], struct.unpack_from(e + "I", head, 36)[0]
+        return raw_bonuslen or (bonuslen + 7) & ~7
     if kind == 3:  # WRITE: the compressed size is never above the logical one
-        if f["logical_size"] < _SPA_MINBLOCKSIZE or f["compressed_size"] > f["logical_size"]:
-            raise CorruptArchiveError(f"ZFS stream corrupt: impossible sizes in the {where}")
-        size = f["compressed_size"] or f["logical_size"]
+        logical, compressed = struct.unpack_from(e + "Q", head, 32)[0], struct.unpack_from(e + "Q", head, 96)[0]
+        if logical < _SPA_MINBLOCKSIZE or compressed > logical:
+            raise BrokenStreamError(f"ZFS stream corrupt: impossible sizes in the {where}")
+        size = compressed or logical
     elif kind == 7:  # SPILL
-        size = f["compressed_size"] or f["length"]
+        length, compressed = struct.unpack_from(e + "Q", head, 16)[0], struct.unpack_from(e + "Q", head, 40)[0]
+        size = compressed or length
     elif kind == 8:  # WRITE_EMBEDDED
-        return (f["psize"] + 7) & ~7
+        return (struct.unpack_from(e + "I", head, 52)[0] + 7) & ~7
     else:
         return 0
     if size > _SPA_MAXBLOCKSIZE:
-        raise CorruptArchiveError(f"ZFS stream corrupt: payload of {size} bytes in the {where}")
+        raise BrokenStreamError(f"ZFS stream corrupt: payload of {size} bytes in the {where}")
     return size
 
 
@@ -202,7 +187,7 @@ def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
     while got < n:
         chunk = f.read(min(n - got, 1 << 20))
         if not chunk:
-            raise CorruptArchiveError(f"ZFS stream truncated: {what} needs {n} bytes, got {got}")
+            raise BrokenStreamError(f"ZFS stream truncated: {what} needs {n} bytes, got {got}")
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
@@ -211,7 +196,7 @@ def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
 def iter_records(f: BinaryIO) -> Iterator[tuple[Record, bytes]]:
     """Yield (record, payload) for every record of the stream(s) on ``f`` until EOF.
 
-    The byte order is taken from the latest DRR_BEGIN.  Raises CorruptArchiveError if the input
+    The byte order is taken from the latest DRR_BEGIN.  Raises BrokenStreamError if the input
     does not start with DRR_BEGIN, a record type is unknown, or a record or payload is cut short.
     """
     order, offset = None, 0
@@ -221,33 +206,39 @@ def iter_records(f: BinaryIO) -> Iterator[tuple[Record, bytes]]:
             return
         if len(head) < BEGIN_RECORD_SIZE:
             head += _read_exact(f, BEGIN_RECORD_SIZE - len(head), f"the record at offset {offset}")
-        if head[:4] == b"\0\0\0\0":  # DRR_BEGIN in either byte order
-            ident = parse_begin(head)
-            if ident is None:
-                raise CorruptArchiveError(f"not a ZFS send stream: bad DRR_BEGIN at offset {offset}")
-            order = ident.byteorder
-            fields, cksum, kind = vars(ident), ZERO_CKSUM, DRR_BEGIN
-        elif order is None:
-            raise CorruptArchiveError("not a ZFS send stream: no DRR_BEGIN record at the start")
+        kind, order = _kind(head, order, offset)
+        if kind == DRR_BEGIN:
+            fields, cksum = vars(parse_begin(head)), ZERO_CKSUM
         else:
             _, header, bodies = _LAYOUTS[order]
             rec = header.parse(head)
-            kind = rec.drr_type
-            if kind not in bodies:
-                raise CorruptArchiveError(
-                    f"ZFS stream corrupt: unknown record type {kind} at offset {offset}")
             fields = {k: v for k, v in bodies[kind].parse(rec.body).items() if k != "_io"}
             cksum = tuple(rec.checksum)
         where = f"{RECORD_TYPES[kind]} record at offset {offset}"
-        plen = _payload_len(kind, fields, where)
+        plen = payload_length(head, order, where)
         payload = _read_exact(f, plen, f"the payload of the {where}") if plen else b""
         yield Record(offset, RECORD_TYPES[kind], order, fields, cksum, plen, head), payload
         offset += BEGIN_RECORD_SIZE + plen
 
 
+def _kind(head, order, offset):
+    """(record type, byte order) of a complete record header; a DRR_BEGIN sets the byte order."""
+    if head[:4] == b"\0\0\0\0":  # DRR_BEGIN in either byte order
+        ident = parse_begin(head)
+        if ident is None:
+            raise BrokenStreamError(f"not a ZFS send stream: bad DRR_BEGIN at offset {offset}")
+        return DRR_BEGIN, ident.byteorder
+    if order is None:
+        raise BrokenStreamError("not a ZFS send stream: no DRR_BEGIN record at the start")
+    kind = struct.unpack_from("<I" if order == "little" else ">I", head, 0)[0]
+    if not 0 < kind < len(RECORD_TYPES):
+        raise BrokenStreamError(f"ZFS stream corrupt: unknown record type {kind} at offset {offset}")
+    return kind, order
+
+
 @dataclass
 class StreamSummary:
-    """What verify_stream found: one identity per DRR_BEGIN, per-type counts and payload bytes."""
+    """What a StreamCheck found: one identity per DRR_BEGIN, per-type counts and payload bytes."""
 
     begins: list = field(default_factory=list)  # StreamIdentity of every DRR_BEGIN, in order
     records: Counter = field(default_factory=Counter)
@@ -260,66 +251,161 @@ class StreamSummary:
     def identity(self) -> StreamIdentity:
         return self.begins[0]
 
+    @property
+    def substreams(self) -> list:
+        """The plain streams inside: the whole stream itself when it is plain."""
+        return [b for b in self.begins if b.header_type == "plain"]
 
-def verify_stream(f: BinaryIO) -> StreamSummary:
-    """Walk a whole stream, check every fletcher-4 checksum in it, and summarise it.
 
-    The running checksum restarts at each DRR_BEGIN and covers every byte since: a DRR_END
-    carries the checksum of all bytes before it; a non-zero trailing per-record checksum (modern
-    OpenZFS) must equal the checksum of everything before that field.  A compound stream (-R,
-    -I, -p) is BEGIN(compound, nvlist)+END, then plain substreams, then a bare END that carries
-    no checksum.  Raises CorruptArchiveError on a mismatch, truncation, a record out of place,
-    a missing final END, or bytes after it.
+class StreamCheck:
+    """Follows a ZFS send stream's record framing as its bytes go past, and checks its checksums.
+
+    ``feed(data)`` takes the stream in pieces of any size, ``finish()`` says it ended; either
+    raises BrokenStreamError as soon as the stream is known to be broken.  Rules, as OpenZFS's
+    receiver applies them:
+
+    - the first record is a DRR_BEGIN; a compound stream (-R, -I, -p) is BEGIN(compound) +
+      its END, then plain substreams (BEGIN .. END each), then a bare END with no checksum;
+    - the fletcher-4 checksum restarts at each DRR_BEGIN and covers every byte up to a DRR_END,
+      which must carry it (a payload's last len % 4 bytes are not summed, as in ZFS);
+    - payload lengths come from the record fields (``payload_length``); a record type that does
+      not exist, a record outside a substream, bytes after the final END, or an end of input
+      anywhere before it is a broken stream.
+
+    Modern OpenZFS also puts a checksum in every record; ``record_checksums=True`` checks those
+    too (for inspection: it cuts the work at every record).  The DRR_END checksum covers the same
+    bytes, so the default path (zg-encrypt) sums long runs at once: see ``zfsglacier.fletcher``.
     """
-    s = StreamSummary()
-    state, where = ZERO_CKSUM, "start"  # start -> [header -> package ->] substream -> ... -> done
-    for rec, payload in iter_records(f):
-        at = f"{rec.type} record at offset {rec.offset}"
-        s.records[rec.type] += 1
-        s.payload_bytes[rec.type] += rec.payload_len
-        s.total_bytes = rec.offset + BEGIN_RECORD_SIZE + rec.payload_len
-        if rec.type == "BEGIN":
-            ident = parse_begin(rec.raw)
-            if where == "start":
-                where = "header" if ident.header_type == "compound" else "substream"
-            elif where == "package" and ident.header_type == "plain":
-                where = "package-substream"
+
+    def __init__(self, *, record_checksums: bool = False):
+        self.summary = StreamSummary()
+        self._each = record_checksums
+        self._where = "start"  # start -> [header -> package ->] substream -> ... -> done
+        self._order = None
+        self._state = fletcher.ZERO
+        self._carry = b""  # bytes of a word cut by the end of a piece, summed with the next piece
+        self._head = bytearray()  # a record header cut by the end of a piece
+        self._left = 0  # payload bytes still to come
+        self._tail = 0  # len % 4 of the payload being read: not summed
+        self._offset = 0  # stream offset of the next record
+
+    def _sum(self, piece):
+        if self._carry:
+            need = 4 - len(self._carry)
+            word = self._carry + bytes(piece[:need])
+            if len(word) < 4:
+                self._carry = word
+                return
+            self._state = fletcher.update(self._state, word, self._order)
+            piece = piece[need:]
+        whole = len(piece) // 4 * 4
+        if whole:
+            self._state = fletcher.update(self._state, piece[:whole], self._order)
+        self._carry = bytes(piece[whole:])
+
+    def feed(self, data) -> None:
+        view = memoryview(data).cast("B")
+        end, pos, start = len(view), 0, 0  # view[start:pos]: bytes not summed yet (summed in runs)
+        while pos < end:
+            if self._left:
+                take = min(self._left, end - pos)
+                pos += take
+                self._left -= take
+                if not self._left and self._tail:
+                    self._sum(view[start:pos])
+                    self._carry, start = b"", pos  # the payload's last len % 4 bytes
+                continue
+            if self._where == "done":
+                raise BrokenStreamError(f"ZFS stream has data after its end (offset {self._offset})")
+            if not self._head and end - pos >= BEGIN_RECORD_SIZE:
+                run = self._record(view[pos:pos + BEGIN_RECORD_SIZE], view[start:pos])
+                start = {"before": start, "header": pos}.get(run, pos + BEGIN_RECORD_SIZE)
+                pos += BEGIN_RECORD_SIZE
+                continue
+            if not self._head:  # a header cut by the end of the piece: kept aside until whole
+                self._sum(view[start:pos])
+            take = min(BEGIN_RECORD_SIZE - len(self._head), end - pos)
+            self._head += view[pos:pos + take]
+            pos = start = pos + take
+            if len(self._head) < BEGIN_RECORD_SIZE:
+                return
+            head, self._head = bytes(self._head), bytearray()
+            if self._record(head, None) != "after":
+                self._sum(head)
+        self._sum(view[start:pos])
+
+    def _record(self, head, pending):
+        """Check one whole record header.  ``pending``: the bytes before it not yet summed (None
+        if none).  Returns where the next run of bytes to sum starts: ``before`` (pending and
+        this header are both still to sum), ``header`` (pending is summed: the header is not),
+        ``after`` (both are summed)."""
+        s, at = self.summary, self._offset
+        kind, self._order = _kind(head, self._order, at)
+        name = RECORD_TYPES[kind]
+        where = f"{name} record at offset {at}"
+        plen = payload_length(head, self._order, where)
+        s.records[name] += 1
+        s.payload_bytes[name] += plen
+        self._offset = at + BEGIN_RECORD_SIZE + plen
+        s.total_bytes = self._offset
+        self._left, self._tail = plen, plen % 4
+        if kind == DRR_BEGIN:
+            ident = parse_begin(head)
+            if self._where == "start":
+                self._where = "header" if ident.header_type == "compound" else "substream"
+            elif self._where == "package" and ident.header_type == "plain":
+                self._where = "package-substream"
             else:
-                raise CorruptArchiveError(f"ZFS stream corrupt: unexpected {at}")
+                raise BrokenStreamError(f"ZFS stream corrupt: unexpected {where}")
             s.begins.append(ident)
-            state = fletcher4(rec.raw, ZERO_CKSUM, rec.byteorder)
-        elif rec.type == "END" and where == "package":
-            where = "done"  # the bare END closing a compound stream
-        elif where == "package":
-            raise CorruptArchiveError(f"ZFS stream corrupt: {at} outside a substream")
-        else:
-            if rec.type == "END":
-                if tuple(rec.fields["checksum"]) != state:
-                    raise CorruptArchiveError(f"ZFS stream checksum mismatch in the {at}")
-                s.end_checksums += 1
-                where = "done" if where == "substream" else "package"
-            elif where == "header":
-                raise CorruptArchiveError(f"ZFS stream corrupt: {at} inside a compound header")
-            state = _check_record(rec, state, s)
-        if payload:
-            state = fletcher4(payload, state, rec.byteorder)
-        if where == "done":
-            if f.read(1):
-                raise CorruptArchiveError(
-                    f"ZFS stream has data after its end (offset {s.total_bytes})")
-            break
-    if where != "done":
-        raise CorruptArchiveError(
-            f"ZFS stream truncated: it ends after {s.total_bytes} bytes without its final DRR_END")
-    return s
+            self._state, self._carry = fletcher.ZERO, b""  # the checksum restarts here
+            return "header"
+        if kind == DRR_END and self._where == "package":
+            self._where = "done"  # the bare END closing a compound stream: no checksum
+            return "header"
+        if self._where == "package":
+            raise BrokenStreamError(f"ZFS stream corrupt: {where} outside a substream")
+        if kind == DRR_END:
+            if pending is not None:
+                self._sum(pending)
+            e = "<4Q" if self._order == "little" else ">4Q"
+            if struct.unpack_from(e, head, 8) != self._state:
+                raise BrokenStreamError(f"ZFS stream checksum mismatch in the {where}")
+            s.end_checksums += 1
+            self._where = "done" if self._where == "substream" else "package"
+            self._check_own(head, where)  # the END's own checksum: the one no later END covers
+            return "after"
+        if self._where == "header":
+            raise BrokenStreamError(f"ZFS stream corrupt: {where} inside a compound header")
+        if not self._each:
+            return "before"
+        if pending is not None:
+            self._sum(pending)
+        self._check_own(head, where)
+        self._sum(head[_CKSUM_OFFSET:])
+        return "after"
+
+    def _check_own(self, head, where):
+        """A record's own trailing checksum: of every byte since BEGIN up to that field."""
+        self._sum(head[:_CKSUM_OFFSET])
+        own = struct.unpack_from("<4Q" if self._order == "little" else ">4Q", head, _CKSUM_OFFSET)
+        if own != ZERO_CKSUM:
+            if own != self._state:
+                raise BrokenStreamError(f"ZFS stream checksum mismatch in the {where}")
+            self.summary.record_checksums += 1
+
+    def finish(self) -> StreamSummary:
+        """The input ended: it must have ended exactly after the final DRR_END."""
+        if self._where != "done" or self._left or self._head:
+            raise BrokenStreamError(
+                f"ZFS stream truncated: it ends after {self._offset - self._left + len(self._head)} bytes "
+                f"without its final DRR_END")
+        return self.summary
 
 
-def _check_record(rec: Record, state, s: StreamSummary):
-    """Fold a (non-BEGIN) record into the running checksum, checking its trailing checksum."""
-    state = fletcher4(rec.raw[:_CKSUM_OFFSET], state, rec.byteorder)
-    if rec.checksum != ZERO_CKSUM:
-        if rec.checksum != state:
-            raise CorruptArchiveError(
-                f"ZFS stream checksum mismatch in the {rec.type} record at offset {rec.offset}")
-        s.record_checksums += 1
-    return fletcher4(rec.raw[_CKSUM_OFFSET:], state, rec.byteorder)
+def verify_stream(f: BinaryIO, *, record_checksums: bool = True) -> StreamSummary:
+    """Walk a whole stream on ``f``, check every fletcher-4 checksum in it, and summarise it."""
+    check = StreamCheck(record_checksums=record_checksums)
+    while piece := f.read(1 << 20):
+        check.feed(piece)
+    return check.finish()

@@ -1,8 +1,10 @@
 """zg-catalog: manage the local catalog (rebuild it from a destination, back it up there)."""
 
 import sys
+import time
 
 from .. import backup, rebuild
+from ..errors import IntegrityError
 from .backup import catalog_store
 from .common import parser, run
 from .keyargs import identities, recipients
@@ -25,15 +27,36 @@ def body(argv):
     with catalog(args, config) as cat:
         if args.cmd == "rebuild":
             idents = identities(args)[0] if args.keys else []
-            n, named = rebuild.rebuild(store, cat, dest, idents)
-            print(f"{dest}: {n} archives recorded in {cat.path}, {named} with names"
-                  + ("" if idents else " (give --key to recover names)"))
+            report = rebuild.rebuild(store, cat, dest, idents)
+            print(f"{dest}: {report.archives} archives recorded in {cat.path}, {report.named} with names, "
+                  f"{report.verified} with authenticated identity"
+                  + ("" if idents else " (give --key to recover names and check identities)"))
+            sys.stdout.flush()
+            explain_rebuild(report)
         else:
             info = backup.upload_catalog(catalog_store(args, config, store), cat, dest, recipients(args),
                                          jobs=jobs(args, config))
             print(info.id)
     sys.stdout.flush()
     return 0
+
+
+def explain_rebuild(report):
+    """Warnings for what the store and the authenticated bytes disagree on; missing archives fail."""
+    for archive_id, why in report.skipped[:20]:
+        warn(f"skipped object {archive_id}: {why}")
+    if report.disagree:
+        warn(f"{len(report.disagree)} archives carry public guids that their authenticated header does not "
+             f"(recorded from the header; the store's metadata was changed): {', '.join(report.disagree[:5])}")
+    if report.missing:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.copy_written or 0))
+        names = ", ".join(f"{name} ({i})" for i, name in report.missing[:5])
+        raise IntegrityError(f"{len(report.missing)} archives listed by the newest catalog copy ({when}) are not "
+                             f"in the store: hidden or deleted there: {names}; they are recorded as missing")
+
+
+def warn(message):
+    sys.stderr.write(f"zg-catalog: warning: {message}\n")
 
 
 def main(argv=None):

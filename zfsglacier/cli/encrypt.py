@@ -18,6 +18,9 @@ def body(argv):
                         "memory to encrypt, ~150 MiB and one core to decrypt")
     p.add_argument("--chunk-size", type=int, default=archive.DEFAULT_CHUNK_SIZE, help="bytes per sealed chunk")
     p.add_argument("--threads", type=int, default=-1, help="zstd worker threads (default: all cores)")
+    p.add_argument("--no-stream-check", action="store_true",
+                   help="seal a ZFS send stream without following its records and checksums (by default a "
+                        "stream that is cut short or fails its checksum leaves the archive unfinished, exit 9)")
     args = p.parse_args(argv)
     level = compression.check(args.compression, args.level)
     recips = recipients(args)
@@ -26,7 +29,7 @@ def body(argv):
     widen_pipe(src)
     widen_pipe(out)
     archive.encrypt(src, out, recips, algorithm=args.compression, level=level, chunk_size=args.chunk_size,
-                    threads=args.threads)
+                    threads=args.threads, check_stream=not args.no_stream_check)
     out.flush()
     return 0
 

@@ -6,8 +6,8 @@ import sys
 
 from .. import stores
 from ..errors import CorruptArchiveError, NotAnArchiveError, UsageError
-from ..format import (FOOTER, MAGIC, PREAMBLE_SIZE, Preamble, describe_foreign, footer_ok, read_header,
-                      store_metadata)
+from ..format import FOOTER, MAGIC, PREAMBLE_SIZE, Preamble, describe_foreign, footer_ok, read_header
+from ..metadata import store_fields
 from ..pipes import IO_SIZE, PeekReader, big_buffers_from_mmap, widen_pipe
 from .common import binary_stdin, parser, run
 from .progress import Progress
@@ -18,7 +18,7 @@ def public_metadata(src):
     """Store metadata of the archive at the start of ``src``, which is not consumed."""
     pre = src.peek(PREAMBLE_SIZE)
     size = Preamble.parse(pre).header_size if len(pre) == PREAMBLE_SIZE and pre.startswith(MAGIC) else 0
-    return store_metadata(read_header(io.BytesIO(src.peek(size or PREAMBLE_SIZE))))
+    return store_fields(read_header(io.BytesIO(src.peek(size or PREAMBLE_SIZE))))
 
 
 def body(argv):
