@@ -73,3 +73,22 @@ def aws_env(**endpoints):
                 mp.setenv(k, v)
             yield mp
     return ctx()
+
+
+_PEAK = ("import resource, subprocess, sys\n"
+         "p = subprocess.run(sys.argv[2:], stdin=open(sys.argv[1], 'rb'), stdout=subprocess.DEVNULL,"
+         " stderr=subprocess.PIPE)\n"
+         "sys.stderr.buffer.write(p.stderr)\n"
+         "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+
+
+def peak_rss(cmd, *args, input_path, env=None):
+    """(exit code, peak RSS in MiB, stderr) of bin/zg-CMD reading ``input_path``, measured by a
+    parent of its own (RUSAGE_CHILDREN of a fresh process sees only this child)."""
+    e = dict(os.environ)
+    e.pop("ZG_DEBUG", None)
+    e.update(env or {})
+    p = subprocess.run([sys.executable, "-c", _PEAK, str(input_path), sys.executable, str(BIN / f"zg-{cmd}"),
+                        *map(str, args)], capture_output=True, env=e, check=True)
+    code, kib = p.stdout.split()
+    return int(code), int(kib) / 1024, p.stderr.decode()

@@ -10,8 +10,6 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-import lz4.frame
-import zstandard
 from Crypto.Cipher import AES
 
 from . import __version__, compression, metadata, zfsstream
@@ -155,8 +153,6 @@ def open_archive(src, identities):
     return header, open_header(header, identities)
 
 
-_DECOMPRESS_ERRORS = (zstandard.ZstdError, OSError, EOFError, RuntimeError, lz4.frame.LZ4FrameError
-                      if hasattr(lz4.frame, "LZ4FrameError") else RuntimeError)
 
 
 def decrypt(src, out, identities, *, opened=None):
@@ -187,7 +183,7 @@ def decrypt(src, out, identities, *, opened=None):
                 behind.write(data)
             if ahead.read_piece():
                 raise CorruptArchiveError("archive has authenticated data after its compressed stream ended")
-    except (*_DECOMPRESS_ERRORS, ValueError) as err:
+    except compression.DECODE_ERRORS as err:
         if isinstance(err, (BrokenPipeError, ConnectionResetError)):
             raise
         raise CorruptArchiveError(f"archive's {header.compression} data cannot be decompressed: {err}") from None

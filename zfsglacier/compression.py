@@ -174,17 +174,61 @@ def writer(algorithm, level, out, threads=-1, digest=None):
     return ParallelCompressor(algorithm, level, out, workers=threads, digest=digest)
 
 
+# Decoding limits, whatever the data claims (the data is authenticated, but anyone with a .pub can
+# write an archive).  zstd: the long mode's 128 MiB window is the largest zfsglacier writes.  xz:
+# preset 9 (64 MiB dictionary) decodes in ~65 MiB; a stream that asks more is refused.  bzip2 and
+# lz4 decode in a few MiB whatever the data; every reader returns at most what it is asked for.
+ZSTD_MAX_WINDOW = 1 << LONG_WINDOW_LOG
+XZ_MEMLIMIT = 128 << 20
+DECODE_ERRORS = (zstandard.ZstdError, lzma.LZMAError, OSError, EOFError, RuntimeError, ValueError,
+                 getattr(lz4.frame, "LZ4FrameError", RuntimeError))
+
+
+def _zstd_decompressor():
+    return zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+
+
+class XzReader(io.RawIOBase):
+    """Concatenated .xz streams (the only xz format zfsglacier writes), decoded within XZ_MEMLIMIT,
+    at most the asked size per read."""
+
+    def __init__(self, src):
+        self._src, self._dec, self._pending = src, None, b""
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        while True:
+            if self._dec is None:
+                data, self._pending = self._pending or self._src.read(1 << 20), b""
+                if not data:
+                    return 0
+                self._dec = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+            elif self._dec.needs_input:
+                data = self._src.read(1 << 20)
+                if not data:
+                    raise EOFError("xz stream ends early")
+            else:
+                data = b""
+            out = self._dec.decompress(data, max_length=len(b))
+            if self._dec.eof:
+                self._pending, self._dec = self._dec.unused_data, None
+            if out:
+                b[:len(out)] = out
+                return len(out)
+
+
 def reader(algorithm, src):
     """A binary reader that decompresses what it reads from ``src``, with bounded memory."""
     if algorithm == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(src, read_size=1 << 20, read_across_frames=True,
-                                                          closefd=False)
+        return _zstd_decompressor().stream_reader(src, read_size=1 << 20, read_across_frames=True, closefd=False)
     if algorithm == "lz4":
         return lz4.frame.LZ4FrameFile(src, "rb")
     if algorithm == "bz2":
         return bz2.BZ2File(src, "rb")
     if algorithm == "xz":
-        return lzma.LZMAFile(src, "rb")
+        return io.BufferedReader(XzReader(src), 1 << 20)
     if algorithm == "none":
         return src
     raise UsageError(f"unknown compression {algorithm!r}")
@@ -201,35 +245,43 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 PARALLEL_FRAME_LIMIT = 16 << 20
 
 
-def _zstd_frame_end(buf, start):
-    """Offset just past the zstd frame starting at ``start`` in ``buf``, None if it is not all
-    there yet, or -1 when it is not a frame for the parallel path (see above)."""
+def _zstd_frame_end(buf, start, resume=0):
+    """(end, resume): ``end`` is the offset just past the zstd frame starting at ``start`` in
+    ``buf``, None if it is not all there yet, or -1 when it is not a frame for the parallel path
+    (see above); when None, pass ``resume`` back in with more bytes, so that no block header is
+    walked twice (a frame arriving in many small pieces would otherwise cost quadratic time)."""
     n = len(buf)
     if n - start < 5:
-        return None
+        return None, 0
     if bytes(buf[start:start + 4]) != ZSTD_MAGIC:
         raise ValueError("not a zstd frame")
     fhd = buf[start + 4]
     fcs_flag, single, checksum, did_flag = fhd >> 6, (fhd >> 5) & 1, (fhd >> 2) & 1, fhd & 3
-    pos = start + 5 + (0 if single else 1) + (0, 1, 2, 4)[did_flag]
-    pos += (1 if single else 0, 2, 4, 8)[fcs_flag]
-    if pos > n:
-        return None
-    content = zstandard.frame_content_size(bytes(buf[start:pos]))
-    if not 0 <= content <= PARALLEL_FRAME_LIMIT:
-        return -1
+    pos = resume
+    if not resume:
+        pos = start + 5 + (0 if single else 1) + (0, 1, 2, 4)[did_flag]
+        pos += (1 if single else 0, 2, 4, 8)[fcs_flag]
+        if pos > n:
+            return None, 0
+        content = zstandard.frame_content_size(bytes(buf[start:pos]))
+        if not 0 <= content <= PARALLEL_FRAME_LIMIT:
+            return -1, 0
     while True:
+        if pos - start > PARALLEL_FRAME_LIMIT + (1 << 20):
+            return -1, 0  # more bytes than such a frame can have (say, endless empty blocks): not buffered
         if pos + 3 > n:
-            return None
+            return None, pos
         header = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
         last, kind, size = header & 1, (header >> 1) & 3, header >> 3
         if kind == 3:
             raise ValueError("reserved zstd block type")
+        if not last and pos + 3 + (1 if kind == 1 else size) > n:
+            return None, pos  # this block is not all there yet: walk it again when it is
         pos += 3 + (1 if kind == 1 else size)
         if last:
             break
     pos += 4 if checksum else 0
-    return pos if pos <= n else None
+    return (pos, 0) if pos <= n else (None, 0)
 
 
 class _Rest(io.RawIOBase):
@@ -256,9 +308,9 @@ class _Rest(io.RawIOBase):
 def zstd_frames(read_piece):
     """Yield whole small zstd frames from a stream given as pieces (``read_piece()``; b"" at the
     end); where a frame is not one for the parallel path, yield a ``_Rest`` of the stream and stop."""
-    buf, start = bytearray(), 0
+    buf, start, resume = bytearray(), 0, 0
     while True:
-        end = _zstd_frame_end(buf, start) if len(buf) > start else None
+        end, resume = _zstd_frame_end(buf, start, resume) if len(buf) > start else (None, 0)
         if end == -1:
             yield _Rest(buf[start:], read_piece)
             return
@@ -275,6 +327,7 @@ def zstd_frames(read_piece):
             return
         if start > len(buf) // 2:  # drop consumed bytes only now and then: each drop moves the rest
             del buf[:start]
+            resume -= start if resume else 0
             start = 0
         buf += piece
 
@@ -296,7 +349,7 @@ class ParallelZstdReader:
     def _decompress(self, frame):
         dctx = getattr(self._local, "dctx", None)
         if dctx is None:
-            dctx = self._local.dctx = zstandard.ZstdDecompressor()
+            dctx = self._local.dctx = _zstd_decompressor()
         data = dctx.decompress(frame)  # content size is known and at most PARALLEL_FRAME_LIMIT
         return data, block_digests(data)
 
@@ -307,7 +360,7 @@ class ParallelZstdReader:
                 self._done = True
             elif isinstance(item, _Rest):
                 self._done = True
-                self._stream = zstandard.ZstdDecompressor().stream_reader(
+                self._stream = _zstd_decompressor().stream_reader(
                     item, read_size=1 << 20, read_across_frames=True, closefd=False)
             else:
                 self._pending.append(self._pool.submit(self._decompress, item))

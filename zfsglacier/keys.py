@@ -41,9 +41,13 @@ FILE_KEY_SIZE = 32
 ZERO_NONCE = bytes(12)
 
 # scrypt cost: 2^16 * r=8 -> 64 MiB of memory, p=4 lanes of work (~0.5 s here).  Readers refuse
-# costs above MAX_LOG_N so a hostile header cannot make them allocate gigabytes.
+# more than what zfsglacier writes plus a margin of one doubling (N=2^17, r=8: 128 MiB; p=8: ~2 s),
+# and more than MAX_PASSPHRASE_SLOTS such slots, before trying any slot: a hostile header cannot
+# make a reader allocate gigabytes or work for hours (255 slots at N=2^20 would be 4 GiB, hours).
 SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P = 16, 8, 4
-MAX_LOG_N = 20
+MAX_LOG_N, MAX_R, MAX_P = 17, 8, 8
+MAX_PASSPHRASE_SLOTS = 4
+MAX_SLOTS = 64  # x25519 and secret slots cost ~0.1 ms each to try
 
 
 def hkdf(secret, salt, label):
@@ -78,7 +82,7 @@ def _decode(prefix, text, what):
     except ValueError:
         raw = b""
     if len(raw) != 36 or hashlib.sha256(prefix.encode() + raw[:32]).digest()[:4] != raw[32:]:
-        raise KeyFileError(f"{what} is damaged (bad length or checksum): {text[:24]}...")
+        raise KeyFileError(f"{what} is damaged (bad length or checksum)")  # never echo key material
     return raw[:32]
 
 
@@ -164,9 +168,6 @@ class Passphrase:
     def unwrap(self, slot_type, body):
         if slot_type != "passphrase":
             return None
-        if not (1 <= body.log_n <= MAX_LOG_N and 1 <= body.r <= 32 and 1 <= body.p <= 16):
-            raise CorruptArchiveError(
-                f"passphrase slot asks for scrypt cost N=2^{body.log_n} r={body.r} p={body.p}, beyond the safe limit")
         kek = scrypt(self.text, body.salt, FILE_KEY_SIZE, N=1 << body.log_n, r=body.r, p=body.p)
         return _unwrap(kek, body.wrapped, "passphrase")
 
@@ -293,19 +294,39 @@ def header_mac(file_key, file_salt, unsigned_header):
     return hmac.new(key, unsigned_header[:-32], hashlib.sha256).digest()
 
 
+def check_slot_costs(header):
+    """Refuse a header that asks more work than zfsglacier ever writes (see MAX_*), before any
+    slot is tried."""
+    phrases = [b for t, b in header.slots if t == "passphrase" and not isinstance(b, bytes)]
+    if len(header.slots) > MAX_SLOTS or len(phrases) > MAX_PASSPHRASE_SLOTS:
+        raise CorruptArchiveError(f"archive header has {len(header.slots)} key slots ({len(phrases)} passphrase), "
+                                  f"more than zfsglacier writes (at most {MAX_SLOTS}, {MAX_PASSPHRASE_SLOTS}): "
+                                  f"refused before trying any")
+    for b in phrases:
+        if not (1 <= b.log_n <= MAX_LOG_N and 1 <= b.r <= MAX_R and 1 <= b.p <= MAX_P):
+            raise CorruptArchiveError(f"passphrase slot asks for scrypt cost N=2^{b.log_n} r={b.r} p={b.p}, beyond "
+                                      f"the limit (N=2^{MAX_LOG_N} r={MAX_R} p={MAX_P}): refused before trying any")
+
+
 def open_header(header, identities):
-    """Find the file key with any identity; verify the header MAC.  Returns the file key."""
+    """Find the file key with any identity; verify the header MAC.  Returns the file key.
+
+    A slot that opens while the MAC fails is treated like a slot that opens nothing, with the
+    same error and exit code (4): otherwise someone who plants a passphrase slot of their own
+    guess in an archive could learn from the exit code (4 or 5) whether the victim's passphrase
+    is that guess.  So a damaged header with the right key also reads "no key ... opens"; the
+    message says that it may be damaged."""
     if not identities:
         raise UsageError("no key given: name a secret key file or use --passphrase")
+    check_slot_costs(header)
     kinds = []
     for slot_type, body in header.slots:
         kinds.append(slot_type)
         for ident in identities:
             file_key = ident.unwrap(slot_type, body) if not isinstance(body, bytes) else None
-            if file_key is None:
-                continue
-            if not hmac.compare_digest(header_mac(file_key, header.file_salt, header.raw), header.mac):
-                raise CorruptArchiveError("archive header fails authentication (modified or damaged header)")
-            return file_key
+            if file_key is not None and hmac.compare_digest(
+                    header_mac(file_key, header.file_salt, header.raw), header.mac):
+                return file_key
     have = ", ".join(sorted(set(kinds))) or "none"
-    raise NoMatchingKeyError(f"no key given opens this archive (its key slots: {have}): wrong key or passphrase")
+    raise NoMatchingKeyError(f"no key given opens this archive (its key slots: {have}): wrong key or passphrase, "
+                             f"or a damaged or modified header")

@@ -303,10 +303,9 @@ class _Bzip2Layer:
                     held.append(more)
                     size += len(more)
                     produced += len(more)
-                    if size > 2 * _MAX_BLOCK_OUT:  # a bomb: pass on what is surely checked
-                        joined = b"".join(held)
-                        self._next.write(joined[:-_MAX_BLOCK_OUT])
-                        held, size = [joined[-_MAX_BLOCK_OUT:]], _MAX_BLOCK_OUT
+                    while size - len(held[0]) >= _MAX_BLOCK_OUT:  # a bomb: pass on what is surely checked
+                        size -= len(held[0])
+                        self._next.write(held.pop(0))
                 if dec.eof or not more:
                     break
         except OSError:

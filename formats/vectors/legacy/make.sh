@@ -39,6 +39,7 @@ encrypt ok_sha256.key sha256 < "$tmp/plain" > ok_sha256.bz2
 encrypt ok_newline_key.key md5 < "$tmp/plain" > ok_newline_key.bz2
 
 size=$(stat -c %s ok_md5.bz2)
+head -c 2700000000 /dev/zero | tr '\0' A | bzip2 -9 > fail_bzip2_bomb.bz2  # ~25 s; the same bytes every run
 head -c $((size / 2)) ok_md5.bz2 > fail_truncated.bz2
 cp ok_md5.bz2 fail_bitflip.bz2
 flip fail_bitflip.bz2 $((size / 2))
@@ -75,6 +76,9 @@ cases = [
     {"name": "fail_wrong_key", "archive": "ok_sha256.bz2", "key": "fail_wrong_key.key",
      "error": "NoMatchingKeyError"},
     {"name": "fail_nul_key", "archive": None, "key": "fail_nul_key.key", "error": "KeyFileError"},
+    {"name": "fail_bzip2_bomb", "archive": "fail_bzip2_bomb.bz2", "key": "ok_md5.key", "error": "CorruptArchiveError",
+     "note": "1,904 bytes of one bzip2 stream that expand to 2.7 GB ('A' x 2.7e9, bzip2 -9): no key is needed to "
+             "refuse it, within bounded memory"},
 ]
 doc = {"plaintext": {"file": "plain.bz2", **ok}, "cases": cases}
 with open("vectors.json", "w") as f:
