@@ -228,7 +228,13 @@ def classify_key(raw, path="key"):
 def parse_recipient(text, where="argument"):
     if not text.startswith(PUBLIC_PREFIX):
         raise KeyFileError(f"{where}: not a zfsglacier public key (expected {PUBLIC_PREFIX}...)")
-    return PublicRecipient(_decode(PUBLIC_PREFIX, text, f"public key in {where}"))
+    raw = _decode(PUBLIC_PREFIX, text, f"public key in {where}")
+    try:
+        DH.import_x25519_public_key(raw)
+    except ValueError:
+        raise KeyFileError(f"public key in {where} is not a usable X25519 key (a low-order or invalid point): "
+                           f"make a new one with zg-keygen") from None
+    return PublicRecipient(raw)
 
 
 def secret_key_file_text(key, created):

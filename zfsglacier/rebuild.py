@@ -81,6 +81,7 @@ def rebuild(store, cat, dest, identities=()):
             report.skipped.append((printable(info.id), str(err)))
             continue
         (copies if public.kind == CATALOG_KIND else archives).append((info, public))
+    report.skipped.extend(store.problems)
     copy = newest_catalog_copy(store, [i for i, _ in copies], identities) if identities and copies else None
     from_copy = {r["id"]: r for r in copy.rows} if copy else {}
     report.copy_written = copy.written if copy else None

@@ -156,6 +156,15 @@ def check_missing(chain):
                                 f"copy but was not in the store at the rebuild of {when}: hidden or deleted there")
 
 
+def check_chain(store, chain, start, identities):
+    """Every archive still to receive is the one the plan expects (check_before_receive), read
+    before the first `zfs receive`: a bad link late in the chain must not leave a half-restored
+    target behind.  Reads each archive's start only (one range)."""
+    for a in chain.archives[start:]:
+        with store.open_read(a.id, jobs=1) as reader:
+            check_before_receive(reader, a, identities)
+
+
 def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, say):
     """Fetch, decrypt and receive archives[start:] into target; check each snapshot's guid."""
     for i, a in enumerate(chain.archives[start:], start):
@@ -191,6 +200,7 @@ def restore(zfs, store, cat, dest, spec, target, identities, *, tier="Standard",
     check_missing(chain)
     check_keys(chain, identities)
     thaw_all(store, dest, cat, chain.archives[done:], tier, days, wait, say, poll)
+    check_chain(store, chain, done, identities)
     receive_chain(zfs, store, chain, done, target, identities, force=force and done == 0, jobs=jobs, say=say)
     for a in chain.archives:
         cat.thaw_done(dest, a.id)

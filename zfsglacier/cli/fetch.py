@@ -5,7 +5,7 @@ import os
 import time
 
 from .. import stores
-from ..errors import IntegrityError, RestorePendingError
+from ..errors import IntegrityError, RestorePendingError, UsageError
 from ..pipes import IO_SIZE, big_buffers_from_mmap, widen_pipe
 from .common import binary_stdout, parser, refuse_terminal_output, run
 from .progress import Progress
@@ -102,6 +102,9 @@ def copy_verified(reader, out, known, archive_id, progress, digest=None, done=0)
 def fetch_to_file(store, args, n_jobs, known, progress):
     partial = args.output + ".partial"
     digest, have = None, 0
+    if args.resume and os.path.exists(partial) and not (known is not None and known.sha256):
+        raise UsageError(f"cannot resume into {partial}: the catalog has no SHA-256 recorded at upload for "
+                         f"{args.id}, so the bytes already there cannot be checked; fetch without --resume")
     if args.resume and os.path.exists(partial):
         digest = hashlib.sha256()  # the store cannot check a whole it reads only part of
         with open(partial, "rb") as f:
@@ -110,7 +113,8 @@ def fetch_to_file(store, args, n_jobs, known, progress):
                 have += len(data)
     elif args.resume:
         pass  # nothing fetched yet: a normal fetch
-    with open(partial, "ab" if have else "wb") as out:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if have else os.O_TRUNC)
+    with os.fdopen(os.open(partial, flags, 0o600), "wb") as out:  # 0600 whatever the umask: it is an archive
         reader = store.open_read(args.id, jobs=n_jobs, start=have) if have else store.open_read(args.id, jobs=n_jobs)
         try:
             copy_verified(reader, out, known, args.id, progress, digest, have)

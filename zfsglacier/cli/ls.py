@@ -5,6 +5,7 @@ import json
 import sys
 import time
 
+from ..metadata import printable
 from .. import chains, cost
 from .storeargs import add_store_options, catalog, open_dest
 from .common import parser, run
@@ -71,8 +72,9 @@ def body(argv):
     if args.remote:
         for r in rows:
             what = r["metadata"].get("zg-kind") or ("incr" if r["metadata"].get("zg-fromguid", "0") != "0" else "full")
-            out(f"  {r['id']}  {what:7}  {cost.human_bytes(r['size']):>10}  {r['storage_class'] or '-':12}  "
-                f"{r['state']:8}  {_age(r['created'], now):>5}  guid:{r['metadata'].get('zg-toguid', '-')}\n")
+            out(f"  {printable(r['id'])}  {printable(what):7}  {cost.human_bytes(r['size']):>10}  "
+                f"{printable(r['storage_class'] or '-'):12}  {r['state']:8}  {_age(r['created'], now):>5}  "
+                f"guid:{printable(r['metadata'].get('zg-toguid', '-'))}\n")
     else:
         _print_chains(out, [a for a in archived if a.id in {r["id"] for r in rows}], now)
     for u in incomplete:

@@ -1,5 +1,8 @@
 """What the transfer commands share: destination, catalog and store options."""
 
+import os
+import sys
+
 from .. import stores
 from ..catalog import open_catalog
 from ..config import load_config
@@ -18,6 +21,9 @@ def open_dest(args, **options):
     """(config, store, canonical destination URL) for args.dest."""
     config = load_config()
     store = stores.open_store(args.dest, config=config, **options)
+    warning = store.warning()
+    if warning:
+        sys.stderr.write(f"{os.path.basename(sys.argv[0]) or 'zg'}: warning: {warning}\n")
     return config, store, store.url
 
 

@@ -386,6 +386,12 @@ class Store(ABC):
 
     url: str = ""
     kind: str = ""
+    problems: list = ()  # (id, why) of each object the last list() skipped as not of its documented form
+
+    def warning(self) -> Optional[str]:
+        """A sentence the user should see about this destination (say, a directory others can
+        write), or None."""
+        return None
 
     # ---- uploads
     def open_upload(self, metadata: dict[str, str], *, expected_size: Optional[int] = None,

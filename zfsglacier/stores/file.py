@@ -15,13 +15,17 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import secrets
+import stat
 import time
 from typing import Iterator, Optional
 
 from ..errors import IntegrityError, NotFoundError, StoreError, UsageError
+from ..metadata import printable
 from ..parts import MiB, OrderedReader, Part, PartDone, PartPlan, fixed_plan
 from .base import (ArchiveInfo, ExistingPart, IncompleteUpload, Store, ThawStatus, UploadSession,
-                   check_id, check_tier, new_archive_id)
+                   check_id, check_metadata, check_tier, new_archive_id)
 
 FILE_PART = 16 * MiB
 SUFFIX = ".zg"
@@ -38,19 +42,61 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+# The directory may be writable by someone else (a shared NAS folder) while zfsglacier runs as
+# root: nothing here follows a symlink planted in it (O_NOFOLLOW), every file is created new under
+# a name nobody can predict (O_CREAT | O_EXCL), and everything is 0600 / 0700 whatever the umask.
+CREATE = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+OPEN = os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_MODE, DIR_MODE = 0o600, 0o700
+MAX_SIDECAR = 4 << 20  # a sidecar lists one hash per part: 4 MiB is ~50,000 parts
+MAX_PART = 256 << 20  # the largest part read at once (the configured size, or a sidecar's)
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Write a file so that readers see the old content or the new, never a torn one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    tmp = f"{path}.tmp-{secrets.token_hex(8)}"
+    fd = os.open(tmp, os.O_WRONLY | CREATE, FILE_MODE)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
-    os.replace(tmp, path)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)  # replaces a planted symlink itself, never its target
     fsync_dir(os.path.dirname(path) or ".")
+
+
+def check_sidecar(side, archive_id: str) -> dict:
+    """A sidecar's fields, each checked (the directory's writer may not be us)."""
+    def bad(why):
+        return IntegrityError(f"archive {archive_id}: sidecar {why}")
+    if not isinstance(side, dict) or side.get("id") != archive_id:
+        raise bad("names another archive, or is not a sidecar")
+    size, step, parts = side.get("size"), side.get("part_size"), side.get("parts")
+    if not isinstance(size, int) or not 0 <= size < 1 << 50:
+        raise bad("has no valid size")
+    if not isinstance(step, int) or not MiB <= step <= MAX_PART:
+        raise bad(f"part size is not between 1 MiB and {MAX_PART >> 20} MiB")
+    if not isinstance(side.get("sha256"), str) or not _HEX64.match(side["sha256"]):
+        raise bad("has no valid SHA-256")
+    if not isinstance(parts, list) or len(parts) != max(1, -(-size // step)) or \
+            not all(isinstance(h, str) and _HEX64.match(h) for h in parts):
+        raise bad("part hashes do not cover its size")
+    if not isinstance(side.get("created"), (int, float)):
+        raise bad("has no valid creation time")
+    meta = side.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise bad("metadata is not a map")
+    try:
+        check_metadata(meta)
+    except UsageError as err:
+        raise bad(f"metadata: {err}") from None
+    return side
 
 
 def pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -88,12 +134,12 @@ class FileSession(UploadSession):
         return self.store._path(self.id, PARTIAL)
 
     def begin(self) -> None:
-        os.makedirs(self.store.path, exist_ok=True)
+        self.store.make_directory()
         head = {"version": 1, "id": self.id, "created": self.created,
                 "metadata": self.metadata, "part_size": self.plan.first}
         write_atomic(self.store._path(self.id, PARTIAL_META), json.dumps(head).encode())
         try:
-            self.fd = os.open(self.partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            self.fd = os.open(self.partial, os.O_RDWR | CREATE, FILE_MODE)
         except OSError as exc:
             raise StoreError(f"cannot create {self.partial}: {exc.strerror}") from None
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -169,7 +215,28 @@ class FileStore(Store):
             raise UsageError(f"file destination needs an absolute path, not {path!r}")
         self.path = os.path.normpath(path)
         self.part_size = int(part_size)
+        if not MiB <= self.part_size <= MAX_PART:
+            raise UsageError(f"file destination part_size must be between 1 MiB and {MAX_PART >> 20} MiB")
         self.url = url or f"file://{self.path}"
+        self.problems: list[tuple[str, str]] = []  # (id, why) of what list() skipped
+
+    def make_directory(self) -> None:
+        """Create the store directory (0700) if it is missing."""
+        if not os.path.isdir(self.path):
+            os.makedirs(self.path, mode=DIR_MODE, exist_ok=True)
+            os.chmod(self.path, DIR_MODE)
+
+    def warning(self) -> Optional[str]:
+        """A sentence for the user when the directory is writable by others (or None)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            return (f"{self.path} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): anyone who can "
+                    f"write it can delete or replace archives (restore detects replacement, not deletion); "
+                    f"chmod 700 {self.path}")
+        return None
 
     def _path(self, archive_id: str, suffix: str) -> str:
         return os.path.join(self.path, archive_id + suffix)
@@ -191,10 +258,17 @@ class FileStore(Store):
 
     def _load(self, path: str) -> dict:
         try:
-            with open(path, "rb") as f:
-                return json.loads(f.read())
+            fd = os.open(path, os.O_RDONLY | OPEN)
         except FileNotFoundError:
             raise
+        except OSError as exc:
+            raise IntegrityError(f"{path}: unreadable sidecar ({exc.strerror})") from None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(MAX_SIDECAR + 1)
+            if len(data) > MAX_SIDECAR:
+                raise ValueError("larger than any sidecar")
+            return json.loads(data)
         except (OSError, ValueError) as exc:
             raise IntegrityError(f"{path}: unreadable sidecar ({exc})") from None
 
@@ -205,8 +279,11 @@ class FileStore(Store):
                 continue
             try:
                 head = self._load(self._path(archive_id, PARTIAL_META))
-                fd = os.open(self._path(archive_id, PARTIAL), os.O_RDWR)
-            except (FileNotFoundError, IntegrityError):
+                if not isinstance(head, dict) or not isinstance(head.get("part_size"), int) or \
+                        not MiB <= head["part_size"] <= MAX_PART or not isinstance(head.get("metadata", {}), dict):
+                    continue  # not a partial upload of ours
+                fd = os.open(self._path(archive_id, PARTIAL), os.O_RDWR | OPEN)
+            except (OSError, IntegrityError):
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -247,10 +324,10 @@ class FileStore(Store):
     # ---- archives
     def _side(self, archive_id: str) -> dict:
         check_id(archive_id)
-        if not os.path.exists(self._path(archive_id, SUFFIX)):
+        if not os.path.lexists(self._path(archive_id, SUFFIX)):
             raise NotFoundError(f"no archive {archive_id} in {self.url}")
         try:
-            return self._load(self._path(archive_id, SIDECAR))
+            return check_sidecar(self._load(self._path(archive_id, SIDECAR)), archive_id)
         except FileNotFoundError:
             raise IntegrityError(f"archive {archive_id} in {self.url} has no sidecar "
                                  f"{archive_id}{SIDECAR}: cannot verify it") from None
@@ -266,11 +343,16 @@ class FileStore(Store):
     def list(self) -> Iterator[ArchiveInfo]:
         if not os.path.isdir(self.path):
             raise StoreError(f"{self.path} is not a directory")
+        self.problems = []
         for archive_id in self._scan(SUFFIX):
             try:
+                check_id(archive_id)
                 yield self._info(self._side(archive_id))
-            except (NotFoundError, IntegrityError):
-                continue  # vanished meanwhile, or not ours
+            except NotFoundError as err:  # vanished meanwhile, or a name that is no archive id
+                if os.path.lexists(self._path(archive_id, SUFFIX)):
+                    self.problems.append((printable(archive_id), str(err)))
+            except IntegrityError as err:  # reported, skipped: one bad object is never fatal
+                self.problems.append((archive_id, str(err)))
 
     def delete(self, id: str) -> None:
         self._side(id)
@@ -292,7 +374,11 @@ class FileStore(Store):
     def open_read(self, id: str, *, jobs: int = 4, start: int = 0) -> OrderedReader:
         side = self._side(id)
         path = self._path(id, SUFFIX)
-        fd = os.open(path, os.O_RDONLY)
+        try:
+            fd = os.open(path, os.O_RDONLY | OPEN)
+        except OSError as exc:
+            raise IntegrityError(f"archive {id}: cannot open {path} ({exc.strerror}; a symlink is never "
+                                 f"followed)") from None
         try:
             if os.fstat(fd).st_size != side["size"]:
                 raise IntegrityError(f"archive {id}: {os.fstat(fd).st_size} bytes on disk, "
