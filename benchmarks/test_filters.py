@@ -52,6 +52,8 @@ def pipelines(keys) -> dict[str, tuple[str, list[list[str]]]]:
         "ref-dec": ("openssl enc -d -aes-256-ctr -pbkdf2 -pass file:K | zstd -d",
                     [["openssl", "enc", "-d", "-aes-256-ctr", "-pbkdf2", "-pass", pw], ["zstd", "-d", "-q", "-c"]]),
         "zg-enc": ("zg-encrypt KEY.pub", [zg("encrypt", keys.zg_public)]),
+        "zg-enc-nocheck": ("zg-encrypt --no-stream-check KEY.pub",
+                           [zg("encrypt", "--no-stream-check", keys.zg_public)]),
         "zg-enc-high": (f"zg-encrypt -l {report.HIGH_LEVEL} KEY.pub",
                        [zg("encrypt", "-l", report.HIGH_LEVEL, keys.zg_public)]),
         "zg-enc-bz2": ("zg-encrypt -c bz2 -l 9 KEY.pub", [zg("encrypt", "-c", "bz2", "-l", 9, keys.zg_public)]),
@@ -140,7 +142,13 @@ def test_enc_zstd_openssl(benchmark, corpus, keys):
 
 def test_enc_zg_default(benchmark, corpus, keys):
     encrypt_row(benchmark, corpus, keys, report.ZG_ENC, "zg-encrypt (default: zstd -3, all cores)", "zg-enc",
-                keep="zg-default.zg")
+                keep="zg-default.zg", rounds=5)  # 5 like the --no-stream-check row it is compared with
+
+
+def test_enc_zg_no_stream_check(benchmark, corpus, keys):
+    """The same without following the ZFS stream's records and checksums: the check's cost."""
+    encrypt_row(benchmark, corpus, keys, report.ZG_ENC_NOCHECK, "zg-encrypt --no-stream-check", "zg-enc-nocheck",
+                rounds=5)
 
 
 def test_enc_zg_high(benchmark, corpus, keys):

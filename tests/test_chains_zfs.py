@@ -1,6 +1,8 @@
 """Issue 4 on real ZFS: zg-backup chains, zg-restore of any snapshot, lost catalog, renames, bad input."""
 
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -163,6 +165,8 @@ def test_a_swapped_archive_is_never_received(zfs_dataset, zfs_pool, env):
         rows = {r.snapshot: r for r in cat.archives(env["dest"])}
     for suffix in (".zg", ".zg.json"):
         (store / f"{rows['s1'].id}{suffix}").replace(store / f"{rows['s0'].id}{suffix}")
+    side = store / f"{rows['s0'].id}.zg.json"  # and the store's own record made to match
+    side.write_text(json.dumps(dict(json.loads(side.read_text()), id=rows["s0"].id)))
     target = f"{zfs_pool}/swapped"
     assert_one_line_error(run(env, "restore", env["dest"], f"{ds}@s0", target, "--key", env["key"], code=None),
                           errors.IntegrityError.exit_code, "not receiving it")
@@ -184,7 +188,13 @@ def test_interrupted_restore_resumes(zfs_dataset, zfs_pool, destination, env, aw
         rows = cat.archives(env["dest"])
     target = f"{zfs_pool}/interrupted"
     with FaultProxy(aws.s3_url, stall_seconds=60) as proxy:
-        proxy.inject("stall", when=rf"^GET \S*{rows[1].id}")
+        seen = []  # restore first reads every archive's header (s0, s1, s2), then receives s0, s1, ...
+
+        def receiving_second(req):
+            if re.match(rf"^GET \S*{rows[2].id}", req.request_line):
+                seen.append(req)
+            return bool(seen) and bool(re.match(rf"^GET \S*{rows[1].id}", req.request_line))
+        proxy.inject("stall", when=receiving_second)
         run_env = {**os.environ, **env["env"], "AWS_ENDPOINT_URL_S3": proxy.url}
         proc = subprocess.Popen([sys.executable, str(BIN / "zg-restore"), env["dest"], f"{zfs_dataset.name}@s2",
                                  target, "--key", str(env["key"])], env=run_env,

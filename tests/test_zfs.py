@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier.errors import CorruptArchiveError, ZfsError
+from zfsglacier.errors import BrokenStreamError, ZfsError
 from zfsglacier.zfs import ZfsCli, open_zfs
 from zfsglacier.zfsstream import BEGIN_RECORD_SIZE, iter_records, parse_begin, verify_stream
 
@@ -181,7 +181,7 @@ def test_corrupt_streams_fail_and_leave_nothing(zfs, zfs_dataset, target):
     full = read_all(zfs.send(s1.name))
     expected = {"truncated": "invalid backup stream", "flipped": "checksum mismatch"}
     for kind, data in _corruptions(full).items():
-        with pytest.raises(CorruptArchiveError):
+        with pytest.raises(BrokenStreamError):
             verify_stream(io.BytesIO(data))  # our own check sees it too
         with pytest.raises(ZfsError, match=expected[kind]):
             receive_bytes(zfs, data, target)

@@ -14,8 +14,8 @@ from Crypto.Cipher import AES
 
 from . import __version__, compression, metadata, zfsstream
 from .errors import BrokenStreamError, CorruptArchiveError
-from .format import FORMAT_VERSION, Header, SnapshotInfo, build_unsigned, metadata_json, read_header, with_mac
-from .keys import ZERO_NONCE, derive, header_mac, open_header
+from .format import FORMAT_VERSION, Header, SnapshotInfo, metadata_json, read_header, seal_header
+from .keys import ZERO_NONCE, check_signature, derive, header_mac, open_header
 from .digest import BlockDigest
 from .pipeline import ReadAhead, WriteBehind
 from .pipes import IO_SIZE, PeekReader, read_full
@@ -62,14 +62,15 @@ class Prepared:
 
 
 def prepare(src, recipients, *, algorithm=compression.DEFAULT, level=None, chunk_size=DEFAULT_CHUNK_SIZE,
-            extra_metadata=None, check_stream=True, declared=None):
+            extra_metadata=None, check_stream=True, declared=None, sign=None):
     """Sniff ``src`` for a ZFS stream and build the header, so that the public fields are known
     (e.g. for object metadata) before the first body byte is written.
 
     A ZFS stream is checked as it is encrypted (``check_stream``: see write_archive).  Its
     identity goes into the authenticated private metadata (``metadata.Identity``): from its
     DRR_BEGIN for a plain stream; for a compound one, whose outer BEGIN names no guid, from
-    ``declared`` = (toguid, fromguid), which the check then holds the substreams to."""
+    ``declared`` = (toguid, fromguid), which the check then holds the substreams to.  ``sign``
+    (a keys.SigningKey) signs the header."""
     level = compression.check(algorithm, level)
     src = src if isinstance(src, PeekReader) else PeekReader(src)
     ident = zfsstream.parse_begin(src.peek(zfsstream.BEGIN_RECORD_SIZE))
@@ -87,9 +88,9 @@ def prepare(src, recipients, *, algorithm=compression.DEFAULT, level=None, chunk
         created=int(time.time()), compression=algorithm, compression_level=level, chunk_size=chunk_size,
         file_salt=file_salt, snapshot=snapshot, slots=[r.wrap(file_key) for r in recipients],
         private_metadata=_seal_metadata(file_key, file_salt, private))
-    unsigned = build_unsigned(header)
-    header.mac = header_mac(file_key, file_salt, unsigned)
-    header.raw = with_mac(unsigned, header.mac)
+    if sign is not None:
+        header.signer = sign.signer().public
+    seal_header(header, lambda covered: header_mac(file_key, file_salt, covered), sign and sign.sign)
     check = zfsstream.StreamCheck() if ident is not None and check_stream else None
     return Prepared(header, file_key, ident, src, check, declared if ident is not None else None)
 
@@ -147,21 +148,23 @@ def encrypt(src, out, recipients, *, threads=-1, **options):
     return write_archive(prepare(src, recipients, **options), out, threads=threads)
 
 
-def open_archive(src, identities):
-    """Read the header and unlock it: (header, file key)."""
+def open_archive(src, identities, signers=()):
+    """Read the header, check its signature (required to be one of ``signers`` when given), and
+    unlock it: (header, file key)."""
     header = read_header(src)
+    check_signature(header, signers)
     return header, open_header(header, identities)
 
 
 
 
-def decrypt(src, out, identities, *, opened=None):
+def decrypt(src, out, identities, *, opened=None, signers=()):
     """Write the plaintext of the archive on ``src`` to ``out`` (``out=None``: verify only).
 
     Only authenticated bytes reach ``out``; a damaged or truncated archive raises
     CorruptArchiveError after writing at most its authenticated prefix.
     """
-    header, file_key = opened or open_archive(src, identities)
+    header, file_key = opened or open_archive(src, identities, signers)
     chunks = ChunkReader(src, derive(file_key, header.mac, b"payload"), header.chunk_size, len(header.raw))
     ahead = ReadAhead(chunks.read_chunk)  # reading and opening chunks overlaps decompression
     digest = BlockDigest()
@@ -212,6 +215,9 @@ def describe(header, private=None):
         "key_slots": [t for t, _ in header.slots],
         "header_size": len(header.raw),
     }
+    if header.signer is not None:
+        from .keys import Signer
+        d["signer"] = Signer(header.signer).encode()
     if header.snapshot:
         s = header.snapshot
         d["snapshot"] = {

@@ -89,7 +89,7 @@ def estimate_size(zfs, target, base):
 
 
 def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs, hold=True, threads=-1,
-             intermediates=False):
+             intermediates=False, sign=None):
     """Send, encrypt, upload and record one Step; returns (ArchiveInfo, archive.Result).
 
     With ``intermediates`` an incremental is `zfs send -I`: a compound stream whose header names no
@@ -100,7 +100,7 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
     try:
         src = PeekReader(send.stdout)
         declared = (step.target.guid, step.base.guid) if intermediates else None
-        prep = archive.prepare(src, recipients, algorithm=algorithm, level=level, declared=declared)
+        prep = archive.prepare(src, recipients, algorithm=algorithm, level=level, declared=declared, sign=sign)
         ident = prep.identity
         expected = ident is not None and (
             (ident.header_type == "compound" and ident.toname == step.target.name) if intermediates
@@ -153,12 +153,12 @@ CATALOG_KIND = "catalog"
 CATALOG_COPIES = 3
 
 
-def upload_catalog(store, cat, dest, recipients, *, jobs=4):
+def upload_catalog(store, cat, dest, recipients, *, jobs=4, sign=None):
     """Upload the catalog's rows for ``dest``, encrypted, so a lost host needs only key + destination."""
     rows = [CatalogCopy.row_of(r) for r in cat.archives(dest, include_deleted=True)]
     body = CatalogCopy(dest, rows, written=time.time()).encode()
     out = io.BytesIO()
-    result = archive.encrypt(io.BytesIO(body), out, recipients, algorithm="zstd", level=9)
+    result = archive.encrypt(io.BytesIO(body), out, recipients, algorithm="zstd", level=9, sign=sign)
     public = PublicMetadata.of_header(result.header)
     public.kind = CATALOG_KIND
     meta = public.fields()

@@ -26,6 +26,7 @@ from .errors import UsageError
 # Keys a [destinations.NAME] table may hold besides url; the stores' options plus CLI settings.
 DESTINATION_KEYS = {
     "storage_class", "part_size", "profile", "region", "retry_mode", "max_attempts", "jobs",
+    "sign", "signer",  # the signing key zg-backup signs with; the signer file readers require
 }
 
 

@@ -62,6 +62,12 @@ class BrokenStreamError(ZgError):
     exit_code = 9
 
 
+class SignerError(ZgError):
+    """A signer is required and the archive is not signed by one of them, or its signature fails."""
+
+    exit_code = 14
+
+
 class StoreError(ZgError):
     """The destination failed: authentication, missing bucket/vault, or retries exhausted."""
 

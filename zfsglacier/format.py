@@ -92,7 +92,12 @@ PublicSnapshot = Struct(
     "big_endian" / Int8ub,
 )
 
-HeaderFlags = BitStruct(Padding(15), "has_snapshot" / Flag)
+HeaderFlags = BitStruct(Padding(14), "signed" / Flag, "has_snapshot" / Flag)
+SIGNATURE_SIZE = 32 + 64  # Ed25519 public key, signature
+
+# After the MAC, when flags bit 1 is set: who signed the header, and the signature over every
+# header byte before it (the MAC included).  See SPEC section 1.2.
+Signature = Struct("signer" / Bytes(32), "signature" / Bytes(64))
 
 HeaderV1 = Struct(
     "preamble" / Preamble,
@@ -107,6 +112,7 @@ HeaderV1 = Struct(
     "slots" / PrefixedArray(Int8ub, Slot),
     "private_metadata" / Prefixed(Int32ub, GreedyBytes),
     "mac" / Bytes(MAC_SIZE),
+    "signed" / If(lambda this: this.flags.signed, Signature),
 )
 
 
@@ -146,6 +152,19 @@ class Header:
     cipher_suite: str = "aes256gcm_stream"
     mac: bytes = b"\0" * MAC_SIZE
     raw: bytes = field(default=b"", repr=False)
+    signer: bytes | None = None  # Ed25519 public key of a signed header
+    signature: bytes | None = None
+
+    def _mac_start(self):
+        return len(self.raw) - MAC_SIZE - (SIGNATURE_SIZE if self.signer is not None else 0)
+
+    def mac_covered(self):
+        """The header bytes the MAC covers: all before the MAC field."""
+        return self.raw[:self._mac_start()]
+
+    def signed_bytes(self):
+        """The header bytes a signature covers: all before the signature block (the MAC included)."""
+        return self.raw[:self._mac_start() + MAC_SIZE]
 
 
 def footer_ok(last_bytes, total_length):
@@ -159,7 +178,7 @@ def footer_ok(last_bytes, total_length):
 def _container(header):
     return dict(
         preamble=dict(version=FORMAT_VERSION, header_size=0),
-        flags=dict(has_snapshot=header.snapshot is not None),
+        flags=dict(has_snapshot=header.snapshot is not None, signed=header.signer is not None),
         created=header.created,
         compression=header.compression,
         compression_level=header.compression_level,
@@ -171,6 +190,7 @@ def _container(header):
         slots=[dict(type=t, body=b) for t, b in header.slots],
         private_metadata=header.private_metadata,
         mac=header.mac,
+        signed=None if header.signer is None else dict(signer=header.signer, signature=header.signature or bytes(64)),
     )
 
 
@@ -182,8 +202,17 @@ def build_unsigned(header):
     return HeaderV1.build(c)
 
 
-def with_mac(unsigned, mac):
-    return unsigned[:-MAC_SIZE] + mac
+def seal_header(header, mac_of, sign=None):
+    """Set ``header.mac`` (``mac_of(covered bytes)``), then the signature (``sign(bytes)``, when the
+    header names a signer), and ``header.raw``."""
+    header.raw = build_unsigned(header)
+    start = header._mac_start()
+    header.mac = mac_of(header.raw[:start])
+    header.raw = header.raw[:start] + header.mac + header.raw[start + MAC_SIZE:]
+    if header.signer is not None:
+        header.signature = sign(header.signed_bytes())
+        header.raw = header.signed_bytes() + header.signer + header.signature
+    return header
 
 
 def read_header(src):
@@ -244,6 +273,8 @@ def read_header(src):
         private_metadata=c.private_metadata,
         mac=c.mac,
         raw=raw,
+        signer=c.signed.signer if c.signed is not None else None,
+        signature=c.signed.signature if c.signed is not None else None,
     )
 
 

@@ -32,11 +32,15 @@ from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol import DH
 from Crypto.Protocol.KDF import HKDF, scrypt
+from Crypto.PublicKey import ECC
+from Crypto.Signature import eddsa
 
-from .errors import CorruptArchiveError, KeyFileError, NoMatchingKeyError, UsageError
+from .errors import CorruptArchiveError, KeyFileError, NoMatchingKeyError, SignerError, UsageError
 
 SECRET_PREFIX = "ZG-SECRET-KEY-"
 PUBLIC_PREFIX = "zgpub-"
+SIGNING_PREFIX = "ZG-SIGNING-KEY-"
+SIGNER_PREFIX = "zgsigner-"
 FILE_KEY_SIZE = 32
 ZERO_NONCE = bytes(12)
 
@@ -172,6 +176,75 @@ class Passphrase:
         return _unwrap(kek, body.wrapped, "passphrase")
 
 
+# --- sender signatures (Ed25519) -------------------------------------------------------------
+# A backup host may sign the headers it writes, so that a reader who requires that signer accepts
+# no archive from someone who merely learned a .pub.  Signing the header is enough: the payload key
+# is derived from the header MAC, which is keyed by the file key that only the writer (and the
+# recipients) know, so no one else can put another body under a signed header.
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An Ed25519 private key (its 32-byte seed), from zg-keygen --signing."""
+
+    seed: bytes
+
+    @classmethod
+    def generate(cls):
+        return cls(os.urandom(32))
+
+    def _key(self):
+        return ECC.construct(curve="Ed25519", seed=self.seed)
+
+    def signer(self):
+        return Signer(self._key().public_key().export_key(format="raw"))
+
+    def sign(self, data):
+        return eddsa.new(self._key(), "rfc8032").sign(data)
+
+    def encode(self):
+        return _encode(SIGNING_PREFIX, self.seed)
+
+
+@dataclass(frozen=True)
+class Signer:
+    """An Ed25519 public key (``zgsigner-...``): who may have written an archive."""
+
+    public: bytes
+
+    def encode(self):
+        return _encode(SIGNER_PREFIX, self.public)
+
+    def verifies(self, data, signature):
+        try:
+            eddsa.new(eddsa.import_public_key(self.public), "rfc8032").verify(data, signature)
+            return True
+        except ValueError:
+            return False
+
+
+def check_signature(header, signers=()):
+    """A signed header's signature must verify; with ``signers`` given, the header must be signed
+    by one of them.  Checked before any key slot is tried (it needs no secret)."""
+    if header.signer is not None:
+        if not Signer(header.signer).verifies(header.signed_bytes(), header.signature):
+            raise SignerError("archive header's signature does not verify: modified or damaged")
+    if not signers:
+        return
+    if header.signer is None:
+        raise SignerError("archive is not signed, and a signer is required: not written by the backup host "
+                          "you trust (or by a zfsglacier older than 0.3)")
+    if header.signer not in {s.public for s in signers}:
+        raise SignerError(f"archive is signed by {Signer(header.signer).encode()}, not by a required signer")
+
+
+def signing_key_file_text(key, created):
+    return (f"# zfsglacier signing key: keep it on the backup host only; it vouches for the archives it writes\n"
+            f"# created: {created}\n"
+            f"# signer: {key.signer().encode()}\n"
+            f"{key.encode()}\n")
+
+
 # --- key files ------------------------------------------------------------------------------
 
 
@@ -180,10 +253,12 @@ class KeyFile:
     """What a KEY argument turned out to be, detected from its contents."""
 
     path: str
-    kind: str  # "secret" | "public" | "foreign" (anything else: a 2013 key, for instance)
+    kind: str  # "secret" | "public" | "signing" | "signer" | "foreign" (anything else: a 2013 key, say)
     secret: SecretKey | None = None
     recipients: tuple = ()
     raw: bytes = b""
+    signing: SigningKey | None = None
+    signers: tuple = ()
 
 
 def read_key_file(path):
@@ -203,7 +278,7 @@ def read_key_file(path):
     if not raw:
         raise KeyFileError(f"key file {path} is empty")
     kf = classify_key(raw, path)
-    if kf.kind != "public" and stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+    if kf.kind not in ("public", "signer") and stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
         raise KeyFileError(
             f"key file {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"run: chmod 600 {path}")
@@ -222,6 +297,13 @@ def classify_key(raw, path="key"):
         return KeyFile(path, "secret", secret=SecretKey(_decode(SECRET_PREFIX, lines[0], f"secret key in {path}")))
     if lines and all(ln.startswith(PUBLIC_PREFIX) for ln in lines):
         return KeyFile(path, "public", recipients=tuple(parse_recipient(ln, path) for ln in lines))
+    if lines and lines[0].startswith(SIGNING_PREFIX):
+        if len(lines) != 1:
+            raise KeyFileError(f"key file {path} has more than one line besides comments")
+        return KeyFile(path, "signing", signing=SigningKey(_decode(SIGNING_PREFIX, lines[0], f"signing key in {path}")))
+    if lines and all(ln.startswith(SIGNER_PREFIX) for ln in lines):
+        return KeyFile(path, "signer", signers=tuple(Signer(_decode(SIGNER_PREFIX, ln, f"signer in {path}"))
+                                                     for ln in lines))
     return KeyFile(path, "foreign", raw=raw)
 
 
@@ -295,9 +377,10 @@ def derive(file_key, header_salt_or_mac, label):
     return hkdf(file_key, header_salt_or_mac, label)
 
 
-def header_mac(file_key, file_salt, unsigned_header):
+def header_mac(file_key, file_salt, covered):
+    """HMAC-SHA256 of ``covered``: the header bytes before the MAC field."""
     key = derive(file_key, file_salt, b"header")
-    return hmac.new(key, unsigned_header[:-32], hashlib.sha256).digest()
+    return hmac.new(key, covered, hashlib.sha256).digest()
 
 
 def check_slot_costs(header):
@@ -331,7 +414,7 @@ def open_header(header, identities):
         for ident in identities:
             file_key = ident.unwrap(slot_type, body) if not isinstance(body, bytes) else None
             if file_key is not None and hmac.compare_digest(
-                    header_mac(file_key, header.file_salt, header.raw), header.mac):
+                    header_mac(file_key, header.file_salt, header.mac_covered()), header.mac):
                 return file_key
     have = ", ".join(sorted(set(kinds))) or "none"
     raise NoMatchingKeyError(f"no key given opens this archive (its key slots: {have}): wrong key or passphrase, "

@@ -21,7 +21,7 @@ from . import archive
 from .backup import CATALOG_KIND
 from .errors import ZgError
 from .format import read_header
-from .keys import open_header
+from .keys import check_signature, open_header
 from .metadata import CatalogCopy, Identity, MetadataError, PublicMetadata, printable
 from .stores import ArchiveInfo
 
@@ -37,10 +37,12 @@ class Report:
     copy_written: float | None = None  # when the catalog copy used was written
 
 
-def identity_from_header_copy(raw, identities):
-    """(Identity, header) from a header copy whose MAC a key checks; None if no key opens it."""
+def identity_from_header_copy(raw, identities, signers=()):
+    """(Identity, header) from a header copy whose MAC a key checks (and, with ``signers``, that a
+    required signer signed); None otherwise."""
     try:
         header = read_header(io.BytesIO(raw))
+        check_signature(header, signers)
         file_key = open_header(header, identities)
         ident = Identity.of_header(header, archive.read_private_metadata(header, file_key))
     except (ZgError, ValueError):
@@ -48,13 +50,13 @@ def identity_from_header_copy(raw, identities):
     return (ident, header) if ident is not None else None
 
 
-def newest_catalog_copy(store, copies, identities):
+def newest_catalog_copy(store, copies, identities, signers=()):
     """The newest catalog copy a key opens, as a CatalogCopy (None when there is none)."""
     for info in sorted(copies, key=lambda a: -a.created):
         try:
             out = io.BytesIO()
             with store.open_read(info.id) as reader:
-                archive.decrypt(reader, out, identities)
+                archive.decrypt(reader, out, identities, signers=signers)
             copy = CatalogCopy.decode(out.getvalue())
         except ZgError:
             continue
@@ -70,7 +72,7 @@ def _copy_identity(row):
                     row.get("stream") or "plain")
 
 
-def rebuild(store, cat, dest, identities=()):
+def rebuild(store, cat, dest, identities=(), signers=()):
     """Record every archive of ``store`` in ``cat``; returns a Report."""
     report = Report()
     copies, archives = [], []
@@ -82,12 +84,12 @@ def rebuild(store, cat, dest, identities=()):
             continue
         (copies if public.kind == CATALOG_KIND else archives).append((info, public))
     report.skipped.extend(store.problems)
-    copy = newest_catalog_copy(store, [i for i, _ in copies], identities) if identities and copies else None
+    copy = newest_catalog_copy(store, [i for i, _ in copies], identities, signers) if identities and copies else None
     from_copy = {r["id"]: r for r in copy.rows} if copy else {}
     report.copy_written = copy.written if copy else None
     for info, public in archives:
         ident, source, uploaded = None, "metadata", info.created
-        found = identity_from_header_copy(public.header, identities) if identities and public.header else None
+        found = identity_from_header_copy(public.header, identities, signers) if identities and public.header else None
         if found is not None:
             (ident, header), source = found, "header"
             uploaded = header.created  # authenticated, unlike the store's own date

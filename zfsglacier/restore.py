@@ -8,10 +8,11 @@ import io
 import time
 
 from . import archive, chains, cost
-from .errors import IntegrityError, NoMatchingKeyError, NotFoundError, RestorePendingError, ZfsError, ZgError
+from .errors import (IntegrityError, NoMatchingKeyError, NotFoundError, RestorePendingError, SignerError,
+                     UsageError, ZfsError, ZgError)
 from .format import read_header
 from .metadata import Identity
-from .keys import open_header
+from .keys import check_signature, open_header
 
 
 def find_snapshot(cat, dest, spec):
@@ -35,14 +36,16 @@ def find_snapshot(cat, dest, spec):
     return rows, max(match, key=lambda r: r.uploaded)
 
 
-def check_keys(chain, identities):
-    """Try the keys on the header copies in the catalog before paying for any thaw."""
+def check_keys(chain, identities, signers=()):
+    """Try the keys (and the required signers) on the header copies in the catalog before paying
+    for any thaw."""
     for a in chain.archives:
         copy = a.public.get("zg-header")
         if not copy:
             continue
         header = read_header(io.BytesIO(base64.b64decode(copy)))
         try:
+            check_signature(header, signers)
             open_header(header, identities)
         except NoMatchingKeyError:
             raise NoMatchingKeyError(f"the key given does not open {a.id} ({a.name}): wrong key") from None
@@ -102,7 +105,7 @@ def thaw_all(store, dest, cat, archives, tier, days, wait, say, poll):
         pending = still
 
 
-def check_before_receive(reader, a, identities):
+def check_before_receive(reader, a, identities, signers=()):
     """Before zfs receive touches the target, the archive must be the one the plan expects, by
     authenticated bytes only: its header must be the header copy recorded for it (when there is
     one: the payload key is bound to the header, so this pins the whole archive), and the
@@ -110,7 +113,10 @@ def check_before_receive(reader, a, identities):
     `zfs send -I` stream, the private metadata) must be the catalog's.  A valid archive of the
     same key swapped under another id, relabelled, or replayed is refused here.  Returns the
     opened header for decrypt."""
-    header, file_key = archive.open_archive(reader, identities)
+    try:
+        header, file_key = archive.open_archive(reader, identities, signers)
+    except SignerError as err:
+        raise SignerError(f"archive {a.id} ({a.name}): {err}; not receiving it") from None
     copy = a.public.get("zg-header")
     if copy and base64.b64decode(copy) != header.raw:
         raise IntegrityError(f"archive {a.id} ({a.name}) is not the archive recorded under that id (its header "
@@ -156,13 +162,13 @@ def check_missing(chain):
                                 f"copy but was not in the store at the rebuild of {when}: hidden or deleted there")
 
 
-def check_chain(store, chain, start, identities):
+def check_chain(store, chain, start, identities, signers=()):
     """Every archive still to receive is the one the plan expects (check_before_receive), read
     before the first `zfs receive`: a bad link late in the chain must not leave a half-restored
     target behind.  Reads each archive's start only (one range)."""
     for a in chain.archives[start:]:
         with store.open_read(a.id, jobs=1) as reader:
-            check_before_receive(reader, a, identities)
+            check_before_receive(reader, a, identities, signers)
 
 
 def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, say):
@@ -189,7 +195,7 @@ def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, 
 
 
 def restore(zfs, store, cat, dest, spec, target, identities, *, tier="Standard", days=7, wait=True, force=False,
-            jobs=4, say=lambda s: None, poll=60.0):
+            jobs=4, say=lambda s: None, poll=60.0, signers=()):
     rows, row = find_snapshot(cat, dest, spec)
     chain = chains.chain_to(rows, row.toguid, spec)
     done, exists = done_steps(zfs, target, chain)
@@ -198,9 +204,9 @@ def restore(zfs, store, cat, dest, spec, target, identities, *, tier="Standard",
     if done == len(chain.archives):
         return chain, done
     check_missing(chain)
-    check_keys(chain, identities)
+    check_keys(chain, identities, signers)
     thaw_all(store, dest, cat, chain.archives[done:], tier, days, wait, say, poll)
-    check_chain(store, chain, done, identities)
+    check_chain(store, chain, done, identities, signers)
     receive_chain(zfs, store, chain, done, target, identities, force=force and done == 0, jobs=jobs, say=say)
     for a in chain.archives:
         cat.thaw_done(dest, a.id)

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Write the v1 vectors of crafted inputs that ask a reader for unbounded work (run once; the
-outputs are committed).  Each is an archive anyone with a recipient (.pub) could write; a reader
-must refuse it with the error class the manifest names, within 256 MiB of memory, before trying
-any key slot where the header alone is at fault (SPEC section 5).  Entries are merged into
-manifest.json beside the make_v1.py ones.
+"""Write the v1 vectors added with zfsglacier 0.3 (run once; the outputs are committed):
+
+- crafted inputs that ask a reader for unbounded work.  Each is an archive anyone with a recipient
+  (.pub) could write; a reader must refuse it with the error class the manifest names, within
+  256 MiB of memory, before trying any key slot where the header alone is at fault (SPEC 2.1, 5);
+- a signed archive (SPEC 1.2) and one whose signature was changed.
+
+Entries are merged into manifest.json beside the make_v1.py ones.
 """
 
 import binascii
@@ -19,7 +22,7 @@ HERE = Path(__file__).resolve().parent / "v1"
 sys.path.insert(0, str(HERE.parent.parent.parent))
 
 from zfsglacier import archive, keys  # noqa: E402
-from zfsglacier.format import build_unsigned, with_mac  # noqa: E402
+from zfsglacier.format import seal_header  # noqa: E402
 from zfsglacier.keys import derive, header_mac  # noqa: E402
 from zfsglacier.stream import ChunkWriter  # noqa: E402
 
@@ -32,9 +35,7 @@ def sealed(compressed, algorithm, secret, slots=None, plain_length=0):
     h = prep.header
     if slots is not None:
         h.slots = slots
-        unsigned = build_unsigned(h)
-        h.mac = header_mac(prep.file_key, h.file_salt, unsigned)
-        h.raw = with_mac(unsigned, h.mac)
+        seal_header(h, lambda covered: header_mac(prep.file_key, h.file_salt, covered))
     out = io.BytesIO()
     out.write(h.raw)
     w = ChunkWriter(out, derive(prep.file_key, h.mac, b"payload"), h.chunk_size, len(h.raw))
@@ -80,12 +81,25 @@ def main():
         ("fail_scrypt_cost.zg", sealed(b"", "zstd", secret, slots=costly), "CorruptArchiveError",
          "a passphrase slot at N=2^24 beside a good secret slot: refused before any slot is tried"),
     ]
+    signing = keys.SigningKey.generate()
+    (HERE / "signer.pub").write_text(signing.signer().encode() + "\n")
+    plain = b"a signed archive\n" * 1000
+    out = io.BytesIO()
+    archive.encrypt(io.BytesIO(plain), out, [secret], chunk_size=CHUNK, sign=signing)
+    signed = out.getvalue()
+    hlen = len(archive.read_header(io.BytesIO(signed)).raw)
+    bad = bytearray(signed)
+    bad[hlen - 1] ^= 1  # the signature's last byte
+    cases += [
+        ("good_signed.zg", signed, "ok", "signed by the Ed25519 key in signer.pub (SPEC 1.2)", plain),
+        ("fail_bad_signature.zg", bytes(bad), "SignerError", "signed archive whose signature was changed"),
+    ]
     manifest_path = HERE / "manifest.json"
     manifest = [e for e in json.loads(manifest_path.read_text()) if e["file"] not in {c[0] for c in cases}]
-    for name, blob, expect, note in cases:
+    for name, blob, expect, note, *plain in cases:
         (HERE / name).write_bytes(blob)
         manifest.append({"file": name, "key": "secret.key", "expect": expect, "note": note,
-                         "plaintext_sha256": None})
+                         "plaintext_sha256": hashlib.sha256(plain[0]).hexdigest() if plain else None})
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
 
 

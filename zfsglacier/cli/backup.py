@@ -7,7 +7,7 @@ from .. import backup, compression, cost, stores
 from ..errors import ZgError
 from ..zfs import open_zfs
 from .common import parser, run
-from .keyargs import recipients as key_recipients
+from .keyargs import add_sign_option, recipients as key_recipients, signing_key
 from .sizes import parse_age
 from .storeargs import add_store_options, catalog, jobs, open_dest
 
@@ -33,11 +33,13 @@ def body(argv):
     p.add_argument("--storage-class", help="S3 storage class (default DEEP_ARCHIVE)")
     p.add_argument("-c", "--compression", default=compression.DEFAULT, choices=compression.ALGORITHMS)
     p.add_argument("-l", "--level", type=int)
+    add_sign_option(p)
     args = p.parse_args(argv)
     args.recipient, args.passphrase, args.passphrase_fd = [], False, None
     recips = key_recipients(args)
     level = compression.check(args.compression, args.level)
     config, store, dest = open_dest(args, storage_class=args.storage_class)
+    sign = signing_key(args, config)
     zfs = open_zfs()
     n_jobs = jobs(args, config)
     dest_class = cost.class_of(dest, getattr(store, "storage_class", None))
@@ -65,7 +67,7 @@ def body(argv):
                 start = time.monotonic()
                 info, result = backup.run_step(zfs, store, cat, dest, step, recips, algorithm=args.compression,
                                                level=level, jobs=n_jobs, hold=args.hold,
-                                               intermediates=args.intermediates)
+                                               intermediates=args.intermediates, sign=sign)
                 made += 1
                 secs = time.monotonic() - start
                 print(f"{info.id}  {ds}@{step.target.short}  {step.kind}"
@@ -78,7 +80,7 @@ def body(argv):
                 failures += 1
                 sys.stderr.write(f"zg-backup: error: {ds}: {err}\n")
         if made and not args.dry_run:
-            backup.upload_catalog(catalog_store(args, config, store), cat, dest, recips, jobs=n_jobs)
+            backup.upload_catalog(catalog_store(args, config, store), cat, dest, recips, jobs=n_jobs, sign=sign)
     if failures:
         raise backup_failed(failures, len(datasets))
     return 0

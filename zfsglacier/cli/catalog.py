@@ -7,7 +7,7 @@ from .. import backup, rebuild
 from ..errors import IntegrityError
 from .backup import catalog_store
 from .common import parser, run
-from .keyargs import identities, recipients
+from .keyargs import add_sign_option, add_signer_option, identities, recipients, signers, signing_key
 from .storeargs import add_store_options, catalog, jobs, open_dest
 
 
@@ -18,16 +18,18 @@ def body(argv):
     add_store_options(rb)
     rb.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY",
                     help="secret key file: also recover dataset and snapshot names")
+    add_signer_option(rb)
     bk = sub.add_parser("backup", help="upload the catalog's rows for DEST to DEST, encrypted to --key")
     add_store_options(bk)
     bk.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY", required=True)
+    add_sign_option(bk)
     args = p.parse_args(argv)
     args.passphrase, args.passphrase_fd, args.recipient = False, None, []
     config, store, dest = open_dest(args)
     with catalog(args, config) as cat:
         if args.cmd == "rebuild":
             idents = identities(args)[0] if args.keys else []
-            report = rebuild.rebuild(store, cat, dest, idents)
+            report = rebuild.rebuild(store, cat, dest, idents, signers(args, config))
             print(f"{dest}: {report.archives} archives recorded in {cat.path}, {report.named} with names, "
                   f"{report.verified} with authenticated identity"
                   + ("" if idents else " (give --key to recover names and check identities)"))
@@ -35,7 +37,7 @@ def body(argv):
             explain_rebuild(report)
         else:
             info = backup.upload_catalog(catalog_store(args, config, store), cat, dest, recipients(args),
-                                         jobs=jobs(args, config))
+                                         jobs=jobs(args, config), sign=signing_key(args, config))
             print(info.id)
     sys.stdout.flush()
     return 0

@@ -1,11 +1,11 @@
 """zg-decrypt: a filter from an archive (v1, or the 2013 format) back to the original stream."""
 
 from .. import archive, legacy
-from ..errors import KeyFileError, NotAnArchiveError
+from ..errors import KeyFileError, NotAnArchiveError, SignerError
 from ..format import MAGIC, describe_foreign
 from ..pipes import PeekReader, widen_pipe
 from .common import binary_stdin, binary_stdout, parser, refuse_terminal_output, run
-from .keyargs import add_key_options, identities
+from .keyargs import add_key_options, add_signer_option, identities, signers
 
 
 def body(argv):
@@ -14,7 +14,9 @@ def body(argv):
     p.add_argument("--legacy", action="store_true",
                    help="the input is a 2013-format archive (pbzip2 | openssl aes-256-cbc -a | pbzip2); "
                         "normally detected automatically")
+    add_signer_option(p)
     args = p.parse_args(argv)
+    required = signers(args)
     idents, foreign = identities(args, allow_foreign=True)
     src, out = binary_stdin(), binary_stdout()
     refuse_terminal_output(out, "zg-decrypt")
@@ -24,6 +26,8 @@ def body(argv):
     src = PeekReader(src)
     head = src.peek(64)
     if args.legacy or (not head.startswith(MAGIC) and legacy.looks_legacy(head)):
+        if required:
+            raise SignerError("a 2013-format archive carries no signature, and a signer is required")
         if not foreign:
             raise KeyFileError("this is a 2013-format archive: give the 2013 key file (the one openssl used)")
         password = keys_password(foreign)
@@ -31,7 +35,7 @@ def body(argv):
     elif head.startswith(MAGIC) or MAGIC.startswith(head) and head:
         if not idents:
             raise KeyFileError(f"{foreign[0].path} is not a zfsglacier secret key file (needed for this archive)")
-        archive.decrypt(src, out, idents)
+        archive.decrypt(src, out, idents, signers=required)
     else:
         raise NotAnArchiveError(describe_foreign(head))
     out.flush()

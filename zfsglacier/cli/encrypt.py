@@ -3,7 +3,7 @@
 from .. import archive, compression
 from ..pipes import widen_pipe
 from .common import binary_stdin, binary_stdout, parser, run, refuse_terminal_output
-from .keyargs import add_key_options, recipients
+from .keyargs import add_key_options, add_sign_option, recipients, signing_key
 
 
 def body(argv):
@@ -21,6 +21,7 @@ def body(argv):
     p.add_argument("--no-stream-check", action="store_true",
                    help="seal a ZFS send stream without following its records and checksums (by default a "
                         "stream that is cut short or fails its checksum leaves the archive unfinished, exit 9)")
+    add_sign_option(p)
     args = p.parse_args(argv)
     level = compression.check(args.compression, args.level)
     recips = recipients(args)
@@ -29,7 +30,8 @@ def body(argv):
     widen_pipe(src)
     widen_pipe(out)
     archive.encrypt(src, out, recips, algorithm=args.compression, level=level, chunk_size=args.chunk_size,
-                    threads=args.threads, check_stream=not args.no_stream_check)
+                    threads=args.threads, check_stream=not args.no_stream_check,
+                    sign=signing_key(args))
     out.flush()
     return 0
 

@@ -7,6 +7,7 @@ import sys
 from .. import archive
 from ..errors import UsageError
 from ..format import read_header
+from ..keys import check_signature
 from ..pipes import PeekReader
 from .common import binary_stdin, parser, run
 from .keyargs import identities
@@ -38,7 +39,9 @@ def body(argv):
     else:
         if args.verify:
             raise UsageError("--verify needs --key or --passphrase")
-        info = archive.describe(read_header(src))
+        header = read_header(src)
+        check_signature(header)  # needs no key: a signature that fails is reported here too
+        info = archive.describe(header)
     if args.json:
         json.dump(info, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
@@ -58,6 +61,8 @@ def _print_human(info):
     w(f"compression:  {info['compression']} level {info['compression_level']}\n")
     w(f"cipher:       {info['cipher']}, {info['chunk_size']} byte chunks\n")
     w(f"key slots:    {', '.join(info['key_slots'])}\n")
+    if "signer" in info:
+        w(f"signed by:    {info['signer']}\n")
     s = info.get("snapshot")
     if s:
         kind = "incremental" if s["incremental"] else "full"

@@ -1,6 +1,6 @@
 """How commands turn KEY arguments and passphrase options into recipients and identities."""
 
-from .. import keys
+from .. import keys, stores
 from ..errors import KeyFileError, UsageError
 
 
@@ -56,3 +56,45 @@ def identities(args, *, allow_foreign=False):
     if not idents and not foreign:
         raise UsageError("no key given: name a secret key file or use --passphrase")
     return idents, foreign
+
+
+# --- sender signatures -------------------------------------------------------------------------
+
+def add_sign_option(p):
+    p.add_argument("--sign", metavar="FILE",
+                   help="sign the archive with this signing key (zg-keygen --signing), so that readers "
+                        "given its signer (--signer) accept it; default: the destination's `sign` setting")
+
+
+def add_signer_option(p):
+    p.add_argument("--signer", action="append", default=[], metavar="FILE",
+                   help="accept only archives signed by a signer in FILE (zgsigner-... lines; repeatable); "
+                        "default: the destination's `signer` setting")
+
+
+def _setting(args, config, key):
+    dest = getattr(args, "dest", None)
+    return stores.destination_setting(dest, key, config=config) if dest and config is not None else None
+
+
+def signing_key(args, config=None):
+    """The SigningKey to sign with, or None."""
+    path = args.sign or _setting(args, config, "sign")
+    if not path:
+        return None
+    kf = keys.read_key_file(str(path))
+    if kf.kind != "signing":
+        raise KeyFileError(f"{path} is not a zfsglacier signing key (make one with zg-keygen --signing)")
+    return kf.signing
+
+
+def signers(args, config=None):
+    """The Signers an archive must be signed by (empty: none required)."""
+    paths = list(args.signer) or ([_setting(args, config, "signer")] if _setting(args, config, "signer") else [])
+    out = []
+    for path in paths:
+        kf = keys.read_key_file(str(path))
+        if kf.kind != "signer":
+            raise KeyFileError(f"{path} is not a signer file (zgsigner-... lines, printed by zg-keygen --signing)")
+        out.extend(kf.signers)
+    return tuple(out)

@@ -6,7 +6,7 @@ import sys
 from .. import restore
 from .common import parser, run
 from .fetch import POLL_ENV, add_thaw_options
-from .keyargs import identities
+from .keyargs import add_signer_option, identities, signers
 from .progress import Progress
 from .storeargs import add_store_options, catalog, jobs, open_dest
 from ..zfs import open_zfs
@@ -22,6 +22,7 @@ def body(argv):
     p.add_argument("-p", "--passphrase", action="store_true")
     p.add_argument("--passphrase-fd", type=int, metavar="FD")
     add_thaw_options(p)
+    add_signer_option(p)
     p.add_argument("--force", action="store_true", help="receive into TARGET even if it exists (overwrites it)")
     p.add_argument("--dry-run", action="store_true", help="print the chain, bytes, retrieval time and cost per "
                                                           "tier; change nothing")
@@ -39,7 +40,7 @@ def body(argv):
         chain, skipped = restore.restore(
             open_zfs(), store, cat, dest, args.snapshot, args.target, idents, tier=args.tier, days=args.days,
             wait=not args.no_wait, force=args.force, jobs=jobs(args, config), say=progress.say,
-            poll=float(os.environ.get(POLL_ENV, "60")))
+            poll=float(os.environ.get(POLL_ENV, "60")), signers=signers(args, config))
     progress.done()
     if skipped == len(chain.archives):
         print(f"nothing to do: {args.target} already has {args.snapshot} (guid {chain.target.toguid})")

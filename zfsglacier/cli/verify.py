@@ -16,7 +16,7 @@ from ..pipes import IO_SIZE
 from ..format import FOOTER, footer_ok
 from .common import parser, run
 from .fetch import POLL_ENV, add_thaw_options
-from .keyargs import identities
+from .keyargs import add_signer_option, identities, signers
 from .progress import Progress
 from .storeargs import add_store_options, catalog, jobs, open_dest
 
@@ -38,11 +38,11 @@ class _Hashing:
         self.raw.close()
 
 
-def verify_one(store, row, idents, n_jobs):
+def verify_one(store, row, idents, n_jobs, signers=()):
     reader = _Hashing(store.open_read(row.id, jobs=n_jobs))
     try:
         if idents:
-            archive.decrypt(reader, None, idents)
+            archive.decrypt(reader, None, idents, signers=signers)
         else:
             while reader.read(IO_SIZE):
                 pass
@@ -62,10 +62,14 @@ def body(argv):
     p.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY",
                    help="secret key file: also authenticate every chunk and the trailer")
     add_thaw_options(p)
+    add_signer_option(p)
     args = p.parse_args(argv)
     args.passphrase, args.passphrase_fd = False, None
     config, store, dest = open_dest(args)
     idents = identities(args)[0] if args.keys else []
+    required = signers(args, config)
+    if required and not idents:
+        raise restore.UsageError("--signer needs --key: a signature is checked once the header is read with a key")
     bad = 0
     with catalog(args, config) as cat:
         rows = [r for r in cat.archives(dest) if not args.ids or r.id in args.ids]
@@ -77,7 +81,7 @@ def body(argv):
                          float(os.environ.get(POLL_ENV, "60")))
         for row in rows:
             try:
-                n = verify_one(store, row, idents, jobs(args, config))
+                n = verify_one(store, row, idents, jobs(args, config), required)
                 print(f"ok   {row.id}  {row.name}  {n} bytes" + ("" if idents else " (checksums only: no key)"))
             except ZgError as err:
                 bad += 1

@@ -22,6 +22,10 @@ STORE_OPTIONS = {
 }
 
 
+# Settings of a configured destination that are for the commands, not the store.
+CLI_OPTIONS = {"jobs", "sign", "signer"}
+
+
 def open_store(dest: str, *, config=None, **options) -> Store:
     """The store for a destination URL or configured name; options (None values ignored)
     override the configured ones.  No network access happens here."""
@@ -48,7 +52,7 @@ def open_store(dest: str, *, config=None, **options) -> Store:
         raise UsageError(f"destination {dest!r}: unknown scheme {scheme!r} "
                          f"(use s3://bucket/prefix, glacier://vault or file:///path)")
     store_opts = {k: v for k, v in options.items() if k in STORE_OPTIONS[scheme]}
-    unknown = set(options) - STORE_OPTIONS[scheme] - {"jobs"}
+    unknown = set(options) - STORE_OPTIONS[scheme] - CLI_OPTIONS
     if unknown:
         raise UsageError(f"destination {dest!r}: option(s) {', '.join(sorted(unknown))} do not "
                          f"apply to {scheme}://")
@@ -71,18 +75,23 @@ def open_store(dest: str, *, config=None, **options) -> Store:
     return VaultStore(netloc, url=dest, **store_opts)
 
 
-def store_jobs(dest: str, *, config=None, default: int = 4) -> int:
-    """The ``jobs`` setting of a configured destination (the CLI's default for --jobs)."""
+def destination_setting(dest: str, key: str, *, config=None, default=None):
+    """A setting of a configured destination NAME (``default`` for a URL or when unset)."""
     if "://" in dest or dest.startswith("/"):
         return default
     if config is None:
         from ..config import load_config
         config = load_config()
-    value = config.destination(dest).options.get("jobs", default)
+    return config.destination(dest).options.get(key, default)
+
+
+def store_jobs(dest: str, *, config=None, default: int = 4) -> int:
+    """The ``jobs`` setting of a configured destination (the CLI's default for --jobs)."""
+    value = destination_setting(dest, "jobs", config=config, default=default)
     if not isinstance(value, int) or value < 1:
         raise UsageError(f"destination {dest!r}: jobs must be a positive integer")
     return value
 
 
-__all__ = ["open_store", "store_jobs", "Store", "Upload", "ArchiveInfo", "ThawStatus",
+__all__ = ["open_store", "store_jobs", "destination_setting", "Store", "Upload", "ArchiveInfo", "ThawStatus",
            "IncompleteUpload", "STATES", "TIERS", "UPLOAD_HELP", "THAW_COMMAND"]
