@@ -88,6 +88,13 @@ def test_restore_verify_and_rebuild_require_the_signer(zfs_dataset, zfs_pool, en
     p = run(env, "restore", env["dest"], f"{zfs_dataset.name}@s1", target, "--key", env["key"],
             "--signer", k["signer"], code=errors.SignerError.exit_code)
     assert "not signed" in p.stderr.decode() and not zfs.exists(target)
+    # the same through a configured destination whose `signer` setting requires it
+    config = Path(env["catalog"]).parent / "config.toml"
+    config.write_text(f'[destinations.offsite]\nurl = "{env["dest"]}"\nsigner = "{k["signer"]}"\n')
+    named = dict(env, env=dict(env["env"], ZG_CONFIG=str(config)))
+    p = run(named, "restore", "offsite", f"{zfs_dataset.name}@s1", target, "--key", env["key"],
+            code=errors.SignerError.exit_code)
+    assert "not signed" in p.stderr.decode() and not zfs.exists(target)
     run(env, "restore", env["dest"], f"{zfs_dataset.name}@s1", target, "--key", env["key"])  # not required: fine
     assert restored(zfs, target) == want
     zfs.destroy(target, recursive=True)

@@ -77,6 +77,11 @@ class ArchiveRow:
         return bool(self.fromguid)
 
     @property
+    def meta(self):
+        """The public metadata recorded for it, typed (metadata.PublicMetadata)."""
+        return PublicMetadata.parse(self.public)
+
+    @property
     def name(self):
         """dataset@snapshot when known, else the guid."""
         if self.dataset and self.snapshot:

@@ -35,6 +35,7 @@ class Report:
     disagree: list = field(default_factory=list)  # ids whose public guids are not the authenticated ones
     missing: list = field(default_factory=list)  # (id, name) listed by the catalog copy, not in the store
     copy_written: float | None = None  # when the catalog copy used was written
+    copy_pending: str | None = None  # the newest catalog copy, asked to thaw: not readable yet
 
 
 def identity_from_header_copy(raw, identities, signers=()):
@@ -50,9 +51,18 @@ def identity_from_header_copy(raw, identities, signers=()):
     return (ident, header) if ident is not None else None
 
 
-def newest_catalog_copy(store, copies, identities, signers=()):
-    """The newest catalog copy a key opens, as a CatalogCopy (None when there is none)."""
+def newest_catalog_copy(store, copies, identities, signers=(), report=None):
+    """The newest catalog copy a key opens, as a CatalogCopy (None when there is none).  A copy in
+    a cold class (a vault) is asked to thaw, and ``report.copy_pending`` names it: until it is
+    readable, hidden archives cannot be told from deleted ones."""
     for info in sorted(copies, key=lambda a: -a.created):
+        status = store.thaw_status(info.id)
+        if status.state not in ("ready", "thawed"):
+            if status.state == "frozen":
+                store.request_thaw(info.id)
+            if report is not None:
+                report.copy_pending = info.id
+            return None
         try:
             out = io.BytesIO()
             with store.open_read(info.id) as reader:
@@ -84,7 +94,8 @@ def rebuild(store, cat, dest, identities=(), signers=()):
             continue
         (copies if public.kind == CATALOG_KIND else archives).append((info, public))
     report.skipped.extend(store.problems)
-    copy = newest_catalog_copy(store, [i for i, _ in copies], identities, signers) if identities and copies else None
+    copy = newest_catalog_copy(store, [i for i, _ in copies], identities, signers, report) \
+        if identities and copies else None
     from_copy = {r["id"]: r for r in copy.rows} if copy else {}
     report.copy_written = copy.written if copy else None
     for info, public in archives:

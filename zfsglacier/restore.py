@@ -2,7 +2,6 @@
 received in order.  Resumable without any state of its own: a snapshot already on the target
 with the right guid is a step already done."""
 
-import base64
 import hashlib
 import io
 import time
@@ -40,10 +39,10 @@ def check_keys(chain, identities, signers=()):
     """Try the keys (and the required signers) on the header copies in the catalog before paying
     for any thaw."""
     for a in chain.archives:
-        copy = a.public.get("zg-header")
+        copy = a.meta.header
         if not copy:
             continue
-        header = read_header(io.BytesIO(base64.b64decode(copy)))
+        header = read_header(io.BytesIO(copy))
         try:
             check_signature(header, signers)
             open_header(header, identities)
@@ -117,8 +116,8 @@ def check_before_receive(reader, a, identities, signers=()):
         header, file_key = archive.open_archive(reader, identities, signers)
     except SignerError as err:
         raise SignerError(f"archive {a.id} ({a.name}): {err}; not receiving it") from None
-    copy = a.public.get("zg-header")
-    if copy and base64.b64decode(copy) != header.raw:
+    copy = a.meta.header
+    if copy and copy != header.raw:
         raise IntegrityError(f"archive {a.id} ({a.name}) is not the archive recorded under that id (its header "
                              f"differs from the recorded copy): swapped or replaced in the store; not receiving it")
     ident = Identity.of_header(header, archive.read_private_metadata(header, file_key))

@@ -4,7 +4,7 @@ import sys
 import time
 
 from .. import backup, rebuild
-from ..errors import IntegrityError
+from ..errors import IntegrityError, RestorePendingError
 from .backup import catalog_store
 from .common import parser, run
 from .keyargs import add_sign_option, add_signer_option, identities, recipients, signers, signing_key
@@ -50,6 +50,10 @@ def explain_rebuild(report):
     if report.disagree:
         warn(f"{len(report.disagree)} archives carry public guids that their authenticated header does not "
              f"(recorded from the header; the store's metadata was changed): {', '.join(report.disagree[:5])}")
+    if report.copy_pending:
+        raise RestorePendingError(f"the newest catalog copy ({report.copy_pending}) is being thawed: until it is "
+                                  f"readable, names of archives without a header copy and archives hidden from "
+                                  f"the store cannot be checked; run the same command again later")
     if report.missing:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.copy_written or 0))
         names = ", ".join(f"{name} ({i})" for i, name in report.missing[:5])

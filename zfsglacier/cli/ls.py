@@ -5,8 +5,8 @@ import json
 import sys
 import time
 
-from ..metadata import printable
 from .. import chains, cost
+from ..metadata import MetadataError, PublicMetadata, printable
 from .storeargs import add_store_options, catalog, open_dest
 from .common import parser, run
 
@@ -26,7 +26,8 @@ def _print_chains(out, archived, now):
         for a in chain:
             shown.add(a.id)
             out(f"    {'full' if not a.fromguid else '-> incr':7}  {a.snapshot or 'guid:' + str(a.toguid):24}  "
-                f"{cost.human_bytes(a.size):>10}  {a.storage_class or '-':12}  {_age(a.uploaded, now):>5}  {a.id}\n")
+                f"{cost.human_bytes(a.size):>10}  {a.storage_class or '-':12}  {_age(a.uploaded, now):>5}  {a.id}"
+                f"{'  MISSING from the store (hidden or deleted)' if a.missing else ''}\n")
     rest = [a for a in archived if a.id not in shown]
     if rest:
         out("  not on any complete chain (non-ZFS input, or a missing base):\n")
@@ -71,10 +72,14 @@ def body(argv):
         f"{cost.dollars(cost.monthly_storage(total, cls, len(rows)))}/month ({cls}, {cost.as_of()})\n")
     if args.remote:
         for r in rows:
-            what = r["metadata"].get("zg-kind") or ("incr" if r["metadata"].get("zg-fromguid", "0") != "0" else "full")
-            out(f"  {printable(r['id'])}  {printable(what):7}  {cost.human_bytes(r['size']):>10}  "
+            try:
+                m = PublicMetadata.parse(r["metadata"])
+                what, guid = m.kind or ("incr" if m.fromguid else "full"), m.toguid if m.toguid is not None else "-"
+            except MetadataError:
+                what, guid = "invalid", "?"  # fields not of their documented form: shown, not trusted
+            out(f"  {printable(r['id'])}  {what:7}  {cost.human_bytes(r['size']):>10}  "
                 f"{printable(r['storage_class'] or '-'):12}  {r['state']:8}  {_age(r['created'], now):>5}  "
-                f"guid:{printable(r['metadata'].get('zg-toguid', '-'))}\n")
+                f"guid:{guid}\n")
     else:
         _print_chains(out, [a for a in archived if a.id in {r["id"] for r in rows}], now)
     for u in incomplete:

@@ -46,7 +46,7 @@ def verify_one(store, row, idents, n_jobs, signers=()):
         else:
             while reader.read(IO_SIZE):
                 pass
-            if row.public.get("zg-format") and not footer_ok(reader.tail, reader.length):
+            if row.meta.format and not footer_ok(reader.tail, reader.length):
                 raise CorruptArchiveError(f"{row.id}: archive is truncated (no valid footer)")
     finally:
         reader.close()
