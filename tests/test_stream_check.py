@@ -5,6 +5,7 @@ zfs-fuse streams, cut at many offsets and record boundaries, with flipped bytes.
 
 import io
 import random
+import struct
 import subprocess
 
 import pytest
@@ -18,16 +19,21 @@ from tests.test_zfsstream import DUMPS, stream
 SMALL = ["leadtbn", "beadtbx", "leadtin", "beadtix", "d", "dc"]  # plain and compound, both byte orders
 
 
-def test_fletcher_closed_form_equals_the_definition():
+@pytest.mark.parametrize("impl", ["update_numpy", "update_c"])
+def test_fletcher_fast_forms_equal_the_definition(impl):
+    if impl == "update_c":
+        assert fletcher._fletcher is not None, "the C extension is not built (pip install -e . builds it)"
+    update = getattr(fletcher, impl)
     rng = random.Random(4)
     data = rng.randbytes((1 << 20) + 13)
     for n in (0, 3, 4, 252, 256, 260, 4096, 100_003, len(data)):
         for order in ("little", "big"):
             fmt = "<" if order == "little" else ">"
-            import struct
             words = struct.unpack(f"{fmt}{n // 4}I", data[:n // 4 * 4])
             state = (1, 2, 3, (1 << 64) - 1)
-            assert fletcher.update(state, data[:n], order) == fletcher._plain(words, state), (n, order)
+            assert update(state, data[:n], order) == fletcher._plain(words, state), (n, order)
+            assert update(state, memoryview(data)[1:n + 1], order) == fletcher._plain(
+                struct.unpack(f"{fmt}{n // 4}I", data[1:n // 4 * 4 + 1]), state)
 
 
 @pytest.mark.parametrize("dump", SMALL)

@@ -8,7 +8,7 @@ import time
 
 from . import archive, chains, cost
 from .errors import (IntegrityError, NoMatchingKeyError, NotFoundError, RestorePendingError, SignerError,
-                     UsageError, ZfsError, ZgError)
+                     ZfsError, ZgError)
 from .format import read_header
 from .metadata import Identity
 from .keys import check_signature, open_header
@@ -170,14 +170,14 @@ def check_chain(store, chain, start, identities, signers=()):
             check_before_receive(reader, a, identities, signers)
 
 
-def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, say):
+def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, say, signers=()):
     """Fetch, decrypt and receive archives[start:] into target; check each snapshot's guid."""
     for i, a in enumerate(chain.archives[start:], start):
         say(f"receiving {i + 1}/{len(chain.archives)}: {a.name} ({cost.human_bytes(a.size)})")
         with store.open_read(a.id, jobs=jobs) as reader:
             vouched = a.checksum is not None and reader.verifies == a.checksum
             src = _Hashing(reader, None if vouched else a.sha256, a.id)
-            opened = check_before_receive(src, a, identities)
+            opened = check_before_receive(src, a, identities, signers)  # again: the store may have changed it
             recv = zfs.receive(target, force=force or i > 0, mount=False)
             try:
                 archive.decrypt(src, recv.stdin, identities, opened=opened)
@@ -206,7 +206,8 @@ def restore(zfs, store, cat, dest, spec, target, identities, *, tier="Standard",
     check_keys(chain, identities, signers)
     thaw_all(store, dest, cat, chain.archives[done:], tier, days, wait, say, poll)
     check_chain(store, chain, done, identities, signers)
-    receive_chain(zfs, store, chain, done, target, identities, force=force and done == 0, jobs=jobs, say=say)
+    receive_chain(zfs, store, chain, done, target, identities, force=force and done == 0, jobs=jobs, say=say,
+                  signers=signers)
     for a in chain.archives:
         cat.thaw_done(dest, a.id)
     try:

@@ -11,7 +11,7 @@ import os
 import sys
 
 from .. import archive, restore
-from ..errors import CorruptArchiveError, IntegrityError, ZgError
+from ..errors import CorruptArchiveError, IntegrityError, UsageError, ZgError
 from ..pipes import IO_SIZE
 from ..format import FOOTER, footer_ok
 from .common import parser, run
@@ -69,7 +69,7 @@ def body(argv):
     idents = identities(args)[0] if args.keys else []
     required = signers(args, config)
     if required and not idents:
-        raise restore.UsageError("--signer needs --key: a signature is checked once the header is read with a key")
+        raise UsageError("--signer needs --key: a signature is checked once the header is read with a key")
     bad = 0
     with catalog(args, config) as cat:
         rows = [r for r in cat.archives(dest) if not args.ids or r.id in args.ids]
