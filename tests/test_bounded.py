@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from zfsglacier import archive, compression, errors, keys
+from zfsglacier import compression, errors, keys
 from zfsglacier.format import read_header
 from tests.helpers import REPO, peak_rss
 
