@@ -28,11 +28,12 @@ from . import corpus as corpus_mod
 from . import report
 from .corpus import zfsfuse
 from .test_filters import zg
+from zfsglacier.backup import hold_tag
+from zfsglacier.stores import open_store
 from zfsglacier.zfs import ZfsCli
 
 FAST = 3
 SNAP = "bench"
-HOLD_TAG = "zfsglacier"  # zg-backup holds the snapshot it archived (zfsglacier/backup.py)
 
 
 @dataclass
@@ -62,12 +63,13 @@ class Chain:
 
     def release(self) -> None:
         if self.zfs.userrefs(self.snap):
-            self.zfs.release(HOLD_TAG, self.snap)
+            self.zfs.release(hold_tag(f"file://{self.dest}"), self.snap)
 
     def fresh_destination(self) -> None:
         self.release()
         shutil.rmtree(self.dest, ignore_errors=True)
         (self.work / "catalog.db").unlink(missing_ok=True)
+        open_store(f"file://{self.dest}").init()
 
 
 def _daemon_pid() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import zfsfuse  # tests/ is on sys.path (pytest puts the rootdir conftest's folder there);
-from helpers import AWS_TEST_ENV, REPO  # importing zfsfuse put the repository there too
+from helpers import AWS_TEST_ENV, REPO, file_destination  # importing zfsfuse put the repository there too
 
 from zfsglacier.zfs import ZfsCli
 
@@ -53,18 +53,36 @@ class Dataset:
 _counter = itertools.count(1)
 
 
+def _hold_tags(tmp_path):
+    """Every tag zg-backup may have used in a test: one per destination of the catalogs it made
+    (zfs-fuse cannot list a snapshot's tags), and the old single tag."""
+    from zfsglacier.backup import LEGACY_HOLD_TAG, hold_tag
+    from zfsglacier.catalog import Catalog
+    tags = {LEGACY_HOLD_TAG}
+    for db in tmp_path.rglob("*.db"):
+        try:
+            with Catalog(str(db)) as cat:
+                tags |= {hold_tag(a.dest) for a in cat.archives(include_deleted=True)}
+        except Exception:  # a catalog a test damaged on purpose
+            continue
+    return tags
+
+
 @pytest.fixture
-def zfs_dataset(zfs_pool):
+def zfs_dataset(zfs_pool, tmp_path):
     """A fresh, mounted filesystem under the test pool, destroyed (with its children) after."""
     zfs = ZfsCli()
     name = f"{zfs_pool}/t{next(_counter)}"
     zfs.create(name)
     yield Dataset(name, Path(zfs.mountpoint(name)))
     if zfs.exists(name):
+        tags = None
         for child in zfs.list_datasets(name, recursive=True):
-            for snap in zfs.snapshots(child):
-                if zfs.userrefs(snap.name):  # zg-backup holds the last archived snapshot
-                    zfs.release("zfsglacier", snap.name)
+            for snap, refs in zfs.userrefs_all(child).items():
+                if refs:  # zg-backup holds the next incremental's base, one hold per destination
+                    tags = tags or _hold_tags(tmp_path)
+                    for tag in tags:
+                        zfs.release(tag, snap, missing_ok=True)
         zfs.destroy(name, recursive=True)
 
 
@@ -132,7 +150,7 @@ def destination(request, tmp_path):
     n = next(_dest_names)
     env = {"ZG_CATALOG": str(tmp_path / "catalog.db"), "ZG_POLL_SECONDS": "0.1"}
     if kind == "file":
-        return f"file://{tmp_path}/store", env
+        return file_destination(tmp_path / "store"), env
     servers = request.getfixturevalue("aws")
     env.update(servers.env)
     import boto3

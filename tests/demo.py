@@ -72,6 +72,7 @@ def main():
         ds = f"{pool.name}/data"
         dest = f"file://{work}/offsite"
         os.environ["ZG_CATALOG"] = str(work / "catalog.db")
+        run(f"zg-init {dest}")
         run(f"zfs create {ds}")
         mnt = Path(subprocess.run(["zfs", "get", "-H", "-o", "value", "mountpoint", ds], capture_output=True,
                                   text=True, check=True).stdout.strip())
@@ -83,7 +84,7 @@ def main():
         want = digest_tree(mnt)
         print(f"# {len(want)} files in {ds}@wednesday")
         run(f"zg-ls {dest} {ds}")
-        run(f"zfs release zfsglacier {ds}@wednesday && zfs unmount {ds} && zfs destroy -r {ds}")
+        run(f"zfs release zfsglacier:{dest} {ds}@wednesday && zfs unmount {ds} && zfs destroy -r {ds}")
         run(f"zg-restore {dest} {ds}@wednesday {ds} --key {key}")
         got = digest_tree(mnt)
         diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))

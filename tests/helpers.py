@@ -92,3 +92,11 @@ def peak_rss(cmd, *args, input_path, env=None):
                         *map(str, args)], capture_output=True, env=e, check=True)
     code, kib = p.stdout.split()
     return int(code), int(kib) / 1024, p.stderr.decode()
+
+
+def file_destination(path):
+    """A new file:// destination at ``path`` (as `zg-init` makes it); returns its URL."""
+    from zfsglacier.stores import open_store
+    url = f"file://{path}"
+    open_store(url).init()
+    return url

@@ -10,7 +10,7 @@ import pytest
 from zfsglacier import errors
 from zfsglacier.catalog import Catalog
 from zfsglacier.zfs import ZfsCli
-from tests.helpers import assert_one_line_error, zg
+from tests.helpers import assert_one_line_error, file_destination, zg
 from tests.test_filters_zfs import fill, tree_digest
 
 pytestmark = pytest.mark.zfs
@@ -25,7 +25,7 @@ def env(tmp_path, request):
     if "destination" in request.fixturenames:
         dest, dest_env = request.getfixturevalue("destination")
     else:
-        dest, dest_env = f"file://{tmp_path}/store", {"ZG_CATALOG": str(tmp_path / "catalog.db")}
+        dest, dest_env = file_destination(tmp_path / "store"), {"ZG_CATALOG": str(tmp_path / "catalog.db")}
     key, pub = tmp_path / "offsite.key", tmp_path / "offsite.pub"
     pub.write_text(zg("keygen", "-o", key, check=True).stdout.decode())
     return dict(key=key, pub=pub, dest=dest, catalog=dest_env["ZG_CATALOG"], env=dest_env)
@@ -139,7 +139,7 @@ def test_bad_input_is_refused_and_destroys_nothing(zfs_dataset, zfs_pool, env, t
     zfs.create(existing)
     (Path(zfs.mountpoint(existing)) / "keep.txt").write_text("precious")
     assert_one_line_error(run(env, "restore", env["dest"], f"{ds}@s2", existing, "--key", env["key"], code=None),
-                          errors.ZfsError.exit_code, "already exists")
+                          errors.TargetExistsError.exit_code, "already exists")
     assert (Path(zfs.mountpoint(existing)) / "keep.txt").read_text() == "precious"
     zfs.destroy(existing, recursive=True)
     # a chain with a missing link

@@ -23,6 +23,9 @@ def env(tmp_path):
     store = tmp_path / "nas" / "store"
     e = {"ZG_CATALOG": str(tmp_path / "c.db")}
     blob = zg("encrypt", key, input=mixed_data(3 << 20, seed=7), check=True).stdout
+    store.parent.mkdir()
+    init = zg_umask("init", f"file://{store}", env=e)  # with umask 0: the directory and marker stay private
+    assert init.returncode == 0, init.stderr
     return dict(key=key, store=store, dest=f"file://{store}", env=e, blob=blob, tmp=tmp_path)
 
 
@@ -43,14 +46,13 @@ def test_modes_are_private_whatever_the_umask(env):
     archive_id = up.stdout.decode().strip()
     assert mode(env["store"]) == 0o700
     assert {p.name: mode(p) for p in env["store"].iterdir()} == {
-        f"{archive_id}.zg": 0o600, f"{archive_id}.zg.json": 0o600}
+        f"{archive_id}.zg": 0o600, f"{archive_id}.zg.json": 0o600, ".zfsglacier-destination": 0o600}
     out = env["tmp"] / "fetched.zg"
     assert zg_umask("fetch", env["dest"], archive_id, "-o", out, env=env["env"]).returncode == 0
     assert mode(out) == 0o600 and out.read_bytes() == env["blob"]
 
 
 def test_a_directory_others_can_write_is_warned_about(env):
-    env["store"].mkdir(parents=True)
     env["store"].chmod(0o777)
     p = zg("upload", env["dest"], input=env["blob"], env=env["env"])
     assert p.returncode == 0

@@ -22,6 +22,7 @@ def site(tmp_path):
         dest = f"file://{tmp_path}/store"
         catalog = str(tmp_path / "catalog.db")
         store = open_store(dest)
+        store.init()
         env = {"ZG_CATALOG": catalog, "ZG_NOW": str(NOW), "ZG_CONFIG": str(tmp_path / "none.toml")}
         guids = iter(range(7001, 9000))
 

@@ -56,7 +56,9 @@ def upload_then_kill(dest, options, head, stored_parts, want, jobs=1):
 
 @pytest.fixture
 def store(tmp_path):
-    return open_store(f"file://{tmp_path}/arch", part_size=1 * MiB)
+    s = open_store(f"file://{tmp_path}/arch", part_size=1 * MiB)
+    s.init()
+    return s
 
 
 def data_of(size, seed=1):
@@ -90,7 +92,7 @@ def test_partial_upload_is_never_listed_and_abort_leaves_nothing(store, tmp_path
     [inc] = store.incomplete_uploads()
     assert inc.metadata == {"k": "v"}
     up.abort()
-    assert os.listdir(tmp_path / "arch") == []
+    assert os.listdir(tmp_path / "arch") == [".zfsglacier-destination"]
 
 
 def test_exception_inside_the_block_aborts(store, tmp_path):
@@ -98,7 +100,7 @@ def test_exception_inside_the_block_aborts(store, tmp_path):
         with store.open_upload({}) as up:
             up.write(data_of(3 * MiB))
             raise RuntimeError("upstream died")
-    assert os.listdir(tmp_path / "arch") == []
+    assert os.listdir(tmp_path / "arch") == [".zfsglacier-destination"]
 
 
 def test_flipped_byte_is_caught_on_read(store, tmp_path):
@@ -179,7 +181,7 @@ def test_metadata_is_checked_before_anything_is_written(store, tmp_path):
         store.open_upload({"Bad Key": "x"})
     with pytest.raises(UsageError, match="printable ASCII"):
         store.open_upload({"k": "caf\u00e9"})
-    assert not (tmp_path / "arch").exists()
+    assert os.listdir(tmp_path / "arch") == [".zfsglacier-destination"]
 
 
 # ---- open_store and the configuration
@@ -248,3 +250,32 @@ def test_archive_ids_are_checked_but_vault_style_ids_pass():
     for bad in ("", "a/b", "..", ".hidden", "a\nb", "x" * 300):
         with pytest.raises(NotFoundError):
             check_id(bad)
+
+
+def test_a_directory_is_a_destination_only_once_marked(tmp_path):
+    """An external disk that is not mounted is an empty mount point (or no directory): nothing is
+    written there; zg-init makes a destination (its parent must exist); old stores are adopted."""
+    from zfsglacier.errors import StoreError
+    mnt = tmp_path / "mnt" / "usb"
+    for make in (lambda: None, lambda: mnt.mkdir(parents=True)):  # no directory, then an empty mount point
+        make()
+        s = open_store(f"file://{mnt}")
+        with pytest.raises(StoreError, match="is the disk mounted|is it mounted"):
+            s.upload(io.BytesIO(b"x" * 100), {})
+        with pytest.raises(StoreError):
+            list(s.list())
+        assert not mnt.exists() or os.listdir(mnt) == []
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(f"file://{tmp_path}/nowhere/x").init()
+    assert not (tmp_path / "nowhere").exists()
+    assert "mounted at" in open_store(f"file://{mnt}").init()
+    assert "already" in open_store(f"file://{mnt}").init()
+    info = open_store(f"file://{mnt}").upload(io.BytesIO(b"x" * 100), {})
+    # a store written before markers existed is adopted (and marked) on first use
+    (mnt / ".zfsglacier-destination").unlink()
+    assert [a.id for a in open_store(f"file://{mnt}").list()] == [info.id]
+    assert (mnt / ".zfsglacier-destination").exists()
+    # a marker that is not ours is refused
+    (mnt / ".zfsglacier-destination").write_text("hello")
+    with pytest.raises(StoreError, match="not a zfsglacier destination marker"):
+        list(open_store(f"file://{mnt}").list())

@@ -13,7 +13,7 @@ import pytest
 from zfsglacier import errors, fletcher
 from zfsglacier.format import FOOTER_MAGIC
 from zfsglacier.zfsstream import BEGIN_RECORD_SIZE, StreamCheck, iter_records, verify_stream
-from tests.helpers import assert_one_line_error, mixed_data, zg
+from tests.helpers import assert_one_line_error, file_destination, mixed_data, zg
 from tests.test_zfsstream import DUMPS, stream
 
 SMALL = ["leadtbn", "beadtbx", "leadtin", "beadtix", "d", "dc"]  # plain and compound, both byte orders
@@ -108,10 +108,9 @@ def test_a_cut_pipeline_stores_nothing(shared_streams, pub, tmp_path):
     """`zfs send` dying part way: the pipeline's zg-upload sees no archive end and stores nothing."""
     data = stream(shared_streams, DUMPS["leadtin"])
     store = tmp_path / "store"
-    store.mkdir()
     env = {"ZG_CATALOG": str(tmp_path / "c.db")}
     enc = encrypt(data[:len(data) - 400], pub)
-    up = zg("upload", f"file://{store}", input=enc.stdout, env=env)
+    up = zg("upload", file_destination(store), input=enc.stdout, env=env)
     assert enc.returncode == errors.BrokenStreamError.exit_code
     assert_one_line_error(up, errors.CorruptArchiveError.exit_code, "nothing was stored")
     assert not [p for p in store.iterdir() if p.suffix == ".zg"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier.errors import BrokenStreamError, ZfsError
+from zfsglacier.errors import BrokenStreamError, DatasetNotFoundError, ZfsError
 from zfsglacier.zfs import ZfsCli, open_zfs
 from zfsglacier.zfsstream import BEGIN_RECORD_SIZE, iter_records, parse_begin, verify_stream
 
@@ -156,11 +156,11 @@ def test_errors_carry_zfs_own_message(zfs, zfs_pool, zfs_dataset):
     for call in (lambda: zfs.guid(missing), lambda: zfs.snapshots(missing),
                  lambda: zfs.snapshot(missing + "@x"), lambda: zfs.destroy(missing),
                  lambda: read_all(zfs.send(zfs_dataset.name + "@nope"))):
-        with pytest.raises(ZfsError) as err:
+        with pytest.raises(DatasetNotFoundError) as err:
             call()
         message = str(err.value)
         assert "does not exist" in message and "\n" not in message
-        assert err.value.exit_code == 13
+        assert err.value.exit_code == 11
     with pytest.raises(ZfsError, match="already exists"):
         zfs.create(zfs_dataset.name)
     with pytest.raises(ZfsError) as err:  # multi-line message and usage text: one line

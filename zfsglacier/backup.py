@@ -5,16 +5,24 @@ the store upload.  The upload is committed only after ``zfs send`` exited 0 and 
 trailer is written, so a failed send never leaves an archive recorded as complete.
 """
 
+import hashlib
 import io
 import time
 from dataclasses import dataclass
 
 from . import archive, chains, cost
-from .errors import NotFoundError, UsageError, ZgError
+from .errors import DatasetNotFoundError, NotFoundError, UsageError, ZgError
 from .metadata import CatalogCopy, PublicMetadata, store_fields
 from .pipes import PeekReader
 
-HOLD_TAG = "zfsglacier"
+LEGACY_HOLD_TAG = "zfsglacier"  # zfsglacier < 0.4: one tag for every destination
+
+
+def hold_tag(dest):
+    """The `zfs hold` tag that keeps a snapshot alive for one destination: readable in `zfs holds`
+    (the destination's URL), hashed only when it would pass ZFS's tag length limit."""
+    tag = f"zfsglacier:{dest}"
+    return tag if len(tag) <= 200 else f"zfsglacier:{hashlib.sha256(dest.encode()).hexdigest()[:24]}"
 
 
 @dataclass
@@ -34,6 +42,24 @@ class Step:
 
 def auto_snapshot_name(now=None):
     return time.strftime("zg-%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def take_snapshot(zfs, dataset, name, *, recursive=False):
+    """Take DATASET@NAME; ``auto`` is zg-<UTC time>, made unique with -2, -3... when a run of the
+    same second (another destination, say) took that name first.  Returns the name taken."""
+    if name != "auto":
+        zfs.snapshot(f"{dataset}@{name}", recursive=recursive)
+        return name
+    base = auto_snapshot_name()
+    for n in range(1, 100):
+        name = base if n == 1 else f"{base}-{n}"
+        try:
+            zfs.snapshot(f"{dataset}@{name}", recursive=recursive)
+            return name
+        except ZgError as err:
+            if "exists" not in str(err):
+                raise
+    raise UsageError(f"cannot find a free snapshot name {base}-N for {dataset}")
 
 
 def plan_dataset(zfs, cat, dest, dataset, *, snapshot_name=None, full_every=None, full_if_older=None, now=None,
@@ -57,23 +83,37 @@ def plan_dataset(zfs, cat, dest, dataset, *, snapshot_name=None, full_every=None
     else:
         raise NotFoundError(f"{dataset} has no snapshot to back up (use --snapshot auto to take one)")
     archives = cat.archives(dest)
-    by_guid = chains.by_toguid(archives)
-    if target.guid in by_guid:
+    if target.guid in chains.by_toguid(archives):
         return None
     older = [s for s in snaps if (s.createtxg or 0, s.creation) < (target.createtxg or 0, target.creation)]
-    base = next((s for s in reversed(older) if s.guid in by_guid), None)
-    reason = "no earlier snapshot of it is archived" if base is None else f"from {base.short}"
+    base, reason = next_base(older, archives, dataset)
+    if base is not None:
+        chain = chains.chain_to(archives, base.guid)
+        if full_every and len(chain.archives) >= full_every:
+            base, reason = None, f"the chain has {len(chain.archives)} archives (--full-every {full_every})"
+        elif full_if_older and now - chain.archives[0].uploaded > full_if_older:
+            base, reason = None, "the chain's full is older than --full-if-older-than"
+    return Step(dataset, target, base, reason, estimate_size(zfs, target, base))
+
+
+def next_base(snaps, archives, dataset):
+    """(snapshot, reason): the newest of ``snaps`` (a dataset's snapshots, oldest first) that the
+    destination's ``archives`` hold with a complete chain, the base of the next incremental; or
+    (None, why there is none)."""
+    by_guid = chains.by_toguid(archives)
+    base = next((s for s in reversed(snaps) if s.guid in by_guid), None)
     if base is not None:
         try:
-            chain = chains.chain_to(archives, base.guid)
+            chains.chain_to(archives, base.guid)
         except NotFoundError:
-            base, reason = None, f"the chain to {base.short} is broken at the destination"
-        else:
-            if full_every and len(chain.archives) >= full_every:
-                base, reason = None, f"the chain has {len(chain.archives)} archives (--full-every {full_every})"
-            elif full_if_older and now - chain.archives[0].uploaded > full_if_older:
-                base, reason = None, "the chain's full is older than --full-if-older-than"
-    return Step(dataset, target, base, reason, estimate_size(zfs, target, base))
+            return None, f"the chain to {base.short} is broken at the destination"
+        return base, f"from {base.short}"
+    ours = [a for a in archives if a.dataset == dataset and a.toguid is not None]
+    if ours:
+        last = max(ours, key=lambda a: (a.snap_created or 0, a.uploaded))
+        return None, (f"{dataset}@{last.snapshot}, the last snapshot archived there, no longer exists on this "
+                      f"host (destroyed or renamed away)")
+    return None, "no earlier snapshot of it is archived"
 
 
 def estimate_size(zfs, target, base):
@@ -88,7 +128,7 @@ def estimate_size(zfs, target, base):
         return None
 
 
-def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs, hold=True, threads=-1,
+def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs, threads=-1,
              intermediates=False, sign=None):
     """Send, encrypt, upload and record one Step; returns (ArchiveInfo, archive.Result).
 
@@ -122,22 +162,45 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
             except ZgError:
                 pass
     cat.record(dest, info, dataset=step.dataset, snapshot=step.target.short)
-    if hold:
-        move_hold(zfs, step)
     return info, result
 
 
-def move_hold(zfs, step):
-    """Hold the snapshot just archived (the next incremental's base) and release the old base."""
+def keep_bases(zfs, cat, dataset):
+    """Hold, for each destination of the catalog, exactly the snapshot of ``dataset`` that its
+    next incremental starts from (next_base), with that destination's tag, and release that tag
+    from every other snapshot: a new chain, zg-rm and zg-prune call this too, so an old tip is
+    let go when no destination needs it any more.  The single tag of older versions is released
+    once the per-destination holds are in place.  Returns warnings (never fails the caller: the
+    archive is already recorded)."""
+    warnings = []
     try:
-        zfs.hold(HOLD_TAG, step.target.name)
-    except ZgError:
-        pass  # already held, or holds unsupported: never fail a completed backup over it
-    if step.base is not None:
-        try:
-            zfs.release(HOLD_TAG, step.base.name)
-        except ZgError:
-            pass
+        snaps = zfs.snapshots(dataset)
+        refs = zfs.userrefs_all(dataset) if snaps else {}
+    except DatasetNotFoundError:
+        return warnings
+    except ZgError as err:
+        return [f"{dataset}: holds not updated: {err}"]
+    guids = {s.guid for s in snaps}
+    dests = sorted({a.dest for a in cat.archives() if a.dataset == dataset or a.toguid in guids})
+    for dest in dests:
+        base, _ = next_base(snaps, cat.archives(dest), dataset)
+        tag = hold_tag(dest)
+        for s in snaps:
+            try:
+                if base is not None and s.name == base.name:
+                    zfs.hold(tag, s.name, exist_ok=True)
+                elif refs.get(s.name):
+                    zfs.release(tag, s.name, missing_ok=True)
+            except ZgError as err:
+                warnings.append(f"{s.name}: hold {tag!r} not updated: {err}")
+    if not warnings:  # the old tag goes only once every new hold is in place
+        for s in snaps:
+            if refs.get(s.name):
+                try:
+                    zfs.release(LEGACY_HOLD_TAG, s.name, missing_ok=True)
+                except ZgError as err:
+                    warnings.append(f"{s.name}: old hold {LEGACY_HOLD_TAG!r} not released: {err}")
+    return warnings
 
 
 def describe_step(step, dest_class):

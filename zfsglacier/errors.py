@@ -96,3 +96,33 @@ class ZfsError(ZgError):
     """A zfs command failed, or a dataset/snapshot is not in the state required."""
 
     exit_code = 13
+
+
+class DatasetNotFoundError(NotFoundError):
+    """zfs says the dataset or snapshot named does not exist."""
+
+
+class TargetExistsError(ZgError):
+    """zg-restore's target exists, or has local changes a receive would roll back: refused
+    unless --force."""
+
+    exit_code = 15
+
+
+class PartialFailureError(ZgError):
+    """Some of the datasets of a recursive run failed (each is named above the summary); the
+    others are done and recorded."""
+
+    exit_code = 16
+
+
+class LockedError(ZgError):
+    """Another zfsglacier run holds the lock on this dataset and destination."""
+
+    exit_code = 17
+
+
+class CatalogError(ZgError):
+    """The catalog is missing, damaged, foreign, or not writable by a command that records."""
+
+    exit_code = 18

@@ -8,7 +8,7 @@ import time
 
 from . import archive, chains, cost
 from .errors import (IntegrityError, NoMatchingKeyError, NotFoundError, RestorePendingError, SignerError,
-                     ZfsError, ZgError)
+                     TargetExistsError, ZfsError, ZgError)
 from .format import read_header
 from .metadata import Identity
 from .keys import check_signature, open_header
@@ -74,6 +74,28 @@ def done_steps(zfs, target, chain):
         else:
             break
     return n, True
+
+
+def check_continue(zfs, target, chain, done):
+    """Continuing a restore into an existing target must not destroy what the user made there.
+    An incremental receive rolls the target back to its newest snapshot (and `-F` destroys later
+    snapshots), so without --force it continues only when the target's newest snapshot is the
+    chain step it stopped at and nothing changed since.  Otherwise: refuse, naming the loss."""
+    snaps = zfs.snapshots(target)
+    if done == 0:
+        raise TargetExistsError(f"{target} already exists and holds no snapshot of this chain; refusing to "
+                                f"receive into it (restore into a new dataset, or --force to overwrite it)")
+    step = chain.archives[done - 1]
+    newest = snaps[-1]
+    if newest.guid != step.toguid:
+        raise TargetExistsError(f"{target} has snapshot {newest.short}, newer than {step.name} where this chain "
+                                f"continues: receiving would destroy it; restore into a new dataset, or --force "
+                                f"to discard it")
+    changed = zfs.changes_since(target, newest)
+    if changed:
+        raise TargetExistsError(f"{target} has local changes: {changed}; receiving would roll them back. Keep "
+                                f"them with `zfs snapshot` and restore into a new dataset, or --force to discard "
+                                f"them")
 
 
 def thaw_all(store, dest, cat, archives, tier, days, wait, say, poll):
@@ -178,7 +200,7 @@ def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, 
             vouched = a.checksum is not None and reader.verifies == a.checksum
             src = _Hashing(reader, None if vouched else a.sha256, a.id)
             opened = check_before_receive(src, a, identities, signers)  # again: the store may have changed it
-            recv = zfs.receive(target, force=force or i > 0, mount=False)
+            recv = zfs.receive(target, force=force, mount=False)
             try:
                 archive.decrypt(src, recv.stdin, identities, opened=opened)
             except BrokenPipeError:
@@ -198,15 +220,15 @@ def restore(zfs, store, cat, dest, spec, target, identities, *, tier="Standard",
     rows, row = find_snapshot(cat, dest, spec)
     chain = chains.chain_to(rows, row.toguid, spec)
     done, exists = done_steps(zfs, target, chain)
-    if exists and done == 0 and not force:
-        raise ZfsError(f"{target} already exists; refusing to receive into it (use --force to overwrite it)")
     if done == len(chain.archives):
         return chain, done
+    if exists and not force:
+        check_continue(zfs, target, chain, done)
     check_missing(chain)
     check_keys(chain, identities, signers)
     thaw_all(store, dest, cat, chain.archives[done:], tier, days, wait, say, poll)
     check_chain(store, chain, done, identities, signers)
-    receive_chain(zfs, store, chain, done, target, identities, force=force and done == 0, jobs=jobs, say=say,
+    receive_chain(zfs, store, chain, done, target, identities, force=force and exists, jobs=jobs, say=say,
                   signers=signers)
     for a in chain.archives:
         cat.thaw_done(dest, a.id)

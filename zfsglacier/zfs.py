@@ -12,8 +12,9 @@ zfs-fuse quirks handled here (checked on zfs-fuse 0.7, pool v23):
     it first, then fails); unmounting first works.
   * a failed command may print nothing (the daemon logs to syslog only, and there is no
     /dev/log): the message then says so instead of being empty.
-  * reading files in a received dataset updates atime, so a later incremental receive needs
-    ``force=True`` (``zfs receive -F``) there, as with any mounted target.
+  * reading files in a received dataset updates atime, which a later incremental receive sees as
+    a change ("destination has been modified"): zg-restore then refuses rather than roll it back
+    with ``-F`` (``changes_since`` says what changed; there is no ``written`` property).
   * after a receive into a mounted filesystem, files read before it keep showing their old
     contents (a cache) until the filesystem is unmounted and mounted again.  Not worked
     around here: real ZFS remounts by itself.
@@ -29,9 +30,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .errors import ZfsError
+from .errors import DatasetNotFoundError, ZfsError
 
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+_DATA_RECORDS = {"WRITE", "WRITE_BYREF", "WRITE_EMBEDDED", "SPILL"}
 _BUSY_RETRIES = 4  # "dataset is busy" right after an unmount clears within a fraction of a second
 
 
@@ -65,6 +67,11 @@ def one_line(stderr: str, what: str, code: int) -> str:
         return " ".join(lines)
     return (f"{what} failed with exit code {code} and no message "
             "(zfs-fuse logs some errors only to syslog)")
+
+
+def _error(message: str) -> ZfsError | DatasetNotFoundError:
+    """A missing dataset or snapshot is "not found" (exit 11); every other failure is zfs's."""
+    return DatasetNotFoundError(message) if "does not exist" in message else ZfsError(message)
 
 
 def find_command(name: str) -> str:
@@ -104,7 +111,7 @@ class ZfsProcess(subprocess.Popen):
         message = self._errors.read().decode("utf-8", "replace")
         self._errors.close()
         if code != 0:
-            raise ZfsError(one_line(message, self.what, code))
+            raise _error(one_line(message, self.what, code))
 
 
 class ZfsCli:
@@ -125,7 +132,7 @@ class ZfsCli:
         except OSError as err:
             raise ZfsError(f"cannot run {self.zfs}: {err}") from None
         if done.returncode != 0:
-            raise ZfsError(one_line(done.stderr, f"zfs {args[0]}", done.returncode))
+            raise _error(one_line(done.stderr, f"zfs {args[0]}", done.returncode))
         return done.stdout
 
     def _lines(self, *args: str) -> list[str]:
@@ -141,10 +148,8 @@ class ZfsCli:
     def exists(self, name: str) -> bool:
         try:
             self._run("list", "-H", "-o", "name", name)
-        except ZfsError as err:
-            if "does not exist" in str(err):
-                return False
-            raise
+        except DatasetNotFoundError:
+            return False
         return True
 
     def guid(self, name: str) -> int:
@@ -165,6 +170,48 @@ class ZfsCli:
     def userrefs(self, snap: str) -> int:
         """Number of user holds on a snapshot (zfs-fuse has no ``zfs holds``)."""
         return int(self.get(snap, "userrefs")["userrefs"])
+
+    def changes_since(self, dataset: str, snap: Snapshot) -> str | None:
+        """What changed in ``dataset`` since its snapshot ``snap`` (which must be its newest), as
+        a phrase, or None when nothing did.
+
+        OpenZFS answers with the ``written`` property.  zfs-fuse has no ``written``: there the
+        proof is an incremental stream from ``snap`` to a throw-away snapshot, which is exactly
+        DRR_BEGIN + DRR_END when nothing changed (checked here: any change, even an access time
+        set by reading a file, adds OBJECT records; new data adds WRITE records)."""
+        try:
+            written = int(self.get(dataset, "written")["written"])
+        except (ZfsError, KeyError, ValueError):
+            return self._changes_by_send(dataset, snap)
+        return None if written == 0 else f"{written} bytes written since @{snap.short}"
+
+    def _changes_by_send(self, dataset: str, snap: Snapshot) -> str | None:
+        from .zfsstream import iter_records  # noqa: PLC0415 (only for ZFS without `written`)
+        probe = f"{dataset}@zfsglacier-probe-{os.getpid()}-{time.monotonic_ns()}"
+        self._run("snapshot", probe)
+        kinds: set[str] = set()
+        try:
+            send = self.send(probe, from_snap=snap.name)
+            for rec, _ in iter_records(send.stdout):
+                kinds.add(rec.type)
+                if rec.type in _DATA_RECORDS:
+                    break  # enough to know; the rest of the stream could be large
+            if kinds & _DATA_RECORDS:
+                send.kill()
+                try:
+                    send.check()
+                except ZfsError:
+                    pass  # killed on purpose
+            else:
+                send.check()
+        finally:
+            self._retry_busy("destroy", probe)
+        kinds -= {"BEGIN", "END"}
+        if not kinds:
+            return None
+        if kinds & _DATA_RECORDS:
+            return f"files were written since @{snap.short}"
+        return f"file attributes changed since @{snap.short} (perhaps only access times, from reading files)"
 
     def list_datasets(self, root: str, recursive: bool = True) -> list[str]:
         """Filesystems and volumes: ``root`` and (if recursive) everything under it, parents first."""
@@ -187,11 +234,34 @@ class ZfsCli:
         self._run("snapshot", *(["-r"] if recursive else []), name)
         return _snapshot(name, self.get(name, "guid", "creation", "createtxg"))
 
-    def hold(self, tag: str, snap: str, recursive: bool = False) -> None:
-        self._run("hold", *(["-r"] if recursive else []), tag, snap)
+    def hold(self, tag: str, snap: str, recursive: bool = False, exist_ok: bool = False) -> None:
+        try:
+            self._run("hold", *(["-r"] if recursive else []), tag, snap)
+        except ZfsError as err:
+            if not (exist_ok and "tag already exists" in str(err)):
+                raise
 
-    def release(self, tag: str, snap: str, recursive: bool = False) -> None:
-        self._run("release", *(["-r"] if recursive else []), tag, snap)
+    def release(self, tag: str, snap: str, recursive: bool = False, missing_ok: bool = False) -> None:
+        try:
+            self._run("release", *(["-r"] if recursive else []), tag, snap)
+        except ZfsError as err:
+            if not (missing_ok and "no such tag" in str(err)):
+                raise
+
+    def userrefs_all(self, dataset: str) -> dict[str, int]:
+        """Snapshot name -> number of user holds, for every snapshot of ``dataset`` (one call)."""
+        out = self._lines("get", "-H", "-p", "-r", "-d", "1", "-o", "name,value", "userrefs", dataset)
+        pairs = (line.split("\t", 1) for line in out)
+        return {name: int(v) for name, v in pairs if name.startswith(dataset + "@") and v.isdigit()}
+
+    def holds(self, snap: str) -> list[str] | None:
+        """The tags holding ``snap`` (`zfs holds`), or None where that command does not exist
+        (zfs-fuse: only the count, ``userrefs``, is known)."""
+        try:
+            out = self._lines("holds", "-H", snap)
+        except ZfsError:
+            return None
+        return [line.split("\t")[1] for line in out if line.count("\t") >= 2]
 
     def mount(self, name: str) -> None:
         self._run("mount", name)
@@ -324,14 +394,14 @@ class PyzfsBackend(ZfsCli):
         self._call(f"cannot snapshot {name}", self.lzc.lzc_snapshot, [name.encode()])
         return _snapshot(name, self.get(name, "guid", "creation", "createtxg"))
 
-    def hold(self, tag: str, snap: str, recursive: bool = False) -> None:
-        if recursive:
-            return super().hold(tag, snap, recursive)
+    def hold(self, tag: str, snap: str, recursive: bool = False, exist_ok: bool = False) -> None:
+        if recursive or exist_ok:  # the CLI's messages tell "already held" apart
+            return super().hold(tag, snap, recursive, exist_ok)
         self._call(f"cannot hold {snap}", self.lzc.lzc_hold, {snap.encode(): tag.encode()})
 
-    def release(self, tag: str, snap: str, recursive: bool = False) -> None:
-        if recursive:
-            return super().release(tag, snap, recursive)
+    def release(self, tag: str, snap: str, recursive: bool = False, missing_ok: bool = False) -> None:
+        if recursive or missing_ok:
+            return super().release(tag, snap, recursive, missing_ok)
         self._call(f"cannot release {snap}", self.lzc.lzc_release, {snap.encode(): [tag.encode()]})
 
     def send(self, snap, from_snap=None, intermediates=False, replicate=False, props=False):

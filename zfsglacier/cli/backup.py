@@ -4,12 +4,13 @@ import sys
 import time
 
 from .. import backup, compression, cost, stores
-from ..errors import ZgError
+from ..errors import PartialFailureError, ZgError
 from ..zfs import open_zfs
 from .common import parser, run
 from .keyargs import add_sign_option, recipients as key_recipients, signing_key
 from .sizes import parse_age
 from .storeargs import add_store_options, catalog, jobs, open_dest
+from ..locks import Locks, lock_directory
 
 
 def body(argv):
@@ -34,6 +35,8 @@ def body(argv):
     p.add_argument("-c", "--compression", default=compression.DEFAULT, choices=compression.ALGORITHMS)
     p.add_argument("-l", "--level", type=int)
     add_sign_option(p)
+    p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another run of the same dataset and destination (default: fail at once)")
     args = p.parse_args(argv)
     args.recipient, args.passphrase, args.passphrase_fd = [], False, None
     recips = key_recipients(args)
@@ -44,13 +47,16 @@ def body(argv):
     n_jobs = jobs(args, config)
     dest_class = cost.class_of(dest, getattr(store, "storage_class", None))
     datasets = zfs.list_datasets(args.dataset, recursive=args.recursive)
-    snap_name = args.snapshot
-    if snap_name == "auto":
-        snap_name = backup.auto_snapshot_name()
-    if snap_name and not args.dry_run:
-        zfs.snapshot(f"{args.dataset}@{snap_name}", recursive=args.recursive)
-    failures = 0
-    with catalog(args, config) as cat:
+    failures = []
+    with catalog(args, config) as cat, Locks(lock_directory(cat.path), wait=args.lock_wait) as locks:
+        if not args.dry_run:  # before any snapshot is taken: a refused run changes nothing
+            for ds in sorted(datasets):
+                locks.take(dest, ds, f"zg-backup {ds}")
+        snap_name = args.snapshot
+        if snap_name and not args.dry_run:
+            snap_name = backup.take_snapshot(zfs, args.dataset, snap_name, recursive=args.recursive)
+        elif snap_name == "auto":
+            snap_name = backup.auto_snapshot_name()
         made = 0
         for ds in datasets:
             try:
@@ -66,10 +72,13 @@ def body(argv):
                     continue
                 start = time.monotonic()
                 info, result = backup.run_step(zfs, store, cat, dest, step, recips, algorithm=args.compression,
-                                               level=level, jobs=n_jobs, hold=args.hold,
+                                               level=level, jobs=n_jobs,
                                                intermediates=args.intermediates, sign=sign)
                 made += 1
                 secs = time.monotonic() - start
+                if args.hold:
+                    for w in backup.keep_bases(zfs, cat, ds):
+                        sys.stderr.write(f"zg-backup: warning: {w}\n")
                 print(f"{info.id}  {ds}@{step.target.short}  {step.kind}"
                       f"{' from ' + step.base.short if step.base else ''}  {cost.human_bytes(info.size)} "
                       f"({cost.human_bytes(result.plaintext_length)} sent, {secs:.1f} s)")
@@ -77,12 +86,14 @@ def body(argv):
             except ZgError as err:
                 if len(datasets) == 1:
                     raise
-                failures += 1
+                failures.append(ds)
                 sys.stderr.write(f"zg-backup: error: {ds}: {err}\n")
         if made and not args.dry_run:
             backup.upload_catalog(catalog_store(args, config, store), cat, dest, recips, jobs=n_jobs, sign=sign)
     if failures:
-        raise backup_failed(failures, len(datasets))
+        rest = len(datasets) - len(failures)
+        raise PartialFailureError(f"{len(failures)} of {len(datasets)} datasets failed ({', '.join(failures)}: "
+                                  f"see above)" + (f"; the other {rest} are backed up" if rest else ""))
     return 0
 
 
@@ -91,11 +102,6 @@ def catalog_store(args, config, store):
     if store.url.startswith("s3://"):
         return stores.open_store(args.dest, config=config, storage_class="STANDARD")
     return store
-
-
-def backup_failed(failures, total):
-    err = ZgError(f"{failures} of {total} datasets failed (see above)")
-    return err
 
 
 def main(argv=None):

@@ -5,10 +5,12 @@ import json
 import sys
 import time
 
-from .. import chains, cost
+from .. import backup, chains, cost
+from ..errors import DatasetNotFoundError
 from ..metadata import MetadataError, PublicMetadata, printable
 from .storeargs import add_store_options, catalog, open_dest
 from .common import parser, run
+from ..zfs import open_zfs
 
 
 def _age(ts, now):
@@ -36,11 +38,50 @@ def _print_chains(out, archived, now):
                 f"{_age(a.uploaded, now):>5}  {a.id}\n")
 
 
+def holds(zfs, cat, dest):
+    """For each dataset with archives at ``dest``: its held snapshots, which one the next
+    incremental to ``dest`` starts from, and whether that one is held for ``dest``."""
+    out = []
+    tag = backup.hold_tag(dest)
+    archives = cat.archives(dest)
+    for ds in sorted({a.dataset for a in archives if a.dataset}):
+        try:
+            snaps, refs = zfs.snapshots(ds), zfs.userrefs_all(ds)
+        except DatasetNotFoundError:
+            out.append(dict(dataset=ds, state="not on this host"))
+            continue
+        base, reason = backup.next_base(snaps, archives, ds)
+        if base is None:
+            out.append(dict(dataset=ds, state=f"no base for an incremental: {reason}"))
+        for s in snaps:
+            n, is_base = refs.get(s.name, 0), base is not None and s.name == base.name
+            if n or is_base:
+                tags = zfs.holds(s.name) if n else []
+                held = n > 0 if tags is None else tag in tags
+                out.append(dict(dataset=ds, snapshot=s.name, userrefs=n, tags=tags, base=is_base, held=held))
+    return out
+
+
+def _print_holds(out, rows, dest):
+    out(f"holds ({backup.hold_tag(dest)} keeps the next incremental's base):\n")
+    for h in rows:
+        if "snapshot" not in h:
+            out(f"  {h['dataset']}: {h['state']}\n")
+            continue
+        tags = ", ".join(h["tags"]) if h["tags"] else f"{h['userrefs']} hold(s) (this ZFS cannot list their tags)"
+        what = "  <- next base for this destination" if h["base"] else ""
+        if h["base"] and not h["held"]:
+            what += ": NOT HELD for it (`zfs destroy` could remove it; the next zg-backup holds it again)"
+        out(f"  {h['snapshot']}  {tags if h['userrefs'] else 'no holds'}{what}\n")
+
+
 def body(argv):
     p = parser("zg-ls", "List the archives at DEST: from the local catalog, or with --remote from the store.")
     add_store_options(p)
     p.add_argument("dataset", nargs="?", help="only this dataset (and its children)")
     p.add_argument("--remote", action="store_true", help="ask the store (vaults: this starts an inventory job)")
+    p.add_argument("--holds", action="store_true", help="also show which local snapshots are held (`zfs hold`) "
+                                                          "as the base of the next incremental to DEST")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     args = p.parse_args(argv)
     config, store, dest = open_dest(args)
@@ -60,9 +101,12 @@ def body(argv):
                          snap_created=a.snap_created, sha256=a.sha256) for a in archived]
             incomplete = cat.uploads(dest)
         thaws = cat.thaws(dest)
+        held = holds(open_zfs(), cat, dest) if args.holds else None
     if args.json:
-        json.dump({"destination": dest, "archives": rows, "incomplete_uploads": incomplete, "thaws": thaws},
-                  sys.stdout, indent=2, default=str)
+        doc = {"destination": dest, "archives": rows, "incomplete_uploads": incomplete, "thaws": thaws}
+        if held is not None:
+            doc["holds"] = held
+        json.dump(doc, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
         return 0
     out = sys.stdout.write
@@ -87,6 +131,8 @@ def body(argv):
             f"{datetime.datetime.fromtimestamp(u['started']):%Y-%m-%d %H:%M} (zg-upload --resume {dest} < same input)\n")
     for t in thaws:
         out(f"  thaw of {t['id']} ({t['tier']}) requested {_age(t['requested'], now)} ago: {t['detail']}\n")
+    if held is not None:
+        _print_holds(out, held, dest)
     return 0
 
 

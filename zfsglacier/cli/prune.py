@@ -8,10 +8,11 @@ the very lines a real run would, in the same order.
 import sys
 import time
 
-from .. import cost, retention
+from .. import backup, cost, retention
 from ..errors import NotFoundError, StoreError, ZgError
 from .common import parser, run
 from .storeargs import add_store_options, catalog, open_dest
+from ..zfs import open_zfs
 
 PROG = "zg-prune"
 
@@ -81,6 +82,11 @@ def body(argv):
         for w in pl.warnings:
             _warn(w)
         failures = _report_and_delete(pl, args, store, cat, dest, rules, now)
+        if not args.dry_run:
+            zfs = open_zfs()
+            for ds in sorted({d.archive.dataset for d in pl.delete if d.archive.dataset}):
+                for w in backup.keep_bases(zfs, cat, ds):
+                    _warn(w)
     if failures:
         raise StoreError(f"{failures} of {len(pl.delete)} deletions failed (listed above); the catalog still "
                          f"lists them: run zg-prune again")

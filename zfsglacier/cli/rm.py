@@ -3,8 +3,9 @@
 import sys
 import time
 
-from .. import chains, cost
+from .. import backup, chains, cost
 from ..errors import UsageError
+from ..zfs import open_zfs
 from .common import parser, run
 from .storeargs import add_store_options, catalog, open_dest
 
@@ -38,6 +39,9 @@ def body(argv):
                              f"{cost.dollars(charge)} ({cost.as_of()})\n")
         store.delete(args.id)
         cat.mark_deleted(dest, args.id)
+        if known is not None and known.dataset:  # its snapshot may no longer be the next base
+            for w in backup.keep_bases(open_zfs(), cat, known.dataset):
+                sys.stderr.write(f"zg-rm: warning: {w}\n")
     return 0
 
 

@@ -393,6 +393,11 @@ class Store(ABC):
         write), or None."""
         return None
 
+    def init(self) -> str:
+        """Prepare a new destination for use (zg-init); returns what was done, as a sentence."""
+        raise UsageError(f"{self.url}: zg-init prepares file:// destinations; create a bucket or vault with "
+                         f"the provider's own tools")
+
     # ---- uploads
     def open_upload(self, metadata: dict[str, str], *, expected_size: Optional[int] = None,
                     jobs: int = 4) -> Upload:

@@ -32,6 +32,19 @@ SUFFIX = ".zg"
 SIDECAR = ".zg.json"
 PARTIAL = ".zg.partial"
 PARTIAL_META = ".zg.partial.json"
+MARKER = ".zfsglacier-destination"
+
+
+def mount_point(path: str) -> str:
+    """The mount point of the filesystem holding ``path`` (where st_dev changes going up)."""
+    path = os.path.realpath(path)
+    dev = os.stat(path).st_dev
+    while path != "/":
+        parent = os.path.dirname(path)
+        if os.stat(parent).st_dev != dev:
+            break
+        path = parent
+    return path
 
 
 def fsync_dir(path: str) -> None:
@@ -134,7 +147,7 @@ class FileSession(UploadSession):
         return self.store._path(self.id, PARTIAL)
 
     def begin(self) -> None:
-        self.store.make_directory()
+        self.store.check_ready()
         head = {"version": 1, "id": self.id, "created": self.created,
                 "metadata": self.metadata, "part_size": self.plan.first}
         write_atomic(self.store._path(self.id, PARTIAL_META), json.dumps(head).encode())
@@ -219,12 +232,68 @@ class FileStore(Store):
             raise UsageError(f"file destination part_size must be between 1 MiB and {MAX_PART >> 20} MiB")
         self.url = url or f"file://{self.path}"
         self.problems: list[tuple[str, str]] = []  # (id, why) of what list() skipped
+        self._ready = False
 
-    def make_directory(self) -> None:
-        """Create the store directory (0700) if it is missing."""
+    # A destination is a directory that says so: `zg-init` writes MARKER into it, and nothing is
+    # ever written to (or read from) a directory without one.  An unmounted disk is then an empty
+    # mount point, or no directory at all, and a backup fails instead of filling the root
+    # filesystem.  A directory that already holds archives (zfsglacier < 0.4) is adopted.
+    def check_ready(self) -> None:
+        if self._ready:
+            return
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            raise StoreError(f"{self.url}: no such directory (is the disk mounted? a new destination is "
+                             f"made with `zg-init {self.url}`)") from None
+        except OSError as exc:
+            raise StoreError(f"cannot list {self.path}: {exc.strerror}") from None
+        if MARKER in names:
+            self._check_marker()
+        elif any(n.endswith((SIDECAR, PARTIAL_META)) for n in names):
+            self._write_marker()
+        else:
+            raise StoreError(f"{self.url} is not a zfsglacier destination (no {MARKER} in it): if it is a disk, "
+                             f"is it mounted? To start a new destination there: `zg-init {self.url}`")
+        self._ready = True
+
+    def _check_marker(self) -> None:
+        try:
+            mark = self._load(os.path.join(self.path, MARKER))
+        except (FileNotFoundError, IntegrityError):
+            mark = None
+        if not isinstance(mark, dict) or mark.get("zfsglacier") != "destination":
+            raise StoreError(f"{self.path}/{MARKER} is not a zfsglacier destination marker: refusing to use "
+                             f"{self.url}")
+
+    def _write_marker(self) -> None:
+        body = json.dumps({"zfsglacier": "destination", "url": self.url, "created": time.time()}).encode()
+        write_atomic(os.path.join(self.path, MARKER), body)
+        fsync_dir(self.path)
+
+    def init(self) -> str:
+        """Make the directory (its parent must exist: an unmounted disk's parent is no place to
+        invent it) and the marker."""
+        created = False
+        try:
+            os.mkdir(self.path, DIR_MODE)
+            created = True
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            raise StoreError(f"{os.path.dirname(self.path)} does not exist: mount the disk, or create the "
+                             f"parent directory first") from None
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path}: {exc.strerror}") from None
         if not os.path.isdir(self.path):
-            os.makedirs(self.path, mode=DIR_MODE, exist_ok=True)
-            os.chmod(self.path, DIR_MODE)
+            raise StoreError(f"{self.path} exists and is not a directory")
+        if os.path.exists(os.path.join(self.path, MARKER)):
+            self._check_marker()
+            return f"{self.url} is already a zfsglacier destination"
+        self._write_marker()
+        self._ready = True
+        return (f"{'created' if created else 'marked'} {self.url} as a zfsglacier destination, on the filesystem "
+                f"mounted at {mount_point(self.path)}")
 
     def warning(self) -> Optional[str]:
         """A sentence for the user when the directory is writable by others (or None)."""
@@ -248,10 +317,9 @@ class FileStore(Store):
         return FileSession(self, new_archive_id(), metadata, time.time(), self._plan())
 
     def _scan(self, suffix: str) -> list[str]:
+        self.check_ready()
         try:
             names = os.listdir(self.path)
-        except FileNotFoundError:
-            return []
         except OSError as exc:
             raise StoreError(f"cannot list {self.path}: {exc.strerror}") from None
         return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix))
@@ -324,6 +392,7 @@ class FileStore(Store):
     # ---- archives
     def _side(self, archive_id: str) -> dict:
         check_id(archive_id)
+        self.check_ready()
         if not os.path.lexists(self._path(archive_id, SUFFIX)):
             raise NotFoundError(f"no archive {archive_id} in {self.url}")
         try:
@@ -341,8 +410,6 @@ class FileStore(Store):
         return self._info(self._side(id))
 
     def list(self) -> Iterator[ArchiveInfo]:
-        if not os.path.isdir(self.path):
-            raise StoreError(f"{self.path} is not a directory")
         self.problems = []
         for archive_id in self._scan(SUFFIX):
             try:
