@@ -84,7 +84,7 @@ def test_lost_catalog_rebuilt_from_the_destination(zfs_dataset, zfs_pool, destin
     want = make_chain(zfs, zfs_dataset, env, n_incr=2)
     os.unlink(env["catalog"])
     p = run(env, "restore", env["dest"], f"{zfs_dataset.name}@s2", f"{zfs_pool}/lost", "--key", env["key"],
-            code=errors.NotFoundError.exit_code)
+            code=errors.CatalogError.exit_code)
     assert "zg-catalog rebuild" in p.stderr.decode()
     keyless = run(env, "catalog", "rebuild", env["dest"]).stdout.decode()
     assert "3 archives" in keyless and "0 with names" in keyless
@@ -248,7 +248,7 @@ def test_makefile_runbook_targets(zfs_dataset, zfs_pool, env):
     make("backup", f"DATASET={zfs_dataset.name}")
     snap = zfs.snapshots(zfs_dataset.name)[-1].short
     assert snap.startswith("zg-")
-    assert "ok   " in make("verify")
+    assert "ok      " in make("verify")
     target = f"{zfs_pool}/from-make"
     make("restore", f"SNAP={zfs_dataset.name}@{snap}", f"TARGET={target}")
     assert restored(zfs, target) == tree_digest(zfs_dataset.path)

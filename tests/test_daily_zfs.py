@@ -190,3 +190,18 @@ def test_one_run_per_dataset_and_destination(zfs_dataset, env, tmp_path):  # noq
     assert [c for c, _ in codes] == [0, 0], codes
     autos = [s.short for s in zfs.snapshots(ds) if s.short.startswith("zg-")]
     assert len(autos) == 3 and len(set(autos)) == 3
+
+
+def test_a_lost_catalog_stops_the_backup_before_it_snapshots(zfs_dataset, env):  # noqa: F811
+    import os
+    zfs = ZfsCli()
+    ds = zfs_dataset.name
+    (zfs_dataset.path / "f").write_text("f")
+    run(env, "backup", ds, env["dest"], "--key", env["pub"], "--snapshot", "s0")
+    os.unlink(env["catalog"])
+    p = run(env, "backup", ds, env["dest"], "--key", env["pub"], "--snapshot", "auto", code=None)
+    assert_one_line_error(p, errors.CatalogError.exit_code, "no catalog at", "already holds archives",
+                          "zg-catalog rebuild")
+    assert [s.short for s in zfs.snapshots(ds)] == ["s0"]
+    from zfsglacier.backup import hold_tag
+    zfs.release(hold_tag(env["dest"]), f"{ds}@s0")  # the fixture finds tags through the catalog, gone here

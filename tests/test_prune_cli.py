@@ -26,10 +26,14 @@ def site(tmp_path):
         env = {"ZG_CATALOG": catalog, "ZG_NOW": str(NOW), "ZG_CONFIG": str(tmp_path / "none.toml")}
         guids = iter(range(7001, 9000))
 
-        def add(self, name, days_ago, parent=None, dataset="tank/db", uploaded=None):
-            guid = next(self.guids)
-            meta = {"zg-format": "1", "zg-toguid": str(guid), "zg-fromguid": str(parent.guid if parent else 0),
+        format = "1"  # None: objects that do not claim to be archives (zg-verify then checks no footer)
+
+        def add(self, name, days_ago, parent=None, dataset="tank/db", uploaded=None, guid=None):
+            guid = guid or next(self.guids)
+            meta = {"zg-toguid": str(guid), "zg-fromguid": str(parent.guid if parent else 0),
                     "zg-snap-created": str(NOW - days_ago * DAY), "zg-stream": "plain"}
+            if self.format:
+                meta["zg-format"] = self.format
             info = self.store.upload(io.BytesIO(name.encode() * 1000), meta)
             with Catalog(self.catalog) as cat:
                 cat.record(self.store.url, info, dataset=dataset, snapshot=name,

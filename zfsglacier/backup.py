@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from . import archive, chains, cost
-from .errors import DatasetNotFoundError, NotFoundError, UsageError, ZgError
+from .errors import CatalogError, DatasetNotFoundError, NotFoundError, UsageError, ZgError
 from .metadata import CatalogCopy, PublicMetadata, store_fields
 from .pipes import PeekReader
 
@@ -42,6 +42,20 @@ class Step:
 
 def auto_snapshot_name(now=None):
     return time.strftime("zg-%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def check_first_backup(store, catalog_path, dest):
+    """No catalog at ``catalog_path``: a first backup, or a lost catalog?  A destination that
+    already holds archives means lost (every chain would start again with a full): refused.
+    Returns a warning where the store cannot be listed at once (a vault), else None."""
+    if not store.lists_at_once:
+        return (f"no catalog at {catalog_path}: starting a new one; if {dest} already holds backups from here, "
+                f"stop this and run `zg-catalog rebuild {dest} --key KEY` (else every chain starts with a full)")
+    for _ in store.list():
+        raise CatalogError(f"no catalog at {catalog_path}, but {dest} already holds archives: run "
+                           f"`zg-catalog rebuild {dest} --catalog {catalog_path} --key KEY` first (without it "
+                           f"every chain would start again with a full), or give --catalog PATH")
+    return None
 
 
 def take_snapshot(zfs, dataset, name, *, recursive=False):

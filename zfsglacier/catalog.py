@@ -12,7 +12,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from .errors import UsageError
+from .errors import CatalogError, DamagedCatalogError
 from .metadata import PublicMetadata
 
 SCHEMA_VERSION = 1
@@ -93,45 +93,124 @@ def _text(n):
     return None if n is None else str(n)
 
 
+_FIELDS = set(ArchiveRow.__dataclass_fields__)
+
+
 def _row(r):
-    d = dict(r)
+    d = {k: r[k] for k in r.keys() if k in _FIELDS}  # columns a newer version added are ignored
     d["public"] = json.loads(d["public"])
     for k in ("toguid", "fromguid"):
         d[k] = int(d[k]) if d[k] is not None else None
     return ArchiveRow(**d)
 
 
-# Columns added after schema 1's first release: added to an older catalog when it is opened.
-_ADDED_COLUMNS = {"identity": "TEXT", "missing": "REAL"}
+# Columns of `archives` a catalog must have, and those that can be added to one that lacks them
+# (added after schema 1's first release, or nullable): the rest make the catalog damaged.
+_CORE_COLUMNS = {"dest", "id", "size", "uploaded", "public"}
+_NULLABLE_COLUMNS = {"sha256": "TEXT", "checksum": "TEXT", "storage_class": "TEXT", "toguid": "TEXT",
+                     "fromguid": "TEXT", "snap_created": "INTEGER", "stream": "TEXT", "dataset": "TEXT",
+                     "snapshot": "TEXT", "deleted": "REAL", "identity": "TEXT", "missing": "REAL"}
+_OUR_TABLES = {"archives", "uploads", "thaws", "catalog_copies"}
+
+
+def _rebuild_hint(path):
+    return (f"`zg-catalog rebuild DEST --catalog {path} --key KEY` makes a new one from the destination "
+            f"(and keeps the old file beside it)")
 
 
 class Catalog:
-    """A handle on the catalog file (created on first use, mode 0600: it names datasets)."""
+    """A handle on the catalog file (mode 0600: it names datasets).
 
-    def __init__(self, path):
-        self.path = path
-        d = os.path.dirname(os.path.abspath(path))
+    ``write``: the command records (backups, uploads, deletions): the catalog is created when
+    missing (``create``) and must be writable, checked before the command changes anything.
+    Otherwise it only reads: a missing catalog is an error that names the way to rebuild it, and
+    a read-only one (a read-only mount, a copy from elsewhere) is opened read-only; the few things
+    a reader notes down (thaws requested) are then skipped.  Every open checks the file with
+    SQLite's quick_check, so a damaged or foreign file is one clear line, never a guess."""
+
+    def __init__(self, path, *, write=True, create=True):
+        self.path, self.readonly = path, False
+        if not os.path.exists(path):
+            if not create:
+                raise CatalogError(f"no catalog at {path}: {_rebuild_hint(path)}, or give --catalog PATH")
+            self._create(path)
         try:
-            os.makedirs(d, mode=0o700, exist_ok=True)
-            new = not os.path.exists(path)
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-            if new:
-                os.chmod(path, 0o600)
+            self.db = self._connect(path, write)
             self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise UsageError(f"catalog {path} was written by a newer zfsglacier (schema {version})")
-            self.db.executescript(SCHEMA)
-            have = {r[1] for r in self.db.execute("PRAGMA table_info(archives)")}
-            for name, kind in _ADDED_COLUMNS.items():
-                if name not in have:
-                    self.db.execute(f"ALTER TABLE archives ADD COLUMN {name} {kind}")
-            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as err:
-            raise UsageError(f"catalog {path}: {err}") from None
+            self._check(path)
+            self._migrate(path, write)
+        except sqlite3.DatabaseError as err:
+            raise DamagedCatalogError(f"catalog {path} is damaged or not a catalog ({err}): "
+                                      f"{_rebuild_hint(path)}") from None
         except OSError as err:
-            raise UsageError(f"catalog {path}: {err.strerror}") from None
+            raise CatalogError(f"catalog {path}: {err.strerror}") from None
+
+    @staticmethod
+    def _create(path):
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise CatalogError(f"cannot create the catalog {path}: {err.strerror}") from None
+
+    def _connect(self, path, write):
+        try:
+            db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            return db
+        except sqlite3.OperationalError as err:
+            if write:
+                raise CatalogError(f"catalog {path} cannot be written ({err}): this command records what it "
+                                   f"does; make it writable, or give --catalog PATH") from None
+        self.readonly = True  # a read-only file or filesystem: WAL needs its -shm file, so immutable
+        return sqlite3.connect(f"file:{path}?immutable=1", uri=True, isolation_level=None)
+
+    def _check(self, path):
+        problems = [r[0] for r in self.db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise DamagedCatalogError(f"catalog {path} is damaged ({'; '.join(problems)[:200]}): "
+                                      f"{_rebuild_hint(path)}")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise CatalogError(f"catalog {path} was written by a newer zfsglacier (schema {version}): upgrade "
+                               f"zfsglacier to use it")
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "archives" not in tables:
+            what = "damaged (its archives table is gone)" if tables & _OUR_TABLES or version else \
+                f"not a zfsglacier catalog (it has tables {', '.join(sorted(tables)[:5])})"
+            raise DamagedCatalogError(f"catalog {path} is {what}: {_rebuild_hint(path)}")
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(archives)")}
+        if have and _CORE_COLUMNS - have:
+            raise DamagedCatalogError(f"catalog {path} is damaged (its archives table has no "
+                               f"{', '.join(sorted(_CORE_COLUMNS - have))} column): {_rebuild_hint(path)}")
+        self._missing_columns = {n: t for n, t in _NULLABLE_COLUMNS.items() if have and n not in have}
+
+    def _migrate(self, path, write):
+        try:
+            self.db.executescript(SCHEMA)
+            for name, kind in self._missing_columns.items():
+                self.db.execute(f"ALTER TABLE archives ADD COLUMN {name} {kind}")
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.OperationalError as err:
+            if write or "readonly" not in str(err):
+                raise CatalogError(f"catalog {path} cannot be written ({err}): this command records what it "
+                                   f"does; make it writable, or give --catalog PATH") from None
+            self.readonly = True
+            if self._missing_columns:
+                raise CatalogError(f"catalog {path} is read-only and needs columns an older zfsglacier did not "
+                                   f"write ({', '.join(self._missing_columns)}): open it writable once") from None
+
+    @classmethod
+    def replace(cls, path):
+        """Move a damaged or foreign catalog aside (PATH.damaged-TIME, with its -wal/-shm) and
+        start an empty one there; returns (catalog, where the old one went)."""
+        aside = f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, aside + suffix)
+        return cls(path), aside
 
     def close(self):
         self.db.close()
@@ -176,6 +255,16 @@ class Catalog:
         r = self.db.execute("SELECT * FROM archives WHERE dest=? AND id=?", (dest, archive_id)).fetchone()
         return _row(r) if r else None
 
+    def mark_missing(self, dest, archive_id, when):
+        """The store did not list it (as of ``when``); a reader of a read-only catalog skips this."""
+        if not self.readonly:
+            self.db.execute("UPDATE archives SET missing=? WHERE dest=? AND id=? AND missing IS NULL",
+                            (when, dest, archive_id))
+
+    def mark_present(self, dest, archive_id):
+        if not self.readonly:
+            self.db.execute("UPDATE archives SET missing=NULL WHERE dest=? AND id=?", (dest, archive_id))
+
     def mark_deleted(self, dest, archive_id, when=None):
         self.db.execute("UPDATE archives SET deleted=? WHERE dest=? AND id=?",
                         (when or time.time(), dest, archive_id))
@@ -200,11 +289,15 @@ class Catalog:
     # --- thaws ------------------------------------------------------------------------------
 
     def thaw_requested(self, dest, archive_id, tier, days, state, detail):
+        if self.readonly:
+            return
         self.db.execute(
             "INSERT INTO thaws VALUES (?,?,?,?,?,?,?) ON CONFLICT (dest, id) DO UPDATE SET state=excluded.state,"
             " detail=excluded.detail", (dest, archive_id, tier, days, time.time(), state, detail))
 
     def thaw_done(self, dest, archive_id):
+        if self.readonly:
+            return
         self.db.execute("DELETE FROM thaws WHERE dest=? AND id=?", (dest, archive_id))
 
     def thaws(self, dest=None):
@@ -225,11 +318,16 @@ class Catalog:
         self.db.execute("DELETE FROM catalog_copies WHERE dest=? AND id=?", (dest, copy_id))
 
 
-def open_catalog(path=None, config=None):
-    """The catalog at ``path``, else $ZG_CATALOG, else the configured or default location."""
+def catalog_path(path=None, config=None):
+    """``path``, else $ZG_CATALOG, else the configured or default location."""
     if path is None:
         path = os.environ.get("ZG_CATALOG")
     if path is None:
         from .config import load_config
         path = (config or load_config()).catalog
-    return Catalog(path)
+    return path
+
+
+def open_catalog(path=None, config=None, *, write=True, create=True):
+    """The catalog at catalog_path(path, config)."""
+    return Catalog(catalog_path(path, config), write=write, create=create)

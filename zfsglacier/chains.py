@@ -3,8 +3,12 @@
 An archive of a full stream starts a chain; an incremental archive (fromguid F -> toguid T)
 continues the chain that reaches F.  Names can be renamed on the host and are not public; guids
 are in every archive's public header, so chains can be worked out without the secret key.
+
+An archive the store no longer has (``missing`` set by a check, a verify or a rebuild) is on no
+chain: what goes through it is broken, for restore, for the next backup's base and for prune.
 """
 
+import time
 from dataclasses import dataclass
 
 from .errors import NotFoundError
@@ -25,13 +29,27 @@ class Chain:
         return self.archives[-1]
 
 
+def _missing(a):
+    return getattr(a, "missing", None)
+
+
 def by_toguid(archives):
-    """toguid -> archives holding a stream to that snapshot (newest upload first)."""
+    """toguid -> archives holding a stream to that snapshot (newest upload first); missing ones left out."""
     index = {}
     for a in sorted(archives, key=lambda a: -a.uploaded):
-        if a.toguid is not None:
+        if a.toguid is not None and not _missing(a):
             index.setdefault(a.toguid, []).append(a)
     return index
+
+
+def _gone(archives, guid):
+    """' (archive ID, NAME, is missing from the store since DATE)' when a missing archive held it."""
+    gone = [a for a in archives if a.toguid == guid and _missing(a)]
+    if not gone:
+        return ""
+    a = gone[0]
+    return (f" (archive {a.id}, {a.name}, held it but is missing from the store, found so on "
+            f"{time.strftime('%Y-%m-%d', time.gmtime(a.missing))}: hidden or deleted there)")
 
 
 def chain_to(archives, toguid, label=None):
@@ -42,7 +60,7 @@ def chain_to(archives, toguid, label=None):
     index = by_toguid(archives)
     label = label or f"guid {toguid}"
     if toguid not in index:
-        raise NotFoundError(f"no archive holds {label}")
+        raise NotFoundError(f"no archive holds {label}{_gone(archives, toguid)}")
     best, missing = None, None
     # Depth-first over candidates; chains are short (a full every N backups), so this stays small.
     stack = [(a, [a]) for a in index[toguid]]
@@ -64,7 +82,7 @@ def chain_to(archives, toguid, label=None):
     if best is None:
         arch, need = missing
         raise NotFoundError(f"the chain to {label} is broken: no archive holds the snapshot with guid {need}, "
-                            f"on which {arch.id} depends")
+                            f"on which {arch.id} depends{_gone(archives, need)}")
     return Chain(list(reversed(best)))
 
 

@@ -126,3 +126,7 @@ class CatalogError(ZgError):
     """The catalog is missing, damaged, foreign, or not writable by a command that records."""
 
     exit_code = 18
+
+
+class DamagedCatalogError(CatalogError):
+    """The catalog file is damaged, or is not a zfsglacier catalog: `zg-catalog rebuild` replaces it."""

@@ -15,6 +15,7 @@ restore says so instead of quietly using an older archive.
 """
 
 import io
+import time
 from dataclasses import dataclass, field
 
 from . import archive
@@ -86,6 +87,7 @@ def rebuild(store, cat, dest, identities=(), signers=()):
     """Record every archive of ``store`` in ``cat``; returns a Report."""
     report = Report()
     copies, archives = [], []
+    started = time.time()
     for info in store.list():
         try:
             public = PublicMetadata.parse(info.metadata)
@@ -125,7 +127,64 @@ def rebuild(store, cat, dest, identities=(), signers=()):
     for row in from_copy.values():
         if row.get("deleted") is None and row["id"] not in listed:
             _record_missing(cat, dest, row, report)
+    copied = {i for i, _ in report.missing}
+    for row in reconcile(cat, dest, listed, _as_of(store, started)).missing:
+        if row.id not in copied:  # this host's own record of it, not in the store any more
+            report.missing.append((row.id, row.name))
     return report
+
+
+@dataclass
+class Check:
+    """How the catalog and a listing of the store compare (zg-catalog check)."""
+
+    as_of: float = 0.0  # when the listing was true (a vault's inventory date)
+    present: int = 0
+    missing: list = field(default_factory=list)  # catalog rows the store does not list
+    back: list = field(default_factory=list)  # rows marked missing before, listed again now
+    unknown: list = field(default_factory=list)  # ids the store lists and the catalog does not know
+
+
+def reconcile(cat, dest, listed, as_of, result=None):
+    """Mark the catalog's live rows for ``dest`` missing when ``listed`` (the ids a listing made
+    at ``as_of`` shows) lacks them, and present when it has them again.  Rows recorded after the
+    listing was made are left alone (a vault inventory can be a day old)."""
+    result = result or Check(as_of=as_of)
+    for row in cat.archives(dest):
+        if row.id in listed:
+            result.present += 1
+            if row.missing:
+                cat.mark_present(dest, row.id)
+                result.back.append(row)
+        elif row.uploaded < as_of:
+            cat.mark_missing(dest, row.id, row.missing or as_of)
+            result.missing.append(row)
+    return result
+
+
+def check(store, cat, dest):
+    """List the store (no thaw, no data read) and reconcile the catalog with it."""
+    started = time.time()
+    infos = list(store.list())
+    result = Check(as_of=_as_of(store, started))
+    listed = {i.id for i in infos}
+    reconcile(cat, dest, listed, result.as_of, result)
+    known = {r.id for r in cat.archives(dest, include_deleted=True)} | set(cat.copies(dest))
+    for info in infos:
+        if info.id not in known and _kind(info) != CATALOG_KIND:
+            result.unknown.append(info.id)
+    return result
+
+
+def _as_of(store, started):
+    return started if store.listed_as_of is None else store.listed_as_of
+
+
+def _kind(info):
+    try:
+        return PublicMetadata.parse(info.metadata).kind
+    except MetadataError:
+        return None
 
 
 def _record_missing(cat, dest, row, report):

@@ -98,14 +98,22 @@ def check_continue(zfs, target, chain, done):
                                 f"them")
 
 
-def thaw_all(store, dest, cat, archives, tier, days, wait, say, poll):
-    """Ask for every thaw at once (they run in parallel at the provider), then wait for all."""
+def thaw_all(store, dest, cat, archives, tier, days, wait, say, poll, on_missing=None):
+    """Ask for every thaw at once (they run in parallel at the provider), then wait for all.
+    ``on_missing(archive, error)``: an archive the store does not have is reported to it and left
+    out (zg-verify goes on with the others); without it, that is an error."""
     pending = []
     for a in archives:
-        st = store.thaw_status(a.id)
-        if st.state == "frozen":
-            st = store.request_thaw(a.id, tier=tier, days=days)
-            cat.thaw_requested(dest, a.id, tier, days, st.state, st.detail)
+        try:
+            st = store.thaw_status(a.id)
+            if st.state == "frozen":
+                st = store.request_thaw(a.id, tier=tier, days=days)
+                cat.thaw_requested(dest, a.id, tier, days, st.state, st.detail)
+        except NotFoundError as err:
+            if on_missing is None:
+                raise
+            on_missing(a, err)
+            continue
         if st.state not in ("ready", "thawed"):
             pending.append(a)
     if pending and not wait:
@@ -174,15 +182,6 @@ class _Hashing:
         return data
 
 
-def check_missing(chain):
-    """An archive of the chain that a rebuild found missing in the store: say so, before any thaw."""
-    for a in chain.archives:
-        if a.missing:
-            when = time.strftime("%Y-%m-%d", time.gmtime(a.missing))
-            raise NotFoundError(f"archive {a.id} ({a.name}), needed for this restore, is listed by the catalog "
-                                f"copy but was not in the store at the rebuild of {when}: hidden or deleted there")
-
-
 def check_chain(store, chain, start, identities, signers=()):
     """Every archive still to receive is the one the plan expects (check_before_receive), read
     before the first `zfs receive`: a bad link late in the chain must not leave a half-restored
@@ -224,7 +223,6 @@ def restore(zfs, store, cat, dest, spec, target, identities, *, tier="Standard",
         return chain, done
     if exists and not force:
         check_continue(zfs, target, chain, done)
-    check_missing(chain)
     check_keys(chain, identities, signers)
     thaw_all(store, dest, cat, chain.archives[done:], tier, days, wait, say, poll)
     check_chain(store, chain, done, identities, signers)

@@ -1,9 +1,11 @@
 """zg-backup: snapshot if asked, then full or incremental, encrypt, upload, record: one command."""
 
+import os
 import sys
 import time
 
 from .. import backup, compression, cost, stores
+from ..catalog import catalog_path
 from ..errors import PartialFailureError, ZgError
 from ..zfs import open_zfs
 from .common import parser, run
@@ -47,8 +49,13 @@ def body(argv):
     n_jobs = jobs(args, config)
     dest_class = cost.class_of(dest, getattr(store, "storage_class", None))
     datasets = zfs.list_datasets(args.dataset, recursive=args.recursive)
+    path = catalog_path(args.catalog, config)
+    if not os.path.exists(path):
+        warning = backup.check_first_backup(store, path, dest)
+        if warning:
+            sys.stderr.write(f"zg-backup: warning: {warning}\n")
     failures = []
-    with catalog(args, config) as cat, Locks(lock_directory(cat.path), wait=args.lock_wait) as locks:
+    with catalog(args, config, write=not args.dry_run) as cat, Locks(lock_directory(cat.path), wait=args.lock_wait) as locks:
         if not args.dry_run:  # before any snapshot is taken: a refused run changes nothing
             for ds in sorted(datasets):
                 locks.take(dest, ds, f"zg-backup {ds}")

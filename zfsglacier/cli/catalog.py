@@ -4,7 +4,9 @@ import sys
 import time
 
 from .. import backup, rebuild
-from ..errors import IntegrityError, RestorePendingError
+from ..catalog import Catalog, catalog_path
+from ..errors import DamagedCatalogError, IntegrityError, NotFoundError, RestorePendingError
+from ..metadata import printable
 from .backup import catalog_store
 from .common import parser, run
 from .keyargs import add_sign_option, add_signer_option, identities, recipients, signers, signing_key
@@ -19,6 +21,9 @@ def body(argv):
     rb.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY",
                     help="secret key file: also recover dataset and snapshot names")
     add_signer_option(rb)
+    ck = sub.add_parser("check", help="compare the catalog with a listing of DEST (no thaw, no data read) and "
+                                      "mark archives the store no longer has as missing")
+    add_store_options(ck)
     bk = sub.add_parser("backup", help="upload the catalog's rows for DEST to DEST, encrypted to --key")
     add_store_options(bk)
     bk.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY", required=True)
@@ -26,7 +31,7 @@ def body(argv):
     args = p.parse_args(argv)
     args.passphrase, args.passphrase_fd, args.recipient = False, None, []
     config, store, dest = open_dest(args)
-    with catalog(args, config) as cat:
+    with open_for(args, config) as cat:
         if args.cmd == "rebuild":
             idents = identities(args)[0] if args.keys else []
             report = rebuild.rebuild(store, cat, dest, idents, signers(args, config))
@@ -35,12 +40,44 @@ def body(argv):
                   + ("" if idents else " (give --key to recover names and check identities)"))
             sys.stdout.flush()
             explain_rebuild(report)
+        elif args.cmd == "check":
+            print_check(dest, rebuild.check(store, cat, dest), cat)
         else:
             info = backup.upload_catalog(catalog_store(args, config, store), cat, dest, recipients(args),
                                          jobs=jobs(args, config), sign=signing_key(args, config))
             print(info.id)
     sys.stdout.flush()
     return 0
+
+
+def open_for(args, config):
+    """The catalog; for a rebuild, a damaged or foreign one is moved aside and replaced."""
+    if args.cmd != "rebuild":
+        return catalog(args, config, write=args.cmd != "check", create=False)
+    try:
+        return catalog(args, config)
+    except DamagedCatalogError:
+        cat, aside = Catalog.replace(catalog_path(args.catalog, config))
+        warn(f"the catalog was damaged or not a catalog: moved it to {aside}; rebuilding a new one")
+        return cat
+
+
+def print_check(dest, result, cat):
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(result.as_of))
+    print(f"{dest}: {result.present + len(result.missing)} archives in the catalog, {result.present} of them "
+          f"listed by the store (as of {when})")
+    for row in result.missing:
+        print(f"MISSING {row.id}  {row.name}  uploaded {time.strftime('%Y-%m-%d', time.gmtime(row.uploaded))}")
+    for row in result.back:
+        print(f"back    {row.id}  {row.name}  (marked missing before, listed again)")
+    for archive_id in result.unknown:
+        print(f"unknown {printable(archive_id)}  in the store, not in the catalog (`zg-catalog rebuild {dest}` "
+              f"adds it)")
+    sys.stdout.flush()
+    if result.missing:
+        how = "" if not cat.readonly else " (the catalog is read-only: not recorded)"
+        raise NotFoundError(f"{len(result.missing)} archives of the catalog are not in the store (hidden or "
+                            f"deleted there); they are marked missing{how}, and chains through them are broken")
 
 
 def explain_rebuild(report):
@@ -57,8 +94,9 @@ def explain_rebuild(report):
     if report.missing:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.copy_written or 0))
         names = ", ".join(f"{name} ({i})" for i, name in report.missing[:5])
-        raise IntegrityError(f"{len(report.missing)} archives listed by the newest catalog copy ({when}) are not "
-                             f"in the store: hidden or deleted there: {names}; they are recorded as missing")
+        raise IntegrityError(f"{len(report.missing)} archives listed by the catalog or its newest copy ({when}) "
+                             f"are not in the store: hidden or deleted there: {names}; they are recorded as "
+                             f"missing")
 
 
 def warn(message):

@@ -2,10 +2,40 @@
 
 import argparse
 import os
+import signal
+import sqlite3
 import sys
+import threading
 
 from .. import __version__
-from ..errors import OutputClosedError, UsageError, ZgError
+from ..errors import CatalogError, OutputClosedError, UsageError, ZgError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd stop, `timeout`) or SIGHUP (a closed terminal): handled as Ctrl-C is, so
+    every clean-up runs (an upload is aborted, never left recorded as complete); the exit code is
+    128 + the signal's number, as a shell reports a process that the signal killed."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    for sig in _STOP_SIGNALS:  # a second one must not cut the clean-up short (SIGKILL still can)
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _catch_stop_signals():
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in _STOP_SIGNALS:
+        if signal.getsignal(sig) is signal.SIG_DFL:  # an ignored SIGHUP (nohup) stays ignored
+            signal.signal(sig, _raise_terminated)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -31,6 +61,7 @@ def run(prog, body, argv=None):
     """Run ``body(argv)``; turn every expected failure into one stderr line and an exit code."""
     if argv is None:
         argv = sys.argv[1:]
+    _catch_stop_signals()
     try:
         return body(argv) or 0
     except ZgError as err:
@@ -40,9 +71,15 @@ def run(prog, body, argv=None):
         _silence_stdout()
         _say(prog, OutputClosedError("output closed early (broken pipe): the reader stopped"))
         return OutputClosedError.exit_code
+    except Terminated as stop:
+        _say(prog, f"stopped by {signal.Signals(stop.signum).name}; cleaned up (nothing half-done is recorded)")
+        return 128 + stop.signum
     except KeyboardInterrupt:
         _say(prog, "interrupted")
         return 130
+    except sqlite3.DatabaseError as err:  # the catalog was damaged under a running command
+        _say(prog, CatalogError(f"catalog: {err}: `zg-catalog rebuild DEST --key KEY` replaces a damaged one"))
+        return CatalogError.exit_code
     except Exception as err:  # a bug: still one line, with a way to get the traceback
         if os.environ.get("ZG_DEBUG"):
             raise

@@ -59,7 +59,7 @@ def body(argv):
     args = p.parse_args(argv)
     big_buffers_from_mmap()
     config, store, dest = open_dest(args)
-    with catalog(args, config) as cat:
+    with catalog(args, config, write=False) as cat:  # none (another machine): the store's checks only
         progress = Progress(f"fetch {args.id}")
         thaw(store, dest, args.id, cat, args, progress)
         known = cat.get(dest, args.id)

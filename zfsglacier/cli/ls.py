@@ -23,13 +23,18 @@ def _print_chains(out, archived, now):
     shown = set()
     for n, chain in enumerate(chains.chains(archived), 1):
         head = chain[0]
+        gone = next((i for i, a in enumerate(chain) if a.missing), None)
+        broken = "" if gone is None else (f", BROKEN at {chain[gone].id}: snapshots from "
+                                          f"{chain[gone].snapshot or chain[gone].toguid} on cannot be restored")
         out(f"  chain {n}: {head.dataset or '?'}, {len(chain)} archives, "
-            f"{cost.human_bytes(sum(a.size for a in chain))}\n")
-        for a in chain:
+            f"{cost.human_bytes(sum(a.size for a in chain))}{broken}\n")
+        for i, a in enumerate(chain):
             shown.add(a.id)
+            state = "  MISSING from the store (hidden or deleted)" if a.missing else \
+                "  unrestorable (an earlier link is missing)" if gone is not None and i > gone else ""
             out(f"    {'full' if not a.fromguid else '-> incr':7}  {a.snapshot or 'guid:' + str(a.toguid):24}  "
                 f"{cost.human_bytes(a.size):>10}  {a.storage_class or '-':12}  {_age(a.uploaded, now):>5}  {a.id}"
-                f"{'  MISSING from the store (hidden or deleted)' if a.missing else ''}\n")
+                f"{state}\n")
     rest = [a for a in archived if a.id not in shown]
     if rest:
         out("  not on any complete chain (non-ZFS input, or a missing base):\n")
@@ -86,7 +91,7 @@ def body(argv):
     args = p.parse_args(argv)
     config, store, dest = open_dest(args)
     now = time.time()
-    with catalog(args, config) as cat:
+    with catalog(args, config, write=False, create=False) as cat:
         if args.remote:
             rows = [dict(id=a.id, size=a.size, created=a.created, storage_class=a.storage_class, state=a.state,
                          sha256=a.sha256, metadata=a.metadata) for a in store.list()]

@@ -71,7 +71,7 @@ def body(argv):
 
     config, store, dest = open_dest(args)
     default_class = getattr(store, "storage_class", None)
-    with catalog(args, config) as cat:
+    with catalog(args, config, create=False) as cat:
         archives = cat.archives(dest)
         if args.dataset and not any(a.dataset == args.dataset or (a.dataset or "").startswith(args.dataset + "/")
                                     for a in archives):

@@ -28,7 +28,7 @@ def body(argv):
                                                           "tier; change nothing")
     args = p.parse_args(argv)
     config, store, dest = open_dest(args)
-    with catalog(args, config) as cat:
+    with catalog(args, config, write=False, create=False) as cat:
         if args.dry_run:
             rows, row = restore.find_snapshot(cat, dest, args.snapshot)
             chain = restore.chains.chain_to(rows, row.toguid, args.snapshot)

@@ -4,7 +4,7 @@ import sys
 import time
 
 from .. import backup, chains, cost
-from ..errors import UsageError
+from ..errors import NotFoundError, UsageError
 from ..zfs import open_zfs
 from .common import parser, run
 from .storeargs import add_store_options, catalog, open_dest
@@ -15,7 +15,8 @@ def body(argv):
     add_store_options(p)
     p.add_argument("id", metavar="ID")
     p.add_argument("--force", action="store_true",
-                   help="delete even if later incrementals depend on it (they become unrestorable)")
+                   help="delete even if later incrementals depend on it (they become unrestorable); drop it from "
+                        "the catalog when the store no longer has it")
     args = p.parse_args(argv)
     config, store, dest = open_dest(args)
     with catalog(args, config) as cat:
@@ -37,7 +38,13 @@ def body(argv):
             sys.stderr.write(f"zg-rm: note: {args.id} is {cost.min_days(cls) - days_left:.0f} days old; {cls} bills "
                              f"at least {cost.min_days(cls)} days, so deleting now still costs about "
                              f"{cost.dollars(charge)} ({cost.as_of()})\n")
-        store.delete(args.id)
+        try:
+            store.delete(args.id)
+        except NotFoundError:
+            if known is None or not args.force:
+                raise NotFoundError(f"{args.id} is not in {dest}" + (" (already deleted or hidden there); --force "
+                                    "removes it from the catalog" if known is not None else "")) from None
+            sys.stderr.write(f"zg-rm: note: {args.id} was not in {dest}; removed from the catalog\n")
         cat.mark_deleted(dest, args.id)
         if known is not None and known.dataset:  # its snapshot may no longer be the next base
             for w in backup.keep_bases(open_zfs(), cat, known.dataset):

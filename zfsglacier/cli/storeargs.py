@@ -27,8 +27,10 @@ def open_dest(args, **options):
     return config, store, store.url
 
 
-def catalog(args, config):
-    return open_catalog(args.catalog, config)
+def catalog(args, config, *, write=True, create=True):
+    """The catalog for this command: ``write`` if it records anything (then it must be writable,
+    checked before anything is changed), ``create`` if a missing one may be started empty."""
+    return open_catalog(args.catalog, config, write=write, create=create)
 
 
 def jobs(args, config):

@@ -9,9 +9,10 @@ see `zg-restore --dry-run` for the per-tier price).
 import hashlib
 import os
 import sys
+import time
 
 from .. import archive, restore
-from ..errors import CorruptArchiveError, IntegrityError, UsageError, ZgError
+from ..errors import CorruptArchiveError, IntegrityError, NotFoundError, UsageError, ZgError
 from ..pipes import IO_SIZE
 from ..format import FOOTER, footer_ok
 from .common import parser, run
@@ -70,25 +71,40 @@ def body(argv):
     required = signers(args, config)
     if required and not idents:
         raise UsageError("--signer needs --key: a signature is checked once the header is read with a key")
-    bad = 0
-    with catalog(args, config) as cat:
+    bad, gone = 0, []
+    with catalog(args, config, write=False, create=False) as cat:
         rows = [r for r in cat.archives(dest) if not args.ids or r.id in args.ids]
-        missing = set(args.ids) - {r.id for r in rows}
-        if missing:
-            raise restore.NotFoundError(f"not in the catalog for {dest}: {', '.join(sorted(missing))}")
+        unknown = set(args.ids) - {r.id for r in rows}
+        if unknown:
+            raise NotFoundError(f"not in the catalog for {dest}: {', '.join(sorted(unknown))}")
         progress = Progress("verify")
+
+        def missing(row, err):  # reported; the others are still checked
+            gone.append(row)
+            cat.mark_missing(dest, row.id, time.time())
+            print(f"MISSING {row.id}  {row.name}  {err}")
+
         restore.thaw_all(store, dest, cat, rows, args.tier, args.days, not args.no_wait, progress.say,
-                         float(os.environ.get(POLL_ENV, "60")))
-        for row in rows:
+                         float(os.environ.get(POLL_ENV, "60")), on_missing=missing)
+        for row in (r for r in rows if r not in gone):
             try:
                 n = verify_one(store, row, idents, jobs(args, config), required)
-                print(f"ok   {row.id}  {row.name}  {n} bytes" + ("" if idents else " (checksums only: no key)"))
+                if row.missing:
+                    cat.mark_present(dest, row.id)
+                print(f"ok      {row.id}  {row.name}  {n} bytes" + ("" if idents else " (checksums only: no key)"))
+            except NotFoundError as err:  # gone since the thaw check
+                missing(row, err)
             except ZgError as err:
                 bad += 1
-                print(f"FAIL {row.id}  {row.name}  {err}")
+                print(f"FAIL    {row.id}  {row.name}  {err}")
             sys.stdout.flush()
+    summary = f"{len(rows) - bad - len(gone)} ok, {bad} failed, {len(gone)} missing, of {len(rows)} archives"
     if bad:
-        raise IntegrityError(f"{bad} of {len(rows)} archives failed verification")
+        raise IntegrityError(f"{summary}: see the FAIL lines")
+    if gone:
+        raise NotFoundError(f"{summary}: the missing ones are marked so in the catalog; chains through them "
+                            f"are broken (`zg-ls DEST`)")
+    print(summary)
     return 0
 
 

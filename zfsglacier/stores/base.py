@@ -387,6 +387,8 @@ class Store(ABC):
     url: str = ""
     kind: str = ""
     problems: list = ()  # (id, why) of each object the last list() skipped as not of its documented form
+    listed_as_of: Optional[float] = None  # when the last list() was true, if not when it ran (an inventory)
+    lists_at_once: bool = True  # list() answers now (a vault's needs an inventory job: hours)
 
     def warning(self) -> Optional[str]:
         """A sentence the user should see about this destination (say, a directory others can

@@ -139,6 +139,7 @@ class VaultStore(Store):
     """Archives in one Glacier vault (see module doc)."""
 
     kind = "glacier"
+    lists_at_once = False
 
     def __init__(self, vault: str, *, part_size: Optional[int] = None,
                  profile: Optional[str] = None, region: Optional[str] = None,
@@ -325,9 +326,16 @@ class VaultStore(Store):
         resp = self._call("get_job_output", "read inventory", jobId=done[-1]["JobId"])
         with resp["body"] as body:
             try:
-                return json.loads(body.read()).get("ArchiveList", []) or []
+                inventory = json.loads(body.read())
+                rows = inventory.get("ArchiveList", []) or []
             except (ValueError, AttributeError):
                 raise StoreError(f"{self.url}: the vault inventory is not JSON") from None
+        when = inventory.get("InventoryDate") or done[-1].get("CreationDate")
+        try:  # unknown: 0, so that nothing recorded is taken for missing on its word
+            self.listed_as_of = _epoch(when) if isinstance(when, str) else 0.0
+        except ValueError:
+            self.listed_as_of = 0.0
+        return rows
 
     def _info(self, row: dict) -> ArchiveInfo:
         return ArchiveInfo(row["ArchiveId"], int(row["Size"]), None, _epoch(row["CreationDate"]),
