@@ -179,3 +179,12 @@ def test_prune_never_counts_a_missing_archive_as_keeping_a_snapshot(site):  # no
     assert b0.id in kept and b1.id in kept, out
     deleted = [line.split()[0] for line in plan.splitlines() if line.startswith("  ")]
     assert deleted == [a1.id], out  # the missing one goes, "restorable via" the chain that exists
+
+
+def test_rebuild_marks_what_the_store_no_longer_has(site):  # noqa: F811
+    a0, a1 = site.chain("a", 10, 2)
+    (Path(site.store.path) / f"{a1.id}.zg").unlink()
+    (Path(site.store.path) / f"{a1.id}.zg.json").unlink()
+    p = zg("catalog", "rebuild", site.dest, env=site.env)
+    assert_one_line_error(p, errors.IntegrityError.exit_code, "not in the store", a1.id)
+    assert {r.id: bool(r.missing) for r in site.rows()} == {a0.id: False, a1.id: True}

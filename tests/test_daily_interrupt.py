@@ -73,7 +73,7 @@ def test_a_killed_backup_is_shown_and_collectable(zfs_dataset, destination, env,
     remote = zg("ls", env["dest"], "--remote", env=env["env"]).stdout.decode()
     assert "incomplete upload" in remote
     p = zg("rm", "--incomplete", env["dest"], "--older-than", "1h", env=env["env"])
-    assert p.returncode == 0 and "kept" in p.stdout.decode(), p.stderr.decode()  # too young
+    assert p.returncode == 0 and "0 incomplete uploads aborted, 1 kept" in p.stdout.decode(), p.stdout  # too young
     assert len(multipart_uploads(aws, env["dest"])) == 1
     p = zg("rm", "--incomplete", env["dest"], env=env["env"])
     assert p.returncode == 0 and "aborted" in p.stdout.decode(), p.stderr.decode()
@@ -81,3 +81,47 @@ def test_a_killed_backup_is_shown_and_collectable(zfs_dataset, destination, env,
     with Catalog(env["catalog"]) as cat:
         assert cat.uploads(env["dest"]) == []
     assert "incomplete" not in zg("ls", env["dest"], env=env["env"]).stdout.decode()
+
+
+@pytest.mark.parametrize("destination", ["s3"], indirect=True)
+def test_a_failed_catalog_copy_is_a_warning_and_is_retried(zfs_dataset, destination, env, aws, tmp_path):  # noqa: F811
+    (zfs_dataset.path / "f").write_text("f")
+    config = tmp_path / "config.toml"  # few attempts: the copy fails on every one of them
+    config.write_text(f'[destinations.offsite]\nurl = "{env["dest"]}"\nmax_attempts = 2\n')
+    env["env"]["ZG_CONFIG"] = str(config)
+    with FaultProxy(aws.s3_url) as proxy:
+        proxy.inject("http500", count=None, when=lambda req: req.method == "PUT" and
+                     req.header("x-amz-storage-class") == "STANDARD")  # the copy only
+        run_env = {**env["env"], "AWS_ENDPOINT_URL_S3": proxy.url}
+        p = zg("backup", zfs_dataset.name, "offsite", "--key", env["pub"], "--snapshot", "s0", env=run_env)
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert err.count("\n") == 1 and "warning: the backup is complete and recorded" in err and "tries again" in err
+    assert proxy.injected["http500"] >= 1
+    with Catalog(env["catalog"]) as cat:
+        assert len(cat.archives(env["dest"])) == 1 and cat.copies(env["dest"]) == []
+    # nothing new to back up, but the copy is due: uploaded now
+    p = zg("backup", zfs_dataset.name, "offsite", "--key", env["pub"], env=env["env"])
+    assert p.returncode == 0 and "up to date" in p.stdout.decode(), p.stderr.decode()
+    with Catalog(env["catalog"]) as cat:
+        assert len(cat.copies(env["dest"])) == 1
+
+
+@pytest.mark.parametrize("destination", ["s3"], indirect=True)
+def test_an_endpoint_that_refuses_fails_in_seconds(zfs_dataset, destination, env):  # noqa: F811
+    import socket
+    (zfs_dataset.path / "f").write_text("f")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_env = {**os.environ, **env["env"], "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"}
+    run_env.pop("ZG_DEBUG", None)
+    p = zg("upload", env["dest"], "--raw", input=b"x" * 1000, env=run_env)
+    err = p.stderr.decode()
+    assert p.returncode == 10 and err.count("\n") == 1 and "Could not connect" in err and "is the endpoint" in err
+    # on a terminal, each retry says so: 3 attempts in all (botocore alone made 8, and each part 4 x 8)
+    pipeline = f"head -c 1000 /dev/zero | {sys.executable} {BIN / 'zg-upload'} {env['dest']} --raw"
+    tty = subprocess.run(["script", "-qec", pipeline, "/dev/null"], env=run_env, capture_output=True, timeout=300)
+    out = tty.stdout.decode()
+    assert out.count("retrying (1/2) in 1 s") == 1 and out.count("retrying (2/2) in 2 s") == 1, out
+    assert "retrying (3/" not in out and "is the endpoint right" in out, out

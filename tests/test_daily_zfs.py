@@ -205,3 +205,44 @@ def test_a_lost_catalog_stops_the_backup_before_it_snapshots(zfs_dataset, env): 
     assert [s.short for s in zfs.snapshots(ds)] == ["s0"]
     from zfsglacier.backup import hold_tag
     zfs.release(hold_tag(env["dest"]), f"{ds}@s0")  # the fixture finds tags through the catalog, gone here
+
+
+def test_writers_stop_before_zfs_and_output_errors_lose_nothing(zfs_dataset, zfs_pool, env, tmp_path):  # noqa: F811
+    """A catalog that cannot be written stops zg-backup before it snapshots; a backup whose stdout
+    is full is exit 8 with the archive recorded (the next run is up to date, no duplicate); a
+    restore whose stdout is full has restored."""
+    import os
+    import subprocess
+    import sys
+    from zfsglacier.catalog import Catalog
+    from tests.helpers import BIN
+    from tests.test_daily_catalog import read_only
+    zfs = ZfsCli()
+    ds = zfs_dataset.name
+    (zfs_dataset.path / "f").write_text("f")
+    run(env, "backup", ds, env["dest"], "--key", env["pub"], "--snapshot", "s0")
+    (zfs_dataset.path / "g").write_text("g")
+    with Catalog(env["catalog"]) as cat:
+        cat.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with read_only(tmp_path) as ro:
+        ro_env = {**env, "env": {**env["env"], "ZG_CATALOG": str(ro / "catalog.db")}}
+        p = run(ro_env, "backup", ds, env["dest"], "--key", env["pub"], "--snapshot", "auto", code=None)
+        assert_one_line_error(p, errors.CatalogError.exit_code, "cannot be written")
+        assert [s.short for s in zfs.snapshots(ds)] == ["s0"]
+        p = run(ro_env, "ls", env["dest"])  # and readers still read it
+        assert "chain 1" in p.stdout.decode()
+
+    def into_full(cmd, *args):
+        e = {**os.environ, **env["env"]}
+        e.pop("ZG_DEBUG", None)
+        with open("/dev/full", "wb") as out:
+            return subprocess.run([sys.executable, str(BIN / f"zg-{cmd}"), *map(str, args)], stdout=out,
+                                  stderr=subprocess.PIPE, env=e)
+    p = into_full("backup", ds, env["dest"], "--key", env["pub"], "--snapshot", "s1")
+    assert p.returncode == errors.OutputClosedError.exit_code and b"cannot write standard output" in p.stderr
+    assert "up to date" in run(env, "backup", ds, env["dest"], "--key", env["pub"]).stdout.decode()
+    target = f"{zfs_pool}/full-out"
+    p = into_full("restore", env["dest"], f"{ds}@s1", target, "--key", env["key"])
+    assert p.returncode == errors.OutputClosedError.exit_code, p.stderr
+    assert zfs.guid(f"{target}@s1") == zfs.guid(f"{ds}@s1")
+    zfs.destroy(target, recursive=True)

@@ -169,38 +169,51 @@ def decrypt(src, out, identities, *, opened=None, signers=()):
     ahead = ReadAhead(chunks.read_chunk)  # reading and opening chunks overlaps decompression
     digest = BlockDigest()
     parallel = behind = None
-    try:
+    try:  # compression.decoding wraps the decoder calls only: a failed write is never "damage"
         if header.compression == "zstd":  # independent frames: decompressed and hashed on all cores
             behind = WriteBehind(out)
             parallel = compression.ParallelZstdReader(ahead.read_piece)
             while True:
-                data, digests = parallel.read_block()
+                with compression.decoding(header.compression):
+                    data, digests = parallel.read_block()
                 if not data:
                     break
                 digest.add(data, digests)
                 behind.write(data)
         else:
             behind = WriteBehind(out, digest)  # hashing and writing overlap decompression
-            plain = compression.reader(header.compression, ahead)
-            while data := plain.read(IO_SIZE):
+            with compression.decoding(header.compression):
+                plain = compression.reader(header.compression, ahead)
+            while True:
+                with compression.decoding(header.compression):
+                    data = plain.read(IO_SIZE)
+                if not data:
+                    break
                 behind.write(data)
             if ahead.read_piece():
                 raise CorruptArchiveError("archive has authenticated data after its compressed stream ended")
-    except compression.DECODE_ERRORS as err:
-        if isinstance(err, (BrokenPipeError, ConnectionResetError)):
-            raise
-        raise CorruptArchiveError(f"archive's {header.compression} data cannot be decompressed: {err}") from None
-    finally:
-        if parallel is not None:
-            parallel.close()
-        ahead.close()
-        if behind is not None:
-            behind.close()
+    except BaseException:
+        _close_quietly(parallel, ahead, behind)  # the first error is the one to report
+        raise
+    if parallel is not None:
+        parallel.close()
+    ahead.close()
+    if behind is not None:
+        behind.close()  # the last writes' error, if any
     length = digest.length
     want_length, compressed_length, want_sha = chunks.trailer
     if length != want_length or digest.digest() != want_sha:
         raise CorruptArchiveError("decrypted data does not match the length and SHA-256 in the archive's trailer")
     return Result(header, length, digest.hexdigest(), compressed_length)
+
+
+def _close_quietly(*parts):
+    for part in parts:
+        if part is not None:
+            try:
+                part.close()
+            except Exception:  # noqa: BLE001 - an error is already on its way out
+                pass
 
 
 def describe(header, private=None):

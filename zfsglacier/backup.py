@@ -7,6 +7,7 @@ trailer is written, so a failed send never leaves an archive recorded as complet
 
 import hashlib
 import io
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -163,11 +164,16 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
             raise UsageError(f"zfs send of {step.target.name} did not produce the expected stream")
         metadata = store_fields(prep.header, declared=declared,
                                 snap_created=step.target.creation if intermediates else None)
-        with store.open_upload(metadata, jobs=jobs) as up:
-            result = archive.write_archive(prep, up, threads=threads)
-            checked = True
-            send.check()  # a failed zfs send must never become a complete archive
-            info = up.commit()
+        token = secrets.token_hex(8)
+        try:
+            with store.open_upload(metadata, jobs=jobs) as up:
+                cat.upload_started(dest, token, metadata, command="zg-backup")  # stays listed if killed
+                result = archive.write_archive(prep, up, threads=threads)
+                checked = True
+                send.check()  # a failed zfs send must never become a complete archive
+                info = up.commit()
+        finally:  # completed, or aborted by the `with`: no longer incomplete
+            cat.upload_ended(dest, token)
     finally:
         if not checked:  # something failed first: stop zfs send, keep the first error
             send.kill()

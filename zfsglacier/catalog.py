@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS archives (
 CREATE INDEX IF NOT EXISTS archives_toguid ON archives (dest, toguid);
 CREATE TABLE IF NOT EXISTS uploads (  -- started and not (yet) completed: what zg-ls calls incomplete
     dest TEXT NOT NULL, token TEXT NOT NULL, started REAL NOT NULL, public TEXT NOT NULL,
+    command TEXT,                     -- zg-upload | zg-backup: what can finish it (resume needs the same bytes)
     PRIMARY KEY (dest, token)
 );
 CREATE TABLE IF NOT EXISTS thaws (    -- restores asked of a cold class, until read
@@ -192,6 +193,8 @@ class Catalog:
             self.db.executescript(SCHEMA)
             for name, kind in self._missing_columns.items():
                 self.db.execute(f"ALTER TABLE archives ADD COLUMN {name} {kind}")
+            if "command" not in {r[1] for r in self.db.execute("PRAGMA table_info(uploads)")}:
+                self.db.execute("ALTER TABLE uploads ADD COLUMN command TEXT")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.OperationalError as err:
             if write or "readonly" not in str(err):
@@ -271,9 +274,9 @@ class Catalog:
 
     # --- uploads in progress ----------------------------------------------------------------
 
-    def upload_started(self, dest, token, public):
-        self.db.execute("INSERT OR REPLACE INTO uploads VALUES (?,?,?,?)",
-                        (dest, token, time.time(), json.dumps(public, sort_keys=True)))
+    def upload_started(self, dest, token, public, command="zg-upload"):
+        self.db.execute("INSERT OR REPLACE INTO uploads (dest, token, started, public, command) VALUES (?,?,?,?,?)",
+                        (dest, token, time.time(), json.dumps(public, sort_keys=True), command))
 
     def upload_ended(self, dest, token):
         self.db.execute("DELETE FROM uploads WHERE dest=? AND token=?", (dest, token))
@@ -281,6 +284,10 @@ class Catalog:
     def uploads_resumed(self, dest, public):
         """A --resume completed the upload that was started with these public fields."""
         self.db.execute("DELETE FROM uploads WHERE dest=? AND public=?", (dest, json.dumps(public, sort_keys=True)))
+
+    def uploads_forgotten(self, dest, before):
+        """zg-rm --incomplete freed the store's incomplete uploads started before ``before``."""
+        self.db.execute("DELETE FROM uploads WHERE dest=? AND started<?", (dest, before))
 
     def uploads(self, dest=None):
         q = "SELECT * FROM uploads" + (" WHERE dest=?" if dest else "")
@@ -313,6 +320,14 @@ class Catalog:
         """Ids of the catalog copies at ``dest``, oldest first."""
         return [r[0] for r in self.db.execute(
             "SELECT id FROM catalog_copies WHERE dest=? ORDER BY uploaded", (dest,))]
+
+    def copy_stale(self, dest):
+        """An archive was recorded after the newest catalog copy at ``dest`` was uploaded (or
+        there is none): a copy is due."""
+        newest = self.db.execute("SELECT max(uploaded) FROM catalog_copies WHERE dest=?", (dest,)).fetchone()[0]
+        latest = self.db.execute("SELECT max(uploaded) FROM archives WHERE dest=? AND deleted IS NULL",
+                                 (dest,)).fetchone()[0]
+        return latest is not None and (newest is None or latest > newest)
 
     def copy_deleted(self, dest, copy_id):
         self.db.execute("DELETE FROM catalog_copies WHERE dest=? AND id=?", (dest, copy_id))

@@ -9,6 +9,7 @@ so decrypting needs no flags.
 """
 
 import bz2
+import contextlib
 import io
 import lzma
 import os
@@ -19,7 +20,7 @@ import lz4.frame
 import zstandard
 
 from .digest import BLOCK, block_digests
-from .errors import UsageError
+from .errors import CorruptArchiveError, UsageError, ZgError
 
 DEFAULT = "zstd"
 DEFAULT_LEVELS = {"zstd": 3, "lz4": 0, "bz2": 9, "xz": 6, "none": 0}
@@ -182,6 +183,20 @@ ZSTD_MAX_WINDOW = 1 << LONG_WINDOW_LOG
 XZ_MEMLIMIT = 128 << 20
 DECODE_ERRORS = (zstandard.ZstdError, lzma.LZMAError, OSError, EOFError, RuntimeError, ValueError,
                  getattr(lz4.frame, "LZ4FrameError", RuntimeError))
+
+
+@contextlib.contextmanager
+def decoding(algorithm):
+    """Around a decoder call only (never a write): what the codec raises for bad data becomes
+    CorruptArchiveError here, in the codec layer, so an output that cannot be written is never
+    reported as a damaged archive.  Errors of our own (ZgError: authentication, the input, the
+    output) pass as they are."""
+    try:
+        yield
+    except ZgError:
+        raise
+    except DECODE_ERRORS as err:
+        raise CorruptArchiveError(f"archive's {algorithm} data cannot be decompressed: {err}") from None
 
 
 def _zstd_decompressor():

@@ -54,6 +54,12 @@ class OutputClosedError(ZgError):
     exit_code = 8
 
 
+class InputError(ZgError):
+    """The input could not be read (an I/O error, a closed stdin)."""
+
+    exit_code = 19
+
+
 class BrokenStreamError(ZgError):
     """The input is a ZFS send stream that is broken: cut short, no final DRR_END, a checksum that
     fails, or records that make no sense.  zg-encrypt then leaves its archive without an end, so

@@ -35,7 +35,7 @@ from Crypto.Protocol.KDF import HKDF, scrypt
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
-from .errors import CorruptArchiveError, KeyFileError, NoMatchingKeyError, SignerError, UsageError
+from .errors import CorruptArchiveError, KeyFileError, NoMatchingKeyError, OutputClosedError, SignerError, UsageError
 
 SECRET_PREFIX = "ZG-SECRET-KEY-"
 PUBLIC_PREFIX = "zgpub-"
@@ -334,10 +334,14 @@ def write_new_key_file(path, text):
         raise KeyFileError(f"{path} already exists; refusing to overwrite a key") from None
     except OSError as err:
         raise KeyFileError(f"cannot create {path}: {err.strerror}") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:  # a full disk: no half-written key file left behind
+        os.unlink(path)
+        raise OutputClosedError(f"cannot write {path}: {err.strerror}; nothing was kept") from None
 
 
 # --- passphrases ----------------------------------------------------------------------------

@@ -30,8 +30,9 @@ class Locks:
         digest = hashlib.sha256(f"{what}\0{name}".encode()).hexdigest()[:24]
         return os.path.join(self.directory, f"{digest}.lock")
 
-    def take(self, what, name, doing):
-        """Lock (what, name), e.g. (destination URL, dataset); ``doing`` says who holds it."""
+    def take(self, what, name, doing, *, shared=False):
+        """Lock (what, name), e.g. (destination URL, dataset); ``doing`` says who holds it.
+        ``shared``: many may hold it at once, but not while someone holds it exclusively."""
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             fd = os.open(self._path(what, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -40,7 +41,7 @@ class Locks:
         deadline = time.monotonic() + self.wait
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -50,9 +51,10 @@ class Locks:
                                       f"{'' if self.wait else ', or pass --lock-wait SECONDS'}") from None
                 self.say(f"waiting for the lock on {name} at {what}")
                 time.sleep(POLL)
-        os.ftruncate(fd, 0)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        os.pwrite(fd, f"pid {os.getpid()} ({doing}, since {stamp})\n".encode(), 0)
+        if not shared:  # sharers would overwrite each other's note
+            os.ftruncate(fd, 0)
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            os.pwrite(fd, f"pid {os.getpid()} ({doing}, since {stamp})\n".encode(), 0)
         self._held.append(fd)
 
     def release(self):
@@ -64,6 +66,9 @@ class Locks:
 
     def __exit__(self, *exc):
         self.release()
+
+
+UPLOADS = "uploads in progress"  # the name every upload to a destination shares; zg-rm --incomplete takes it alone
 
 
 def lock_directory(catalog_path):

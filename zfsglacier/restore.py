@@ -1,6 +1,10 @@
 """zg-restore's work: the chain to a snapshot, thawed all at once, then fetched, decrypted and
 received in order.  Resumable without any state of its own: a snapshot already on the target
-with the right guid is a step already done."""
+with the right guid is a step already done.
+
+It never destroys what it did not make (check_continue): an incremental receive rolls the target
+back to its newest snapshot, so an existing target is continued only from the very chain step it
+holds, with nothing changed there since, and `zfs receive -F` is used only under --force."""
 
 import hashlib
 import io

@@ -12,7 +12,7 @@ from .common import parser, run
 from .keyargs import add_sign_option, recipients as key_recipients, signing_key
 from .sizes import parse_age
 from .storeargs import add_store_options, catalog, jobs, open_dest
-from ..locks import Locks, lock_directory
+from ..locks import UPLOADS, Locks, lock_directory
 
 
 def body(argv):
@@ -55,10 +55,12 @@ def body(argv):
         if warning:
             sys.stderr.write(f"zg-backup: warning: {warning}\n")
     failures = []
-    with catalog(args, config, write=not args.dry_run) as cat, Locks(lock_directory(cat.path), wait=args.lock_wait) as locks:
+    with catalog(args, config, write=not args.dry_run) as cat, \
+            Locks(lock_directory(cat.path), wait=args.lock_wait) as locks:
         if not args.dry_run:  # before any snapshot is taken: a refused run changes nothing
             for ds in sorted(datasets):
                 locks.take(dest, ds, f"zg-backup {ds}")
+            locks.take(dest, UPLOADS, "zg-backup", shared=True)
         snap_name = args.snapshot
         if snap_name and not args.dry_run:
             snap_name = backup.take_snapshot(zfs, args.dataset, snap_name, recursive=args.recursive)
@@ -95,8 +97,14 @@ def body(argv):
                     raise
                 failures.append(ds)
                 sys.stderr.write(f"zg-backup: error: {ds}: {err}\n")
-        if made and not args.dry_run:
-            backup.upload_catalog(catalog_store(args, config, store), cat, dest, recips, jobs=n_jobs, sign=sign)
+        if (made or cat.copy_stale(dest)) and not args.dry_run:  # a copy that failed last time is due too
+            try:
+                backup.upload_catalog(catalog_store(args, config, store), cat, dest, recips, jobs=n_jobs,
+                                      sign=sign)
+            except ZgError as err:  # the backups themselves are complete and recorded
+                sys.stderr.write(f"zg-backup: warning: the backup is complete and recorded, but the encrypted "
+                                 f"copy of the catalog could not be uploaded ({err}); the next zg-backup "
+                                 f"tries again, or run `zg-catalog backup {dest} --key PUB`\n")
     if failures:
         rest = len(datasets) - len(failures)
         raise PartialFailureError(f"{len(failures)} of {len(datasets)} datasets failed ({', '.join(failures)}: "

@@ -1,6 +1,9 @@
 """What every command shares: one-line errors with documented exit codes, binary stdio."""
 
 import argparse
+import errno
+import io
+import logging
 import os
 import signal
 import sqlite3
@@ -8,7 +11,7 @@ import sys
 import threading
 
 from .. import __version__
-from ..errors import CatalogError, OutputClosedError, UsageError, ZgError
+from ..errors import CatalogError, InputError, OutputClosedError, UsageError, ZgError
 
 
 class Terminated(KeyboardInterrupt):
@@ -62,8 +65,16 @@ def run(prog, body, argv=None):
     if argv is None:
         argv = sys.argv[1:]
     _catch_stop_signals()
+    _text_stdout()
+    _notices(prog)
     try:
-        return body(argv) or 0
+        code = body(argv) or 0
+        sys.stdout.flush()
+        return code
+    except OutputClosedError as err:
+        _silence_stdout()
+        _say(prog, err)
+        return err.exit_code
     except ZgError as err:
         _say(prog, err)
         return err.exit_code
@@ -87,6 +98,24 @@ def run(prog, body, argv=None):
         return 1
 
 
+def _notices(prog):
+    """What the layers below announce on the ``zfsglacier`` logger (a retry, say) goes to stderr
+    on a terminal, as one line; under cron, nothing but the final error line."""
+    log = logging.getLogger("zfsglacier")
+    log.propagate = False
+    log.handlers.clear()
+    try:
+        tty = os.isatty(2)
+    except OSError:
+        tty = False
+    if tty:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+        log.addHandler(handler)
+    else:
+        log.addHandler(logging.NullHandler())
+
+
 def _say(prog, message):
     try:
         sys.stderr.write(f"{prog}: error: {message}\n")
@@ -104,32 +133,133 @@ def _silence_stdout():
         pass
 
 
-def binary_stdin():
-    """Unbuffered fd 0: no lock that a reading thread could hold at interpreter exit."""
-    return open(0, "rb", buffering=0, closefd=False)
+# --- the one boundary for input and output errors ----------------------------------------------
+# Every byte a command writes goes through output_error() when the write fails, and every byte it
+# reads from stdin through InputError: a full disk, a closed pipe or an I/O error is exit 8 (or 19
+# for input), never an "internal error", and never mistaken for a damaged archive further in.
+
+_WHY = {errno.EPIPE: "the reader stopped (broken pipe)", errno.ENOSPC: "no space left on the device",
+        errno.EBADF: "it is closed", errno.EIO: "an I/O error", errno.EDQUOT: "the disk quota is exceeded",
+        errno.EFBIG: "the file is too large"}
+
+
+def output_error(err, what="standard output"):
+    """The OutputClosedError (exit 8) for an OSError met writing ``what``."""
+    return OutputClosedError(f"cannot write {what}: {_WHY.get(err.errno, err.strerror or err)}")
 
 
 class _FdWriter:
     """Unbuffered fd 1 that always writes everything it is given."""
 
-    def __init__(self, fd):
-        self._fd = fd
+    def __init__(self, fd, what="standard output"):
+        self._fd, self._what = fd, what
 
     def fileno(self):
         return self._fd
 
     def write(self, data):
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as err:
+            raise output_error(err, self._what) from None
         return len(data)
 
     def flush(self):
         pass
 
 
+class _RawOut(io.RawIOBase):
+    """fd 1 under sys.stdout: print() and friends get the same errors as binary output."""
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        return 1
+
+    def write(self, data):
+        try:
+            return os.write(1, data)
+        except OSError as err:
+            raise output_error(err) from None
+
+
+def _text_stdout():
+    """Put the text stdout on _RawOut (also when fd 1 was closed at start: Python then sets
+    sys.stdout to None and print() would quietly print nothing)."""
+    if sys.stdout is not None and sys.stdout is not sys.__stdout__:
+        return  # someone (a test's capture) replaced it: leave it alone
+    tty = False
+    try:
+        tty = os.isatty(1)
+    except OSError:
+        pass
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(_RawOut()), encoding="utf-8", errors="backslashreplace",
+                                  line_buffering=tty)
+
+
+class _FdReader(io.RawIOBase):
+    """Unbuffered fd 0: no lock that a reading thread could hold at interpreter exit."""
+
+    def readable(self):
+        return True
+
+    def fileno(self):
+        return 0
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            return self.readall()
+        try:
+            return os.read(0, n)  # no bytearray in between: this is the hot path of every filter
+        except OSError as err:
+            raise _input_error(err) from None
+
+    def readinto(self, buf):
+        try:
+            return os.readv(0, [buf])
+        except OSError as err:
+            raise _input_error(err) from None
+
+
+def _input_error(err):
+    return InputError(f"cannot read standard input: {_WHY.get(err.errno, err.strerror or err)}")
+
+
+def binary_stdin():
+    return _FdReader()
+
+
 def binary_stdout():
     return _FdWriter(1)
+
+
+def output_file(fileobj, name):
+    """A binary file object whose write and flush failures are output errors naming ``name``."""
+    return _FileOut(fileobj, name)
+
+
+class _FileOut:
+    def __init__(self, f, name):
+        self._f, self._name = f, name
+
+    def fileno(self):
+        return self._f.fileno()
+
+    def write(self, data):
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            raise output_error(err, self._name) from None
+
+    def flush(self):
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as err:
+            raise output_error(err, self._name) from None
 
 
 def refuse_terminal_output(out, prog):

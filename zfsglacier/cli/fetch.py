@@ -5,9 +5,9 @@ import os
 import time
 
 from .. import stores
-from ..errors import IntegrityError, RestorePendingError, UsageError
+from ..errors import IntegrityError, OutputClosedError, RestorePendingError, UsageError
 from ..pipes import IO_SIZE, big_buffers_from_mmap, widen_pipe
-from .common import binary_stdout, parser, refuse_terminal_output, run
+from .common import binary_stdout, output_file, parser, refuse_terminal_output, run
 from .progress import Progress
 from .storeargs import add_store_options, catalog, jobs, open_dest
 
@@ -114,15 +114,18 @@ def fetch_to_file(store, args, n_jobs, known, progress):
     elif args.resume:
         pass  # nothing fetched yet: a normal fetch
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if have else os.O_TRUNC)
-    with os.fdopen(os.open(partial, flags, 0o600), "wb") as out:  # 0600 whatever the umask: it is an archive
+    with os.fdopen(os.open(partial, flags, 0o600), "wb") as f:  # 0600 whatever the umask: it is an archive
+        out = output_file(f, partial)
         reader = store.open_read(args.id, jobs=n_jobs, start=have) if have else store.open_read(args.id, jobs=n_jobs)
         try:
             copy_verified(reader, out, known, args.id, progress, digest, have)
         except IntegrityError as err:
             os.unlink(partial)  # never resume from bytes that failed verification
             raise IntegrityError(f"{err} ({partial} removed: fetch again)") from None
-        out.flush()
-        os.fsync(out.fileno())
+        except OutputClosedError as err:  # a full disk: what was written is verified, keep it
+            raise OutputClosedError(f"{err} ({partial} keeps what was written: make room, then run the same "
+                                    f"command with --resume)") from None
+        out.flush()  # and fsync
     os.replace(partial, args.output)
 
 

@@ -34,6 +34,7 @@ def body(argv):
         print(public)
     else:
         sys.stdout.write(text)
+        sys.stdout.flush()  # first: a secret that went nowhere is reported, with nothing else
         sys.stderr.write(f"{what}: {public}\n")
     return 0
 

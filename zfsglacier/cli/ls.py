@@ -43,6 +43,17 @@ def _print_chains(out, archived, now):
                 f"{_age(a.uploaded, now):>5}  {a.id}\n")
 
 
+def _finish_hint(upload, dest):
+    """Only commands that can work for how the upload was started."""
+    free = f"`zg-rm --incomplete {dest}` frees what it stored"
+    if upload.get("command") == "zg-backup":
+        return f"a zg-backup that was stopped; run it again (it starts anew), and {free}"
+    if upload.get("command") == "zg-upload":
+        return (f"`zg-upload --resume {dest} < FILE` continues it if its input was a file (not a pipeline: "
+                f"encryption makes new bytes each run); else {free}")
+    return free  # seen in the store (--remote): who started it is not known here
+
+
 def holds(zfs, cat, dest):
     """For each dataset with archives at ``dest``: its held snapshots, which one the next
     incremental to ``dest`` starts from, and whether that one is held for ``dest``."""
@@ -133,7 +144,7 @@ def body(argv):
         _print_chains(out, [a for a in archived if a.id in {r["id"] for r in rows}], now)
     for u in incomplete:
         out(f"  incomplete upload {u.get('id') or u.get('token')} started "
-            f"{datetime.datetime.fromtimestamp(u['started']):%Y-%m-%d %H:%M} (zg-upload --resume {dest} < same input)\n")
+            f"{datetime.datetime.fromtimestamp(u['started']):%Y-%m-%d %H:%M}: {_finish_hint(u, dest)}\n")
     for t in thaws:
         out(f"  thaw of {t['id']} ({t['tier']}) requested {_age(t['requested'], now)} ago: {t['detail']}\n")
     if held is not None:

@@ -3,23 +3,35 @@
 import sys
 import time
 
-from .. import backup, chains, cost
+from .. import backup, chains, cost, stores
 from ..errors import NotFoundError, UsageError
 from ..zfs import open_zfs
 from .common import parser, run
+from .sizes import parse_age
 from .storeargs import add_store_options, catalog, open_dest
+from ..locks import UPLOADS, Locks, lock_directory
+from ..metadata import printable
 
 
 def body(argv):
-    p = parser("zg-rm", "Delete archive ID at DEST (and mark it deleted in the catalog).")
+    p = parser("zg-rm", "Delete archive ID at DEST (and mark it deleted in the catalog); with --incomplete, "
+                        "abort the uploads a killed run left in DEST (S3 and vault multipart uploads, .partial files).")
     add_store_options(p)
-    p.add_argument("id", metavar="ID")
+    p.add_argument("id", metavar="ID", nargs="?")
+    p.add_argument("--incomplete", action="store_true", help="abort incomplete uploads instead of deleting an archive")
+    p.add_argument("--older-than", type=parse_age, default=0.0, metavar="AGE",
+                   help="with --incomplete: only those started longer ago than AGE (e.g. 1d: uploads from other "
+                        "hosts sharing DEST may still be running)")
     p.add_argument("--force", action="store_true",
                    help="delete even if later incrementals depend on it (they become unrestorable); drop it from "
                         "the catalog when the store no longer has it")
     args = p.parse_args(argv)
+    if args.incomplete == bool(args.id):
+        raise UsageError("give an archive ID, or --incomplete (not both)")
     config, store, dest = open_dest(args)
-    with catalog(args, config) as cat:
+    if args.incomplete:
+        return remove_incomplete(store, args, config, dest)
+    with catalog(args, config, create=False) as cat:
         known = cat.get(dest, args.id)
         if known is not None and known.toguid is not None and not args.force:
             needed_by = chains.dependents(cat.archives(dest), known)
@@ -49,6 +61,31 @@ def body(argv):
         if known is not None and known.dataset:  # its snapshot may no longer be the next base
             for w in backup.keep_bases(open_zfs(), cat, known.dataset):
                 sys.stderr.write(f"zg-rm: warning: {w}\n")
+    return 0
+
+
+def remove_incomplete(store, args, config, dest):
+    """Abort what the store lists as incomplete uploads, started at least --older-than ago; never
+    one that a run on this host is making (it holds the destination's upload lock)."""
+    now = time.time()
+    with catalog(args, config) as cat, Locks(lock_directory(cat.path)) as locks:
+        locks.take(dest, UPLOADS, "zg-rm --incomplete")
+        aborted = kept = 0
+        for u in store.incomplete_uploads():
+            # The later of the store's date and the one in our id: a store's clock or answer can be
+            # wrong (moto says every upload began in 2010), and too old would abort a running one.
+            started = max(u.started, stores.id_time(u.id) or 0)
+            what = f"{printable(u.id)}  started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, " \
+                   f"{u.parts} parts, {cost.human_bytes(u.size)}"
+            if now - started < args.older_than:
+                kept += 1
+                print(f"kept     {what} (younger than --older-than)")
+                continue
+            store.discard_incomplete(u.ref)
+            aborted += 1
+            print(f"aborted  {what}")
+        cat.uploads_forgotten(dest, now - args.older_than)
+    print(f"{aborted} incomplete uploads aborted, {kept} kept")
     return 0
 
 

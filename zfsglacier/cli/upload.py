@@ -13,6 +13,7 @@ from .common import binary_stdin, parser, run
 from .progress import Progress
 from .storeargs import add_store_options, catalog, jobs, open_dest
 from .sizes import parse_size
+from ..locks import UPLOADS, Locks, lock_directory
 
 def public_metadata(src):
     """Store metadata of the archive at the start of ``src``, which is not consumed."""
@@ -53,7 +54,8 @@ def body(argv):
         raise NotAnArchiveError(describe_foreign(head) + "; pass --raw to upload other data anyway")
     dataset, snapshot = _split_name(args.name)
     n_jobs = jobs(args, config)
-    with catalog(args, config) as cat:
+    with catalog(args, config) as cat, Locks(lock_directory(cat.path)) as locks:
+        locks.take(dest, UPLOADS, "zg-upload", shared=True)
         progress = Progress("upload")
         token = secrets.token_hex(8)
         if args.resume:

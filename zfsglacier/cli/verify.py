@@ -4,6 +4,10 @@ With --key, every chunk is authenticated and the trailer's length and SHA-256 ar
 same work as a restore, minus `zfs receive`); without a key, the store's checksums, the catalog's
 SHA-256 and the archive's footer are checked.  Cold archives are thawed first (this costs money:
 see `zg-restore --dry-run` for the per-tier price).
+
+Every archive gets one line, `ok`, `FAIL` or `MISSING`, and the run goes on past each failure: an
+archive deleted behind the tool's back is reported (and marked missing in the catalog, which
+breaks the chains through it) while the rest are still checked.  Then a summary line.
 """
 
 import hashlib

@@ -12,12 +12,12 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import UsageError
 from .base import (STATES, THAW_COMMAND, TIERS, UPLOAD_HELP, ArchiveInfo, IncompleteUpload, Store,
-                   ThawStatus, Upload)
+                   ThawStatus, Upload, id_time)
 
 # Options each kind of store takes (others given through a config destination are for the CLI).
 STORE_OPTIONS = {
-    "s3": {"storage_class", "part_size", "profile", "region", "retry_mode", "max_attempts"},
-    "glacier": {"part_size", "profile", "region", "retry_mode", "max_attempts"},
+    "s3": {"storage_class", "part_size", "profile", "region", "retry_mode", "max_attempts", "connect_attempts"},
+    "glacier": {"part_size", "profile", "region", "retry_mode", "max_attempts", "connect_attempts"},
     "file": {"part_size"},
 }
 

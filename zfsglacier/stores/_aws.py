@@ -5,8 +5,9 @@ ZgErrors."""
 from __future__ import annotations
 
 import base64
-import os
 import contextlib
+import logging
+import os
 from typing import Optional
 
 from ..errors import NotFoundError, StoreError, UsageError, ZgError
@@ -29,6 +30,7 @@ NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "ResourceNotFoundException", 
 CONNECT_TIMEOUT = float(os.environ.get("ZG_AWS_CONNECT_TIMEOUT", 10))
 READ_TIMEOUT = float(os.environ.get("ZG_AWS_READ_TIMEOUT", 120))
 POOL = 64  # more than any sensible --jobs; a full pool only logs warnings
+LOG = logging.getLogger("zfsglacier")
 
 
 def b64(digest: bytes) -> str:
@@ -36,7 +38,7 @@ def b64(digest: bytes) -> str:
 
 
 def make_client(service: str, *, profile: Optional[str] = None, region: Optional[str] = None,
-                retry_mode: str = "standard", max_attempts: int = 8):
+                retry_mode: str = "standard", max_attempts: int = 8, connect_attempts: int = 3):
     """A boto3 client from the standard chain (AWS_PROFILE, AWS_ENDPOINT_URL[_S3|_GLACIER],
     ~/.aws/config...), with bounded retries and timeouts."""
     import boto3
@@ -52,7 +54,7 @@ def make_client(service: str, *, profile: Optional[str] = None, region: Optional
             connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
             max_pool_connections=POOL, user_agent_extra="zfsglacier",
             s3=_s3_settings(session) if service == "s3" else None)
-        return session.client(service, config=config)
+        client = session.client(service, config=config)
     except bx.ProfileNotFound as exc:
         raise StoreError(f"AWS profile not found: {exc.kwargs.get('profile', profile)}") from None
     except bx.NoRegionError:
@@ -60,6 +62,34 @@ def make_client(service: str, *, profile: Optional[str] = None, region: Optional
                          "profile region, or region in the destination") from None
     except bx.BotoCoreError as exc:
         raise StoreError(f"AWS {service} client: {exc}") from None
+    name = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register_first(f"needs-retry.{name}", _ConnectRetries(int(connect_attempts)))
+    return client
+
+
+class _ConnectRetries:
+    """An endpoint that cannot be connected to (refused, unreachable, no answer to the connect) is
+    tried ``attempts`` times, 1, 2, 4... s apart, each retry announced on the ``zfsglacier``
+    logger (shown on a terminal), then given up: botocore's standard mode would try it for minutes
+    in silence, and the per-part retries on top multiplied that.  Every other retry (throttling,
+    a 500, a cut body) stays botocore's, bounded by ``max_attempts``.  Registered first, so its
+    answer is the one botocore uses; raising stops the retries."""
+
+    def __init__(self, attempts):
+        self.attempts = max(1, attempts)
+
+    def __call__(self, attempts=1, caught_exception=None, request_dict=None, **_):
+        import botocore.exceptions as bx
+
+        if not isinstance(caught_exception, (bx.EndpointConnectionError, bx.ConnectTimeoutError)):
+            return None  # not ours: botocore's standard policy decides
+        if attempts >= self.attempts:
+            raise caught_exception
+        delay = float(2 ** (attempts - 1))
+        url = (request_dict or {}).get("url", "the endpoint")
+        LOG.warning("cannot connect to %s; retrying (%d/%d) in %.0f s", url.split("?")[0], attempts,
+                    self.attempts - 1, delay)
+        return delay
 
 
 def _s3_settings(session) -> dict:
@@ -82,6 +112,8 @@ def is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, bx.ClientError):
         return error_code(exc) in TRANSIENT_CODES
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError)):
+        return False  # never connected: _ConnectRetries has already tried again
     transient = (bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError,
                  bx.ResponseStreamingError, ConnectionError, TimeoutError)
     try:
@@ -116,6 +148,8 @@ def translate(exc: BaseException, what: str, *, not_found: Optional[str] = None)
                           f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
     if isinstance(exc, bx.NoRegionError):
         return StoreError(f"{what}: no AWS region configured (AWS_REGION or a profile region)")
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError)):
+        return StoreError(f"{what}: {exc}: is the endpoint right, and up? (gave up after retries)")
     if isinstance(exc, (bx.BotoCoreError, ConnectionError, TimeoutError)):
         return StoreError(f"{what}: {exc} (gave up after retries)")
     return StoreError(f"{what}: {type(exc).__name__}: {exc}")

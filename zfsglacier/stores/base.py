@@ -9,6 +9,7 @@ transfer, resume) is written once, here and in ``zfsglacier.parts``; a store onl
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import io
 import re
@@ -103,6 +104,14 @@ def new_archive_id(now: Optional[float] = None) -> str:
     """Sortable, unique id: UTC time and 8 random hex digits (20261127T163200Z-1a2b3c4d)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
     return f"{stamp}-{secrets.token_hex(4)}"
+
+
+def id_time(archive_id: str) -> Optional[float]:
+    """When an id made by new_archive_id was made (None for other ids: vault ids, foreign objects)."""
+    try:
+        return calendar.timegm(time.strptime(archive_id[:16], "%Y%m%dT%H%M%SZ"))
+    except (ValueError, TypeError):
+        return None
 
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}$")  # vault ids may start with "-"

@@ -69,15 +69,20 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 def write_atomic(path: str, data: bytes) -> None:
     """Write a file so that readers see the old content or the new, never a torn one."""
     tmp = f"{path}.tmp-{secrets.token_hex(8)}"
-    fd = os.open(tmp, os.O_WRONLY | CREATE, FILE_MODE)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | CREATE, FILE_MODE)
+    except OSError as exc:
+        raise StoreError(f"cannot create {tmp}: {exc.strerror}") from None
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
-    except BaseException:
+    except BaseException as exc:
         os.close(fd)
         os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk, say: the destination failed, nothing is left half-written
+            raise StoreError(f"writing {path}: {exc.strerror}") from None
         raise
     os.close(fd)
     os.replace(tmp, path)  # replaces a planted symlink itself, never its target
