@@ -100,3 +100,23 @@ def file_destination(path):
     url = f"file://{path}"
     open_store(url).init()
     return url
+
+
+def mounted(mnt, commands, why):
+    """A context manager: run the mount ``commands`` (argv lists) for ``mnt``, yield it, unmount it
+    after.  A mount that fails fails the test, saying ``why`` it needs one (nothing skips)."""
+    import contextlib
+
+    import pytest
+
+    @contextlib.contextmanager
+    def ctx():
+        for cmd in commands:
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode:
+                pytest.fail(f"`{' '.join(cmd)}` failed ({p.stderr.strip()}): {why}", pytrace=False)
+        try:
+            yield mnt
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+    return ctx()

@@ -5,14 +5,12 @@ zg-restore, zg-rm and zg-prune).  Real processes over a real file:// store and S
 import contextlib
 import os
 import sqlite3
-import subprocess
 from pathlib import Path
 
-import pytest
 
 from zfsglacier import errors
 from zfsglacier.catalog import Catalog
-from tests.helpers import assert_one_line_error, zg
+from tests.helpers import assert_one_line_error, mounted, zg
 from tests.test_prune_cli import site  # noqa: F401 (a fixture)
 
 DAMAGED = errors.CatalogError.exit_code
@@ -95,19 +93,12 @@ def test_a_missing_catalog_is_named(site, tmp_path):  # noqa: F811
     assert not gone.exists()
 
 
-@contextlib.contextmanager
 def read_only(directory):
     """``directory`` as a read-only mount (root ignores file modes): a catalog on a read-only disk."""
     mnt = directory.parent / (directory.name + "-ro")
     mnt.mkdir()
-    for cmd in (["mount", "--bind", str(directory), str(mnt)], ["mount", "-o", "remount,ro,bind", str(mnt)]):
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        if p.returncode:
-            pytest.fail(f"`{' '.join(cmd)}` failed ({p.stderr.strip()}): the read-only test needs mount", pytrace=False)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+    return mounted(mnt, [["mount", "--bind", str(directory), str(mnt)], ["mount", "-o", "remount,ro,bind", str(mnt)]],
+                   "the read-only catalog test needs a bind mount")
 
 
 def test_a_read_only_catalog_serves_readers_and_stops_writers_first(site, tmp_path):  # noqa: F811

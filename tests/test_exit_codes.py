@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from zfsglacier import errors
-from tests.helpers import BIN, REPO, assert_one_line_error, file_destination, mixed_data, zg
+from tests.helpers import BIN, REPO, assert_one_line_error, file_destination, mixed_data, mounted, zg
 
 VECTORS = REPO / "formats" / "vectors" / "v1"
 NOT_PRODUCIBLE = {1: "internal error: only a bug produces it"}
@@ -229,14 +229,9 @@ def small_fs(tmp_path):
     """A 4 MiB tmpfs: a full disk in a few writes."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)], capture_output=True,
-                       text=True)
-    if p.returncode:
-        pytest.fail(f"cannot mount a tmpfs ({p.stderr.strip()}): the full-filesystem test needs it", pytrace=False)
-    try:
+    with mounted(mnt, [["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)]],
+                 "the full-filesystem test needs a small tmpfs"):
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_a_full_filesystem_loses_nothing_and_leaves_nothing_half_written(w, small_fs):

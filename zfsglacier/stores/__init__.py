@@ -94,4 +94,4 @@ def store_jobs(dest: str, *, config=None, default: int = 4) -> int:
 
 
 __all__ = ["open_store", "store_jobs", "destination_setting", "Store", "Upload", "ArchiveInfo", "ThawStatus",
-           "IncompleteUpload", "STATES", "TIERS", "UPLOAD_HELP", "THAW_COMMAND"]
+           "IncompleteUpload", "STATES", "TIERS", "UPLOAD_HELP", "THAW_COMMAND", "id_time"]
