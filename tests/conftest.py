@@ -1,7 +1,6 @@
-"""Shared fixtures: the OpenZFS test streams in shared/, and a real ZFS pool (zfs-fuse).
+"""Shared fixtures: the OpenZFS test streams (vendored in tests/data), and a real ZFS pool (zfs-fuse).
 
-Nothing here skips: a missing shared/ directory or a zfs-fuse that cannot start fails the
-tests that need them, with the reason.
+Nothing here skips: a zfs-fuse that cannot start fails the tests that need it, with the reason.
 """
 
 import itertools
@@ -19,19 +18,14 @@ from helpers import AWS_TEST_ENV, REPO, file_destination  # importing zfsfuse pu
 from zfsglacier.zfs import ZfsCli
 
 
-def shared_dir(*parts: str) -> Path:
-    """<repo>/../shared/<parts>: shared/ sits beside the repository, wherever it is cloned."""
-    path = REPO.parent.joinpath("shared", *parts)
-    if not path.is_dir():
-        pytest.fail(f"{path} is missing: these tests need the shared/ directory beside the repository "
-                    f"({REPO})", pytrace=False)
-    return path
+OPENZFS_STREAMS = REPO / "tests" / "data" / "openzfs-streams"
 
 
 @pytest.fixture(scope="session")
-def shared_streams() -> Path:
-    """The real OpenZFS send streams (bz2) and reference dumps; see PROVENANCE.md there."""
-    return shared_dir("streams")
+def openzfs_streams() -> Path:
+    """The real OpenZFS send streams (bz2) and reference dumps, vendored with their CDDL notice
+    (see PROVENANCE.md and VENDORED.md there)."""
+    return OPENZFS_STREAMS
 
 
 @pytest.fixture(scope="session")

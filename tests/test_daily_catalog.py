@@ -5,6 +5,7 @@ zg-restore, zg-rm and zg-prune).  Real processes over a real file:// store and S
 import contextlib
 import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 
@@ -179,3 +180,30 @@ def test_rebuild_marks_what_the_store_no_longer_has(site):  # noqa: F811
     p = zg("catalog", "rebuild", site.dest, env=site.env)
     assert_one_line_error(p, errors.IntegrityError.exit_code, "not in the store", a1.id)
     assert {r.id: bool(r.missing) for r in site.rows()} == {a0.id: False, a1.id: True}
+
+
+def test_a_killed_upload_to_a_directory_is_collectable(site):  # noqa: F811
+    """kill -9 of zg-upload part way (its input still coming): the .partial files stay, zg-ls shows
+    the upload from the catalog, and zg-rm --incomplete removes both."""
+    import signal
+    import sys
+    import time
+    from tests.helpers import BIN
+    proc = subprocess.Popen([sys.executable, str(BIN / "zg-upload"), site.dest, "--raw"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **site.env})
+    proc.stdin.write(os.urandom(20 << 20))  # more than one 16 MiB part: the first one is written
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(f.endswith(".zg.partial") and
+                                                  os.path.getsize(Path(site.store.path) / f) >= 16 << 20
+                                                  for f in os.listdir(site.store.path)):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [f for f in os.listdir(site.store.path) if ".partial" in f]
+    listing = zg("ls", site.dest, env=site.env).stdout.decode()
+    assert "incomplete upload" in listing and "zg-rm --incomplete" in listing and "zg-upload --resume" in listing
+    p = zg("rm", "--incomplete", site.dest, env=site.env)
+    assert p.returncode == 0 and "1 incomplete uploads aborted" in p.stdout.decode(), p.stderr.decode()
+    assert not [f for f in os.listdir(site.store.path) if ".partial" in f]
+    assert "incomplete" not in zg("ls", site.dest, env=site.env).stdout.decode()

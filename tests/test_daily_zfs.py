@@ -246,3 +246,14 @@ def test_writers_stop_before_zfs_and_output_errors_lose_nothing(zfs_dataset, zfs
     assert p.returncode == errors.OutputClosedError.exit_code, p.stderr
     assert zfs.guid(f"{target}@s1") == zfs.guid(f"{ds}@s1")
     zfs.destroy(target, recursive=True)
+
+
+def test_an_unmounted_disk_is_refused_before_anything_changes(zfs_dataset, env, tmp_path):  # noqa: F811
+    import os
+    zfs = ZfsCli()
+    (zfs_dataset.path / "f").write_text("f")
+    usb = tmp_path / "mnt" / "usb"  # the mount point of a disk that is not mounted: an empty directory
+    usb.mkdir(parents=True)
+    p = run(env, "backup", zfs_dataset.name, f"file://{usb}", "--key", env["pub"], "--snapshot", "auto", code=None)
+    assert_one_line_error(p, errors.StoreError.exit_code, "is it mounted", "zg-init")
+    assert os.listdir(usb) == [] and zfs.snapshots(zfs_dataset.name) == []

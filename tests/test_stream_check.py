@@ -1,6 +1,6 @@
 """A broken `zfs send` never becomes an archive: zg-encrypt follows the stream's records as it
 encrypts and leaves the archive without its end (so zg-upload stores nothing) when the stream is
-cut, lacks its END, or fails its checksum.  Real OpenZFS streams (shared/streams) and real
+cut, lacks its END, or fails its checksum.  Real OpenZFS streams (tests/data/openzfs-streams) and real
 zfs-fuse streams, cut at many offsets and record boundaries, with flipped bytes."""
 
 import io
@@ -37,8 +37,8 @@ def test_fletcher_fast_forms_equal_the_definition(impl):
 
 
 @pytest.mark.parametrize("dump", SMALL)
-def test_check_in_any_pieces_equals_the_whole(shared_streams, dump):
-    data = stream(shared_streams, DUMPS[dump])
+def test_check_in_any_pieces_equals_the_whole(openzfs_streams, dump):
+    data = stream(openzfs_streams, DUMPS[dump])
     whole = verify_stream(io.BytesIO(data), record_checksums=False)
     rng = random.Random(len(data))
     for sizes in ([1, 7, 311, 312, 313], [4096], [rng.randrange(1, 70_000) for _ in range(50)]):
@@ -57,10 +57,10 @@ def boundaries(data):
 
 
 @pytest.mark.parametrize("dump", ["leadtbn", "beadtin"])
-def test_every_cut_and_flip_is_refused_by_the_fast_check(shared_streams, dump):
+def test_every_cut_and_flip_is_refused_by_the_fast_check(openzfs_streams, dump):
     """The fast path (DRR_END checksums only) still catches a flip anywhere: every byte before an
     END is under its checksum, and the END's own field under its record checksum."""
-    data = stream(shared_streams, DUMPS[dump])
+    data = stream(openzfs_streams, DUMPS[dump])
     rng = random.Random(9)
     cuts = boundaries(data)[1:] + [b + d for b in boundaries(data)[1:] for d in (1, 100)] + \
         rng.sample(range(1, len(data)), 60) + [len(data) - 1]
@@ -87,8 +87,8 @@ def pub(tmp_path_factory):
 
 
 @pytest.mark.parametrize("dump", ["leadtin", "beadtbn"])
-def test_zg_encrypt_leaves_a_broken_stream_without_an_end(shared_streams, dump, pub):
-    data = stream(shared_streams, DUMPS[dump])
+def test_zg_encrypt_leaves_a_broken_stream_without_an_end(openzfs_streams, dump, pub):
+    data = stream(openzfs_streams, DUMPS[dump])
     good = encrypt(data, pub)
     assert good.returncode == 0 and good.stdout[-16:-8] == FOOTER_MAGIC
     cut = data[:boundaries(data)[-1]]  # everything but the final END record
@@ -104,9 +104,9 @@ def test_zg_encrypt_leaves_a_broken_stream_without_an_end(shared_streams, dump, 
     assert encrypt(cut, pub, "--no-stream-check").returncode == 0
 
 
-def test_a_cut_pipeline_stores_nothing(shared_streams, pub, tmp_path):
+def test_a_cut_pipeline_stores_nothing(openzfs_streams, pub, tmp_path):
     """`zfs send` dying part way: the pipeline's zg-upload sees no archive end and stores nothing."""
-    data = stream(shared_streams, DUMPS["leadtin"])
+    data = stream(openzfs_streams, DUMPS["leadtin"])
     store = tmp_path / "store"
     env = {"ZG_CATALOG": str(tmp_path / "c.db")}
     enc = encrypt(data[:len(data) - 400], pub)

@@ -1,6 +1,6 @@
 """zfsstream against real OpenZFS send streams and their reference `zstream dump` outputs.
 
-The streams and dumps are in shared/streams (see PROVENANCE.md there): little- and big-endian,
+The streams and dumps are in tests/data/openzfs-streams (see PROVENANCE.md there): little- and big-endian,
 plain and compound (-R) streams, every record type, large payloads.
 """
 
@@ -38,13 +38,13 @@ def _bz2(path) -> bytes:
     return bz2.decompress(path.read_bytes())
 
 
-def stream(shared_streams, name: str) -> bytes:
-    return _bz2(shared_streams / ("rsend" if name.startswith("dedup") else "zstream") / f"{name}.zsend.bz2")
+def stream(openzfs_streams, name: str) -> bytes:
+    return _bz2(openzfs_streams / ("rsend" if name.startswith("dedup") else "zstream") / f"{name}.zsend.bz2")
 
 
-def reference(shared_streams, dump: str):
+def reference(openzfs_streams, dump: str):
     """(BEGIN records as dicts, {record type: (count, payload bytes)}, stream length) of a dump."""
-    text = _bz2(shared_streams / "zstream" / f"{dump}-new.dump.bz2").decode()
+    text = _bz2(openzfs_streams / "zstream" / f"{dump}-new.dump.bz2").decode()
     begins = []
     for block in re.findall(r"^BEGIN record\n((?:\t.*\n)+)", text, re.M):
         begins.append(dict(re.findall(r"^\t(\w+) = (.*)$", block, re.M)))
@@ -69,20 +69,20 @@ def assert_identity(ident, ref):
 
 
 @pytest.mark.parametrize("dump", sorted(DUMPS))
-def test_parse_begin_matches_reference_dump(shared_streams, dump):
-    data = stream(shared_streams, DUMPS[dump])
+def test_parse_begin_matches_reference_dump(openzfs_streams, dump):
+    data = stream(openzfs_streams, DUMPS[dump])
     ident = parse_begin(data[:BEGIN_RECORD_SIZE])
-    begins, _, _ = reference(shared_streams, dump)
+    begins, _, _ = reference(openzfs_streams, dump)
     assert_identity(ident, begins[0])
     assert ident.byteorder == ("big" if DUMPS[dump].startswith("big") else "little")
     assert ident.header_type == ("compound" if begins[0]["hdrtype"] == "2" else "plain")
 
 
 @pytest.mark.parametrize("dump", sorted(DUMPS))
-def test_walk_matches_reference_dump(shared_streams, dump):
+def test_walk_matches_reference_dump(openzfs_streams, dump):
     """Every BEGIN, the count and payload bytes of every record type, and the length agree."""
-    data = stream(shared_streams, DUMPS[dump])
-    begins, totals, length = reference(shared_streams, dump)
+    data = stream(openzfs_streams, DUMPS[dump])
+    begins, totals, length = reference(openzfs_streams, dump)
     if dump in LONG:
         records = [rec for rec, _ in iter_records(io.BytesIO(data))]
         found = [parse_begin(rec.raw) for rec in records if rec.type == "BEGIN"]
@@ -102,9 +102,9 @@ def test_walk_matches_reference_dump(shared_streams, dump):
         assert_identity(ident, ref)
 
 
-def test_compound_replication_stream(shared_streams):
+def test_compound_replication_stream(openzfs_streams):
     """`zfs send -D -R test/fs@snap`: a compound header, then one substream per filesystem."""
-    summary = verify_stream(io.BytesIO(stream(shared_streams, "dedup")))
+    summary = verify_stream(io.BytesIO(stream(openzfs_streams, "dedup")))
     head, *subs = summary.begins
     assert head.header_type == "compound" and head.toguid == 0 and not head.incremental
     assert head.toname == "test/fs@snap"
@@ -114,19 +114,19 @@ def test_compound_replication_stream(shared_streams):
     assert summary.end_checksums == 3  # the header's END and one per substream
 
 
-def test_incremental_compound_stream_names_its_source(shared_streams):
-    summary = verify_stream(io.BytesIO(stream(shared_streams, DUMPS["leadtin"])))
+def test_incremental_compound_stream_names_its_source(openzfs_streams):
+    summary = verify_stream(io.BytesIO(stream(openzfs_streams, DUMPS["leadtin"])))
     assert summary.identity.header_type == "compound"
     # the first substream is `-i baseline` of test/redacted@clean (guids from the base stream)
-    base = parse_begin(stream(shared_streams, DUMPS["leadtbn"]))
+    base = parse_begin(stream(openzfs_streams, DUMPS["leadtbn"]))
     assert summary.begins[1].incremental and summary.begins[1].fromguid == base.toguid
 
 
-def test_non_zfs_input_is_not_a_stream(shared_streams):
-    real = stream(shared_streams, DUMPS["leadtbn"])
+def test_non_zfs_input_is_not_a_stream(openzfs_streams):
+    real = stream(openzfs_streams, DUMPS["leadtbn"])
     rng = random.Random(1)
     samples = [b"", b"\0" * 311, b"\0" * 312, b"\xff" * 4096, real[:311],
-               (shared_streams / "zstream" / "d-new.dump.bz2").read_bytes(),
+               (openzfs_streams / "zstream" / "d-new.dump.bz2").read_bytes(),
                b"%PDF-1.4\n" + bytes(400), real[BEGIN_RECORD_SIZE:]]
     samples += [rng.randbytes(rng.choice([312, 1000])) for _ in range(300)]
     # the right magic but a header type that is neither plain (1) nor compound (2)
@@ -139,15 +139,15 @@ def test_non_zfs_input_is_not_a_stream(shared_streams):
     assert parse_begin(None) is None
 
 
-def test_byteorder_is_told_by_the_magic(shared_streams):
-    little = parse_begin(stream(shared_streams, DUMPS["leadtbn"]))
-    big = parse_begin(stream(shared_streams, DUMPS["beadtbn"]))
+def test_byteorder_is_told_by_the_magic(openzfs_streams):
+    little = parse_begin(stream(openzfs_streams, DUMPS["leadtbn"]))
+    big = parse_begin(stream(openzfs_streams, DUMPS["beadtbn"]))
     assert (little.byteorder, big.byteorder) == ("little", "big")
     assert little.versioninfo == big.versioninfo  # the same fields, read in the right order
 
 
-def test_toname_that_is_not_utf8_round_trips(shared_streams):
-    head = bytearray(stream(shared_streams, DUMPS["leadtbn"])[:BEGIN_RECORD_SIZE])
+def test_toname_that_is_not_utf8_round_trips(openzfs_streams):
+    head = bytearray(stream(openzfs_streams, DUMPS["leadtbn"])[:BEGIN_RECORD_SIZE])
     name = b"pool/caf\xe9@snap\xff"
     head[56:56 + 256] = name.ljust(256, b"\0")
     ident = parse_begin(bytes(head))
@@ -158,9 +158,9 @@ def _offsets_of(data, kind):
     return [rec.offset for rec, _ in iter_records(io.BytesIO(data)) if rec.type == kind]
 
 
-def test_flipped_byte_is_caught(shared_streams):
+def test_flipped_byte_is_caught(openzfs_streams):
     """A flipped bit anywhere (header, record, payload, END) fails verification."""
-    data = stream(shared_streams, DUMPS["leadtbn"])
+    data = stream(openzfs_streams, DUMPS["leadtbn"])
     write = _offsets_of(data, "WRITE")[0]
     end = _offsets_of(data, "END")[0]
     rng = random.Random(7)
@@ -173,16 +173,16 @@ def test_flipped_byte_is_caught(shared_streams):
             verify_stream(io.BytesIO(bytes(bad)))
 
 
-def test_payload_flip_reports_checksum_mismatch(shared_streams):
-    data = bytearray(stream(shared_streams, DUMPS["beadtbn"]))
+def test_payload_flip_reports_checksum_mismatch(openzfs_streams):
+    data = bytearray(stream(openzfs_streams, DUMPS["beadtbn"]))
     write = _offsets_of(bytes(data), "WRITE")[0]
     data[write + BEGIN_RECORD_SIZE + 5] ^= 0x10
     with pytest.raises(BrokenStreamError, match="checksum mismatch"):
         verify_stream(io.BytesIO(bytes(data)))
 
 
-def test_truncated_and_trailing_data_are_caught(shared_streams):
-    data = stream(shared_streams, DUMPS["leadtin"])
+def test_truncated_and_trailing_data_are_caught(openzfs_streams):
+    data = stream(openzfs_streams, DUMPS["leadtin"])
     for cut in (BEGIN_RECORD_SIZE, 1000, len(data) // 2, len(data) - BEGIN_RECORD_SIZE, len(data) - 1):
         with pytest.raises(BrokenStreamError, match="truncated"):
             verify_stream(io.BytesIO(data[:cut]))
@@ -190,10 +190,10 @@ def test_truncated_and_trailing_data_are_caught(shared_streams):
         verify_stream(io.BytesIO(data + data[:BEGIN_RECORD_SIZE]))
 
 
-def test_impossible_write_sizes_are_rejected(shared_streams):
+def test_impossible_write_sizes_are_rejected(openzfs_streams):
     """OpenZFS's deliberately corrupt stream: a WRITE whose compressed size exceeds its size."""
     with pytest.raises(BrokenStreamError, match="impossible sizes"):
-        verify_stream(io.BytesIO(stream(shared_streams, "undersized-write-lsize")))
+        verify_stream(io.BytesIO(stream(openzfs_streams, "undersized-write-lsize")))
 
 
 def test_not_a_stream_is_refused_by_the_walker():

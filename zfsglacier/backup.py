@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from . import archive, chains, cost
-from .errors import CatalogError, DatasetNotFoundError, NotFoundError, UsageError, ZgError
+from .errors import CatalogError, DatasetNotFoundError, NotFoundError, UsageError, ZfsMissingError, ZgError
 from .metadata import CatalogCopy, PublicMetadata, store_fields
 from .pipes import PeekReader
 
@@ -196,7 +196,7 @@ def keep_bases(zfs, cat, dataset):
     try:
         snaps = zfs.snapshots(dataset)
         refs = zfs.userrefs_all(dataset) if snaps else {}
-    except DatasetNotFoundError:
+    except (DatasetNotFoundError, ZfsMissingError):  # not on this host: nothing here to hold
         return warnings
     except ZgError as err:
         return [f"{dataset}: holds not updated: {err}"]

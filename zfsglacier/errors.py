@@ -108,6 +108,10 @@ class DatasetNotFoundError(NotFoundError):
     """zfs says the dataset or snapshot named does not exist."""
 
 
+class ZfsMissingError(ZfsError):
+    """No zfs command on this host (then no dataset of it is here either)."""
+
+
 class TargetExistsError(ZgError):
     """zg-restore's target exists, or has local changes a receive would roll back: refused
     unless --force."""

@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .errors import DatasetNotFoundError, ZfsError
+from .errors import DatasetNotFoundError, ZfsError, ZfsMissingError
 
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 _DATA_RECORDS = {"WRITE", "WRITE_BYREF", "WRITE_EMBEDDED", "SPILL"}
@@ -78,7 +78,7 @@ def find_command(name: str) -> str:
     """Path of a ZFS command, looking in the sbin directories too (absent from some PATHs)."""
     path = shutil.which(name) or shutil.which(name, path=os.pathsep.join(_SBIN))
     if path is None:
-        raise ZfsError(f"'{name}' command not found: install ZFS (zfs-fuse or OpenZFS)")
+        raise ZfsMissingError(f"'{name}' command not found: install ZFS (zfs-fuse or OpenZFS)")
     return path
 
 

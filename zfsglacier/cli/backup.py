@@ -4,14 +4,14 @@ import os
 import sys
 import time
 
-from .. import backup, compression, cost, stores
+from .. import backup, compression, cost
 from ..catalog import catalog_path
 from ..errors import PartialFailureError, ZgError
 from ..zfs import open_zfs
 from .common import parser, run
 from .keyargs import add_sign_option, recipients as key_recipients, signing_key
 from .sizes import parse_age
-from .storeargs import add_store_options, catalog, jobs, open_dest
+from .storeargs import add_store_options, catalog, catalog_copy_store, jobs, open_dest
 from ..locks import UPLOADS, Locks, lock_directory
 
 
@@ -49,6 +49,7 @@ def body(argv):
     n_jobs = jobs(args, config)
     dest_class = cost.class_of(dest, getattr(store, "storage_class", None))
     datasets = zfs.list_datasets(args.dataset, recursive=args.recursive)
+    store.check_ready()  # an unmounted disk: refused before any snapshot is taken
     path = catalog_path(args.catalog, config)
     if not os.path.exists(path):
         warning = backup.check_first_backup(store, path, dest)
@@ -99,7 +100,7 @@ def body(argv):
                 sys.stderr.write(f"zg-backup: error: {ds}: {err}\n")
         if (made or cat.copy_stale(dest)) and not args.dry_run:  # a copy that failed last time is due too
             try:
-                backup.upload_catalog(catalog_store(args, config, store), cat, dest, recips, jobs=n_jobs,
+                backup.upload_catalog(catalog_copy_store(args, config, store), cat, dest, recips, jobs=n_jobs,
                                       sign=sign)
             except ZgError as err:  # the backups themselves are complete and recorded
                 sys.stderr.write(f"zg-backup: warning: the backup is complete and recorded, but the encrypted "
@@ -110,13 +111,6 @@ def body(argv):
         raise PartialFailureError(f"{len(failures)} of {len(datasets)} datasets failed ({', '.join(failures)}: "
                                   f"see above)" + (f"; the other {rest} are backed up" if rest else ""))
     return 0
-
-
-def catalog_store(args, config, store):
-    """The catalog copy goes to the same place, but on S3 in STANDARD: tiny, and readable at once."""
-    if store.url.startswith("s3://"):
-        return stores.open_store(args.dest, config=config, storage_class="STANDARD")
-    return store
 
 
 def main(argv=None):

@@ -7,10 +7,9 @@ from .. import backup, rebuild
 from ..catalog import Catalog, catalog_path
 from ..errors import DamagedCatalogError, IntegrityError, NotFoundError, RestorePendingError
 from ..metadata import printable
-from .backup import catalog_store
 from .common import parser, run
 from .keyargs import add_sign_option, add_signer_option, identities, recipients, signers, signing_key
-from .storeargs import add_store_options, catalog, jobs, open_dest
+from .storeargs import add_store_options, catalog, catalog_copy_store, jobs, open_dest
 
 
 def body(argv):
@@ -43,7 +42,7 @@ def body(argv):
         elif args.cmd == "check":
             print_check(dest, rebuild.check(store, cat, dest), cat)
         else:
-            info = backup.upload_catalog(catalog_store(args, config, store), cat, dest, recipients(args),
+            info = backup.upload_catalog(catalog_copy_store(args, config, store), cat, dest, recipients(args),
                                          jobs=jobs(args, config), sign=signing_key(args, config))
             print(info.id)
     sys.stdout.flush()

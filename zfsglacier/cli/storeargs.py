@@ -35,3 +35,10 @@ def catalog(args, config, *, write=True, create=True):
 
 def jobs(args, config):
     return args.jobs or stores.store_jobs(args.dest, config=config)
+
+
+def catalog_copy_store(args, config, store):
+    """The catalog copy goes to the same place, but on S3 in STANDARD: tiny, and readable at once."""
+    if store.kind == "s3":
+        return stores.open_store(args.dest, config=config, storage_class="STANDARD")
+    return store

@@ -404,6 +404,10 @@ class Store(ABC):
         write), or None."""
         return None
 
+    def check_ready(self) -> None:
+        """Raise StoreError now if the destination cannot be used at all (a file:// directory
+        without its marker: an unmounted disk), before a command changes anything."""
+
     def init(self) -> str:
         """Prepare a new destination for use (zg-init); returns what was done, as a sentence."""
         raise UsageError(f"{self.url}: zg-init prepares file:// destinations; create a bucket or vault with "
