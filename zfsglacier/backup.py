@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import archive, chains, cost
 from .errors import CatalogError, DatasetNotFoundError, NotFoundError, UsageError, ZfsMissingError, ZgError
-from .metadata import CatalogCopy, PublicMetadata, store_fields
+from .metadata import CATALOG_KIND, CatalogCopy, PublicMetadata, store_fields
 from .pipes import PeekReader
 
 LEGACY_HOLD_TAG = "zfsglacier"  # zfsglacier < 0.4: one tag for every destination
@@ -232,7 +232,6 @@ def describe_step(step, dest_class):
 
 # --- the catalog travels with the backups ------------------------------------------------------
 
-CATALOG_KIND = "catalog"
 CATALOG_COPIES = 3
 
 

@@ -216,6 +216,9 @@ ROW_FIELDS = {"id": str, "size": int, "sha256": (str, type(None)), "checksum": (
               "deleted": (int, float, type(None))}
 
 
+CATALOG_KIND = "catalog"  # the zg-kind of a catalog copy (SPEC section 8)
+
+
 @dataclass
 class CatalogCopy:
     """What a catalog copy holds: the destination's rows, as of ``written``."""

@@ -19,11 +19,10 @@ import time
 from dataclasses import dataclass, field
 
 from . import archive
-from .backup import CATALOG_KIND
 from .errors import ZgError
 from .format import read_header
 from .keys import check_signature, open_header
-from .metadata import CatalogCopy, Identity, MetadataError, PublicMetadata, printable
+from .metadata import CATALOG_KIND, CatalogCopy, Identity, MetadataError, PublicMetadata, printable
 from .stores import ArchiveInfo
 
 

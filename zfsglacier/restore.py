@@ -8,11 +8,10 @@ holds, with nothing changed there since, and `zfs receive -F` is used only under
 
 import hashlib
 import io
-import time
 
-from . import archive, chains, cost
-from .errors import (IntegrityError, NoMatchingKeyError, NotFoundError, RestorePendingError, SignerError,
-                     TargetExistsError, ZfsError, ZgError)
+from . import archive, chains, cost, thaw
+from .errors import (IntegrityError, NoMatchingKeyError, NotFoundError, SignerError, TargetExistsError, ZfsError,
+                     ZgError)
 from .format import read_header
 from .metadata import Identity
 from .keys import check_signature, open_header
@@ -102,42 +101,6 @@ def check_continue(zfs, target, chain, done):
                                 f"them")
 
 
-def thaw_all(store, dest, cat, archives, tier, days, wait, say, poll, on_missing=None):
-    """Ask for every thaw at once (they run in parallel at the provider), then wait for all.
-    ``on_missing(archive, error)``: an archive the store does not have is reported to it and left
-    out (zg-verify goes on with the others); without it, that is an error."""
-    pending = []
-    for a in archives:
-        try:
-            st = store.thaw_status(a.id)
-            if st.state == "frozen":
-                st = store.request_thaw(a.id, tier=tier, days=days)
-                cat.thaw_requested(dest, a.id, tier, days, st.state, st.detail)
-        except NotFoundError as err:
-            if on_missing is None:
-                raise
-            on_missing(a, err)
-            continue
-        if st.state not in ("ready", "thawed"):
-            pending.append(a)
-    if pending and not wait:
-        raise RestorePendingError(f"{len(pending)} of {len(archives)} archives are being thawed ({tier} tier): "
-                                  f"run the same command again later")
-    start, delay = time.monotonic(), poll
-    while pending:
-        say(f"waiting for {len(pending)} thaws ({tier} tier), {int(time.monotonic() - start)} s so far")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 900)
-        still = []
-        for a in pending:
-            st = store.thaw_status(a.id)
-            if st.state == "frozen":
-                st = store.request_thaw(a.id, tier=tier, days=days)
-            if st.state not in ("ready", "thawed"):
-                still.append(a)
-        pending = still
-
-
 def check_before_receive(reader, a, identities, signers=()):
     """Before zfs receive touches the target, the archive must be the one the plan expects, by
     authenticated bytes only: its header must be the header copy recorded for it (when there is
@@ -218,8 +181,8 @@ def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, 
             raise ZfsError(f"after receiving {a.id}, {target} has no snapshot with guid {a.toguid}")
 
 
-def restore(zfs, store, cat, dest, spec, target, identities, *, tier="Standard", days=7, wait=True, force=False,
-            jobs=4, say=lambda s: None, poll=60.0, signers=()):
+def restore(zfs, store, cat, dest, spec, target, identities, *, policy=None, force=False, jobs=4,
+            say=lambda s: None, signers=()):
     rows, row = find_snapshot(cat, dest, spec)
     chain = chains.chain_to(rows, row.toguid, spec)
     done, exists = done_steps(zfs, target, chain)
@@ -228,7 +191,7 @@ def restore(zfs, store, cat, dest, spec, target, identities, *, tier="Standard",
     if exists and not force:
         check_continue(zfs, target, chain, done)
     check_keys(chain, identities, signers)
-    thaw_all(store, dest, cat, chain.archives[done:], tier, days, wait, say, poll)
+    thaw.thaw_all(store, dest, cat, [a.id for a in chain.archives[done:]], policy or thaw.Policy(), say)
     check_chain(store, chain, done, identities, signers)
     receive_chain(zfs, store, chain, done, target, identities, force=force and exists, jobs=jobs, say=say,
                   signers=signers)

@@ -2,51 +2,13 @@
 
 import hashlib
 import os
-import time
 
-from .. import stores
-from ..errors import IntegrityError, OutputClosedError, RestorePendingError, UsageError
+from .. import thaw
+from ..errors import IntegrityError, OutputClosedError, UsageError
 from ..pipes import IO_SIZE, big_buffers_from_mmap, widen_pipe
 from .common import binary_stdout, output_file, parser, refuse_terminal_output, run
 from .progress import Progress
-from .storeargs import add_store_options, catalog, jobs, open_dest
-
-POLL_ENV = "ZG_POLL_SECONDS"  # first wait between thaw checks (tests make it short)
-MAX_POLL = 900.0
-
-
-def add_thaw_options(p):
-    p.add_argument("--tier", default="Standard", choices=stores.TIERS,
-                   help="retrieval tier for cold archives (DEEP_ARCHIVE has no Expedited)")
-    p.add_argument("--days", type=int, default=7, help="days an S3 restored copy stays readable (default 7)")
-    p.add_argument("--no-wait", action="store_true",
-                   help="request the thaw and exit 75 if it is not done yet; run again later")
-
-
-def thaw(store, dest, archive_id, cat, args, progress):
-    """Make the archive readable: request a thaw if needed and wait (or exit 75 with --no-wait)."""
-    status = store.thaw_status(archive_id)
-    if status.state in ("ready", "thawed"):
-        return
-    if status.state == "frozen":
-        status = store.request_thaw(archive_id, tier=args.tier, days=args.days)
-        cat.thaw_requested(dest, archive_id, args.tier, args.days, status.state, status.detail)
-        if status.state in ("ready", "thawed"):
-            return
-    if args.no_wait:
-        raise RestorePendingError(f"archive {archive_id}: {status.detail}; run the same command again later")
-    start, delay = time.monotonic(), float(os.environ.get(POLL_ENV, "60"))
-    while status.state not in ("ready", "thawed"):
-        waited = time.monotonic() - start
-        expect = f", typically {status.expected_wait // 3600}h or less" if status.expected_wait else ""
-        progress.say(f"waiting for {archive_id} ({args.tier} tier{expect}): {int(waited)} s so far; {status.detail}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, MAX_POLL)
-        status = store.thaw_status(archive_id)
-        if status.state == "frozen":  # an S3 restored copy expired, or a vault job output did: ask again
-            status = store.request_thaw(archive_id, tier=args.tier, days=args.days)
-    cat.thaw_requested(dest, archive_id, args.tier, args.days, status.state, status.detail)
-
+from .storeargs import add_store_options, add_thaw_options, catalog, jobs, open_dest, thaw_policy
 
 def body(argv):
     p = parser("zg-fetch", "Write archive ID from DEST to stdout (or -o FILE), thawing it first if it is cold.")
@@ -61,7 +23,7 @@ def body(argv):
     config, store, dest = open_dest(args)
     with catalog(args, config, write=False) as cat:  # none (another machine): the store's checks only
         progress = Progress(f"fetch {args.id}")
-        thaw(store, dest, args.id, cat, args, progress)
+        thaw.thaw_all(store, dest, cat, [args.id], thaw_policy(args), progress.say)
         known = cat.get(dest, args.id)
         if args.output:
             fetch_to_file(store, args, jobs(args, config), known, progress)

@@ -1,14 +1,12 @@
 """zg-restore: bring DATASET@SNAP back into TARGET with one command, whatever chain it takes."""
 
-import os
 import sys
 
 from .. import restore
 from .common import parser, run
-from .fetch import POLL_ENV, add_thaw_options
 from .keyargs import add_signer_option, identities, signers
 from .progress import Progress
-from .storeargs import add_store_options, catalog, jobs, open_dest
+from .storeargs import add_store_options, add_thaw_options, catalog, jobs, open_dest, thaw_policy
 from ..zfs import open_zfs
 
 
@@ -38,9 +36,8 @@ def body(argv):
         idents, _ = identities(args)
         progress = Progress("restore")
         chain, skipped = restore.restore(
-            open_zfs(), store, cat, dest, args.snapshot, args.target, idents, tier=args.tier, days=args.days,
-            wait=not args.no_wait, force=args.force, jobs=jobs(args, config), say=progress.say,
-            poll=float(os.environ.get(POLL_ENV, "60")), signers=signers(args, config))
+            open_zfs(), store, cat, dest, args.snapshot, args.target, idents, policy=thaw_policy(args),
+            force=args.force, jobs=jobs(args, config), say=progress.say, signers=signers(args, config))
     progress.done()
     if skipped == len(chain.archives):
         print(f"nothing to do: {args.target} already has {args.snapshot} (guid {chain.target.toguid})")

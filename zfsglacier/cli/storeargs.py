@@ -3,7 +3,7 @@
 import os
 import sys
 
-from .. import stores
+from .. import stores, thaw
 from ..catalog import open_catalog
 from ..config import load_config
 
@@ -42,3 +42,20 @@ def catalog_copy_store(args, config, store):
     if store.kind == "s3":
         return stores.open_store(args.dest, config=config, storage_class="STANDARD")
     return store
+
+
+POLL_ENV = "ZG_POLL_SECONDS"  # the first wait between thaw checks (tests make it short)
+
+
+def add_thaw_options(p):
+    p.add_argument("--tier", default="Standard", choices=stores.TIERS,
+                   help="retrieval tier for cold archives (DEEP_ARCHIVE has no Expedited)")
+    p.add_argument("--days", type=int, default=7, help="days an S3 restored copy stays readable (default 7)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="request the thaw and exit 75 if it is not done yet; run again later")
+
+
+def thaw_policy(args):
+    """The thaw service's policy from the thaw options (and the poll interval of $ZG_POLL_SECONDS)."""
+    return thaw.Policy(tier=args.tier, days=args.days, wait=not args.no_wait,
+                       poll=float(os.environ.get(POLL_ENV, "60")))

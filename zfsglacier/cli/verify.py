@@ -11,19 +11,17 @@ breaks the chains through it) while the rest are still checked.  Then a summary 
 """
 
 import hashlib
-import os
 import sys
 import time
 
-from .. import archive, restore
+from .. import archive, thaw
 from ..errors import CorruptArchiveError, IntegrityError, NotFoundError, UsageError, ZgError
 from ..pipes import IO_SIZE
 from ..format import FOOTER, footer_ok
 from .common import parser, run
-from .fetch import POLL_ENV, add_thaw_options
 from .keyargs import add_signer_option, identities, signers
 from .progress import Progress
-from .storeargs import add_store_options, catalog, jobs, open_dest
+from .storeargs import add_store_options, add_thaw_options, catalog, jobs, open_dest, thaw_policy
 
 
 class _Hashing:
@@ -83,13 +81,15 @@ def body(argv):
             raise NotFoundError(f"not in the catalog for {dest}: {', '.join(sorted(unknown))}")
         progress = Progress("verify")
 
-        def missing(row, err):  # reported; the others are still checked
+        by_id = {r.id: r for r in rows}
+
+        def missing(archive_id, err):  # reported; the others are still checked
+            row = by_id[archive_id]
             gone.append(row)
             cat.mark_missing(dest, row.id, time.time())
             print(f"MISSING {row.id}  {row.name}  {err}")
 
-        restore.thaw_all(store, dest, cat, rows, args.tier, args.days, not args.no_wait, progress.say,
-                         float(os.environ.get(POLL_ENV, "60")), on_missing=missing)
+        thaw.thaw_all(store, dest, cat, [r.id for r in rows], thaw_policy(args), progress.say, on_missing=missing)
         for row in (r for r in rows if r not in gone):
             try:
                 n = verify_one(store, row, idents, jobs(args, config), required)
@@ -97,7 +97,7 @@ def body(argv):
                     cat.mark_present(dest, row.id)
                 print(f"ok      {row.id}  {row.name}  {n} bytes" + ("" if idents else " (checksums only: no key)"))
             except NotFoundError as err:  # gone since the thaw check
-                missing(row, err)
+                missing(row.id, err)
             except ZgError as err:
                 bad += 1
                 print(f"FAIL    {row.id}  {row.name}  {err}")
