@@ -369,3 +369,14 @@ def test_read_resumes_at_an_offset(bucket):
     data = os.urandom(2 * PART + 9)
     info = store.upload(io.BytesIO(data), {})
     assert store.open_read(info.id, start=PART + 3).read() == data[PART + 3:]
+
+
+def test_store_errors_carry_the_providers_code():
+    """Callers act on a failure by its code (NoSuchUpload, InvalidObjectState...), never by its text."""
+    import botocore.exceptions as bx
+    from zfsglacier.stores._aws import translate
+    err = translate(bx.ClientError({"Error": {"Code": "NoSuchUpload", "Message": "gone"}}, "CompleteMultipartUpload"),
+                    "s3://b/p: complete upload of x")
+    assert err.code == "NoSuchUpload" and err.exit_code == 10 and "NoSuchUpload" in str(err)
+    denied = translate(bx.ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject"), "put")
+    assert denied.code == "AccessDenied" and "access denied" in str(denied)

@@ -75,9 +75,15 @@ class SignerError(ZgError):
 
 
 class StoreError(ZgError):
-    """The destination failed: authentication, missing bucket/vault, or retries exhausted."""
+    """The destination failed: authentication, missing bucket/vault, or retries exhausted.
+    ``code`` is the provider's own error code (``NoSuchUpload``, ``InvalidObjectState``...) when
+    there is one: callers that act on a particular failure test it, never the message."""
 
     exit_code = 10
+
+    def __init__(self, message, *, code=None):
+        super().__init__(message)
+        self.code = code
 
 
 class NotFoundError(ZgError):

@@ -136,13 +136,13 @@ def translate(exc: BaseException, what: str, *, not_found: Optional[str] = None)
         if code in AUTH_CODES:
             detail = f" ({message})" if message and message != code else ""
             return StoreError(f"{what}: access denied: {code}{detail}; check the AWS "
-                              f"credentials (AWS_PROFILE, keys) and the permissions")
+                              f"credentials (AWS_PROFILE, keys) and the permissions", code=code)
         if code == "NoSuchBucket":
             name = exc.response.get("Error", {}).get("BucketName")
-            return StoreError(f"{what}: bucket {name or ''} does not exist".replace("  ", " "))
+            return StoreError(f"{what}: bucket {name or ''} does not exist".replace("  ", " "), code=code)
         if code in NOT_FOUND_CODES and not_found:
             return NotFoundError(not_found)
-        return StoreError(f"{what}: {code}: {message}".rstrip(": "))
+        return StoreError(f"{what}: {code}: {message}".rstrip(": "), code=code)
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
         return StoreError(f"{what}: no usable AWS credentials: set AWS_PROFILE, or "
                           f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")

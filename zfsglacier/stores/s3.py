@@ -162,7 +162,7 @@ class S3Session(UploadSession):
                  MultipartUpload={"Parts": listing})
         except StoreError as exc:
             # A retried complete whose first try succeeded finds no upload: check the object.
-            if "NoSuchUpload" not in str(exc):
+            if exc.code != "NoSuchUpload":
                 raise
         self.upload_id = None  # the object exists now: abort must delete it instead
         composite = b64(hashlib.sha256(b"".join(p.sha256 for p in parts)).digest())
@@ -214,7 +214,7 @@ class S3Session(UploadSession):
         except NotFoundError:
             pass
         except StoreError as exc:
-            if "NoSuchUpload" not in str(exc):
+            if exc.code != "NoSuchUpload":
                 raise
 
 
@@ -396,7 +396,7 @@ class S3Store(Store):
                      Bucket=self.bucket, Key=self.key(id),
                      RestoreRequest={"Days": int(days), "GlacierJobParameters": {"Tier": tier}})
             except StoreError as exc:
-                if "RestoreAlreadyInProgress" not in str(exc):
+                if exc.code != "RestoreAlreadyInProgress":
                     raise
             head = self._head(self.key(id), id)
         return self._status(id, head, tier)
@@ -486,7 +486,7 @@ class S3Store(Store):
                             not_found=f"no archive {archive_id} in {self.url}"):
                 data = retry_call(once, transient=_aws.is_transient)
         except StoreError as exc:
-            if "InvalidObjectState" in str(exc):
+            if exc.code == "InvalidObjectState":
                 raise RestorePendingError(pending_message(self.url, archive_id, "cold storage",
                                                           "is not restored (any more)")) from None
             raise
