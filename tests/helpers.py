@@ -1,8 +1,10 @@
 """Small shared helpers for the tests (no fixtures here: see conftest.py)."""
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -120,3 +122,38 @@ def mounted(mnt, commands, why):
         finally:
             subprocess.run(["umount", str(mnt)], check=True)
     return ctx()
+
+
+UPLOADER = r"""
+import json, sys
+from zfsglacier.stores import open_store
+store = open_store(sys.argv[1], **json.loads(sys.argv[2]))
+up = store.open_upload({"dataset": "tank/fs"}, jobs=int(sys.argv[3]))
+while True:
+    chunk = sys.stdin.buffer.read1(1 << 16)
+    if not chunk:
+        break
+    up.write(chunk)
+up.commit()
+"""
+
+
+def upload_then_kill(dest, options, head, stored_parts, want, jobs=1):
+    """Run an upload in another process, feed it ``head``, kill -9 it once ``stored_parts()``
+    reaches ``want``: what a crash in the middle of a backup leaves behind."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", UPLOADER, dest, json.dumps(options),
+                             str(jobs)], stdin=subprocess.PIPE, env=env, cwd=REPO)
+    try:
+        proc.stdin.write(head)
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60  # a safety net, not a timing assertion
+        while stored_parts() < want:
+            assert proc.poll() is None, "the uploader exited before storing its parts"
+            assert time.monotonic() < deadline, "the uploader stored nothing in 60 s"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()
+    assert proc.returncode == -9

@@ -1,58 +1,21 @@
-"""The file:// store (the default destination): atomic, verified, resumable; plus open_store and
-the user configuration.  Also home of the kill -9 helper the S3 and vault tests share."""
+"""What only the file:// store does (the contract every store keeps is in test_store_contract.py):
+its sidecars, the whole-file checksum, the destination marker; plus open_store and the user
+configuration."""
 
 import io
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from zfsglacier.config import load_config
-from zfsglacier.errors import IntegrityError, NotFoundError, UsageError
+from zfsglacier.errors import IntegrityError, NotFoundError, StoreError, UsageError
 from zfsglacier.parts import MiB
 from zfsglacier.stores import open_store
 from zfsglacier.stores.file import FileStore
 
 REPO = Path(__file__).resolve().parent.parent
-
-UPLOADER = r"""
-import json, sys
-from zfsglacier.stores import open_store
-store = open_store(sys.argv[1], **json.loads(sys.argv[2]))
-up = store.open_upload({"dataset": "tank/fs"}, jobs=int(sys.argv[3]))
-while True:
-    chunk = sys.stdin.buffer.read1(1 << 16)
-    if not chunk:
-        break
-    up.write(chunk)
-up.commit()
-"""
-
-
-def upload_then_kill(dest, options, head, stored_parts, want, jobs=1):
-    """Run an upload in another process, feed it ``head``, kill -9 it once ``stored_parts()``
-    reaches ``want``: what a crash in the middle of a backup leaves behind."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-c", UPLOADER, dest, json.dumps(options),
-                             str(jobs)], stdin=subprocess.PIPE, env=env, cwd=REPO)
-    try:
-        proc.stdin.write(head)
-        proc.stdin.flush()
-        deadline = time.monotonic() + 60  # a safety net, not a timing assertion
-        while stored_parts() < want:
-            assert proc.poll() is None, "the uploader exited before storing its parts"
-            assert time.monotonic() < deadline, "the uploader stored nothing in 60 s"
-            time.sleep(0.02)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdin.close()
-    assert proc.returncode == -9
-
 
 @pytest.fixture
 def store(tmp_path):
@@ -77,43 +40,8 @@ def test_roundtrip_several_parts_with_sidecar(store, tmp_path):
     assert store.stat(info.id).metadata["snapshot"] == "s1"
 
 
-def test_small_and_empty_streams(store):
-    for data in (b"hi", b""):
-        info = store.upload(io.BytesIO(data), {})
-        assert store.read_all(info.id) == data and store.stat(info.id).size == len(data)
 
 
-def test_partial_upload_is_never_listed_and_abort_leaves_nothing(store, tmp_path):
-    up = store.open_upload({"k": "v"})
-    up.write(data_of(3 * MiB))  # two parts sent, the third held: the upload has begun
-    names = os.listdir(tmp_path / "arch")
-    assert any(n.endswith(".zg.partial") for n in names)
-    assert list(store.list()) == []
-    [inc] = store.incomplete_uploads()
-    assert inc.metadata == {"k": "v"}
-    up.abort()
-    assert os.listdir(tmp_path / "arch") == [".zfsglacier-destination"]
-
-
-def test_exception_inside_the_block_aborts(store, tmp_path):
-    with pytest.raises(RuntimeError):
-        with store.open_upload({}) as up:
-            up.write(data_of(3 * MiB))
-            raise RuntimeError("upstream died")
-    assert os.listdir(tmp_path / "arch") == [".zfsglacier-destination"]
-
-
-def test_flipped_byte_is_caught_on_read(store, tmp_path):
-    data = data_of(3 * MiB)
-    info = store.upload(io.BytesIO(data), {})
-    path = tmp_path / "arch" / f"{info.id}.zg"
-    raw = bytearray(path.read_bytes())
-    raw[2 * MiB + 5] ^= 1
-    path.write_bytes(bytes(raw))
-    with store.open_read(info.id) as r:
-        assert r.read(2 * MiB) == data[:2 * MiB]  # parts before the damage are fine
-        with pytest.raises(IntegrityError, match="part 3"):
-            r.read()
 
 
 def test_whole_checksum_is_checked_before_the_last_byte(store, tmp_path):
@@ -128,60 +56,9 @@ def test_whole_checksum_is_checked_before_the_last_byte(store, tmp_path):
             r.read(1)
 
 
-def test_missing_archives_delete_and_thaw(store):
-    info = store.upload(io.BytesIO(b"abc"), {})
-    assert store.request_thaw(info.id).state == "ready"
-    assert store.thaw_status(info.id).state == "ready"
-    store.delete(info.id)
-    for op in (store.stat, store.delete, store.thaw_status, store.open_read):
-        with pytest.raises(NotFoundError):
-            op(info.id)
-    with pytest.raises(NotFoundError):
-        store.stat("../etc/passwd")
 
 
-def test_resume_after_kill_9_sends_only_missing_parts(store, tmp_path):
-    data = data_of(6 * MiB + 4321)
-    arch = tmp_path / "arch"
 
-    def stored():
-        partials = list(arch.glob("*.zg.partial")) if arch.exists() else []
-        return partials[0].stat().st_size // MiB if partials else 0
-
-    upload_then_kill(store.url, {"part_size": MiB}, data[:3 * MiB + 1], stored, want=3)
-    assert list(store.list()) == [] and len(store.incomplete_uploads()) == 1
-
-    up = store.open_resume(jobs=2)
-    up.write(data)
-    info = up.commit()
-    assert up.stats["parts_reused"] == 3 and up.stats["parts_sent"] == 4
-    assert store.read_all(info.id) == data
-    assert store.stat(info.id).metadata == {"dataset": "tank/fs"}
-    assert store.incomplete_uploads() == []
-    assert not list(arch.glob("*.partial*"))
-
-
-def test_resume_with_other_bytes_is_refused_and_keeps_the_partial(store, tmp_path):
-    up = store.open_upload({})
-    up.write(data_of(3 * MiB))
-    up._pipeline.cancel()  # as if killed: parts stay, nothing completes
-    up.session.release()
-    with pytest.raises(NotFoundError, match="starts with this input"):
-        store.resume_upload(io.BytesIO(data_of(3 * MiB)))
-    assert len(store.incomplete_uploads()) == 1
-
-
-def test_resume_with_nothing_to_resume(store):
-    with pytest.raises(NotFoundError, match="no incomplete upload"):
-        store.open_resume()
-
-
-def test_metadata_is_checked_before_anything_is_written(store, tmp_path):
-    with pytest.raises(UsageError, match="metadata key"):
-        store.open_upload({"Bad Key": "x"})
-    with pytest.raises(UsageError, match="printable ASCII"):
-        store.open_upload({"k": "caf\u00e9"})
-    assert os.listdir(tmp_path / "arch") == [".zfsglacier-destination"]
 
 
 # ---- open_store and the configuration
@@ -231,18 +108,6 @@ def test_config_typos_and_missing_file(tmp_path, monkeypatch):
     assert load_config().catalog == str(tmp_path / "data" / "zfsglacier" / "catalog.db")
 
 
-def test_read_resumes_at_an_offset_still_verifying_ranges(store, tmp_path):
-    data = data_of(3 * MiB + 10)
-    info = store.upload(io.BytesIO(data), {})
-    assert store.open_read(info.id, start=MiB + 5).read() == data[MiB + 5:]
-    assert store.open_read(info.id, start=len(data)).read() == b""
-    path = tmp_path / "arch" / f"{info.id}.zg"
-    raw = bytearray(path.read_bytes())
-    raw[2 * MiB + 1] ^= 1
-    path.write_bytes(bytes(raw))
-    with pytest.raises(IntegrityError, match="part 3"):
-        store.open_read(info.id, start=2 * MiB).read()
-
 
 def test_archive_ids_are_checked_but_vault_style_ids_pass():
     from zfsglacier.stores.base import check_id
@@ -279,3 +144,22 @@ def test_a_directory_is_a_destination_only_once_marked(tmp_path):
     (mnt / ".zfsglacier-destination").write_text("hello")
     with pytest.raises(StoreError, match="not a zfsglacier destination marker"):
         list(open_store(f"file://{mnt}").list())
+
+
+def test_an_upload_stops_at_the_parts_a_readable_sidecar_can_list(store, tmp_path, monkeypatch):
+    """A sidecar lists one SHA-256 per part and its reader reads at most MAX_SIDECAR: so an upload
+    stops at MAX_PARTS parts (with --expected-size the parts grow instead), never writing an
+    archive whose sidecar would be refused on read."""
+    from zfsglacier.stores import file as fs
+    side = {"version": 1, "id": "x" * 25, "size": 1 << 50, "sha256": "f" * 64, "created": 1e9,
+            "metadata": {f"k{i}": "v" * 60 for i in range(30)}, "part_size": MiB, "parts": ["f" * 64] * fs.MAX_PARTS}
+    assert len(json.dumps(side)) < fs.MAX_SIDECAR
+    assert store.part_plan().max_parts == fs.MAX_PARTS
+    big = store.part_plan(expected_size=4 << 40)
+    assert big.first * fs.MAX_PARTS >= 4 << 40 and big.first <= fs.MAX_PART
+
+    monkeypatch.setattr(fs, "MAX_PARTS", 3)
+    with pytest.raises(StoreError, match="--expected-size"):
+        store.upload(io.BytesIO(data_of(3 * MiB + 1)), {})
+    assert os.listdir(tmp_path / "arch") == [".zfsglacier-destination"]
+    assert store.upload(io.BytesIO(data_of(3 * MiB + 1)), {}, expected_size=3 * MiB + 1).size == 3 * MiB + 1

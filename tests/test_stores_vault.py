@@ -1,5 +1,7 @@
-"""The glacier:// store against the strict vault stand-in (tests/servers/glacier_vault.py): moto
-has no vault multipart or tree hashes.  The stand-in's clock is advanced instead of waiting."""
+"""What only the glacier:// store does, against the strict vault stand-in (moto has no vault
+multipart or tree hashes): retrieval jobs reused, inventories, part-count and description limits.
+The contract every store keeps is in test_store_contract.py.  The stand-in's clock is advanced
+instead of waiting."""
 
 import io
 import os
@@ -8,8 +10,7 @@ import boto3
 import pytest
 
 from tests.servers.glacier_vault import GlacierStandIn
-from tests.test_stores_file import upload_then_kill
-from zfsglacier.errors import (IntegrityError, NotFoundError, RestorePendingError, StoreError,
+from zfsglacier.errors import (NotFoundError, RestorePendingError, StoreError,
                                UsageError)
 from zfsglacier.parts import MiB, PartPlan
 from zfsglacier.stores import open_store
@@ -74,17 +75,6 @@ def test_small_stream_is_one_upload_archive(standin, vault):
     assert store.read_all(info.id) == b"tiny"
 
 
-def test_rot_at_rest_is_caught_on_read(standin, vault):
-    store = store_for(vault)
-    data = os.urandom(3 * MiB)
-    info = store.upload(io.BytesIO(data), {})
-    standin.corrupt(vault, info.id, offset=2 * MiB + 3)
-    store.request_thaw(info.id, "Expedited")
-    with store.open_read(info.id, jobs=2) as r:
-        assert r.read(2 * MiB) == data[:2 * MiB]
-        with pytest.raises(IntegrityError, match="tree hash"):
-            r.read()
-
 
 def test_listing_needs_an_inventory(standin, vault):
     store = store_for(vault)
@@ -99,48 +89,7 @@ def test_listing_needs_an_inventory(standin, vault):
     assert store.stat(info.id).checksum == info.checksum
 
 
-def test_failed_upload_is_aborted(vault):
-    store = store_for(vault)
-    with pytest.raises(RuntimeError):
-        with store.open_upload({}) as up:
-            up.write(os.urandom(3 * MiB + 1))
-            raise RuntimeError("zfs send died")
-    assert not uploads_left(vault)
 
-
-def test_resume_after_kill_9_sends_only_missing_parts(standin, vault):
-    store = store_for(vault)
-    data = os.urandom(5 * MiB + 4321)
-    client = boto3.client("glacier")
-
-    def stored():
-        ups = client.list_multipart_uploads(vaultName=vault)["UploadsList"]
-        if not ups:
-            return 0
-        return len(client.list_parts(vaultName=vault,
-                                     uploadId=ups[0]["MultipartUploadId"])["Parts"])
-
-    upload_then_kill(store.url, {"part_size": MiB}, data[:3 * MiB + 1], stored, want=3)
-    [incomplete] = store.incomplete_uploads()
-    assert incomplete.parts == 3 and incomplete.metadata == {"dataset": "tank/fs"}
-    before = standin.calls["upload_part"]
-    info = store.resume_upload(io.BytesIO(data), jobs=2)
-    assert standin.calls["upload_part"] - before == 3  # parts 4-6 only
-    assert not uploads_left(vault)
-    store.request_thaw(info.id, "Expedited")
-    assert store.read_all(info.id) == data
-
-
-def test_resume_refuses_other_input(vault):
-    store = store_for(vault)
-    up = store.open_upload({})
-    up.write(os.urandom(2 * MiB + 1))
-    up._pipeline.cancel()  # as if killed
-    with pytest.raises(NotFoundError, match="starts with this input"):
-        store.resume_upload(io.BytesIO(os.urandom(2 * MiB + 1)))
-    [incomplete] = store.incomplete_uploads()
-    store.discard_incomplete(incomplete.ref)
-    assert not uploads_left(vault)
 
 
 def test_stream_outgrowing_the_part_count_fails_early(vault, monkeypatch):
@@ -166,11 +115,3 @@ def test_description_limit_missing_vault_and_delete(standin, vault):
         store.delete(info.id)
     with pytest.raises(NotFoundError):
         store.request_thaw(info.id)
-
-
-def test_read_resumes_at_an_offset(vault):
-    store = store_for(vault)
-    data = os.urandom(3 * MiB + 9)
-    info = store.upload(io.BytesIO(data), {})
-    store.request_thaw(info.id, "Expedited")
-    assert store.open_read(info.id, start=MiB + 3).read() == data[MiB + 3:]

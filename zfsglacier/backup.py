@@ -49,7 +49,7 @@ def check_first_backup(store, catalog_path, dest):
     """No catalog at ``catalog_path``: a first backup, or a lost catalog?  A destination that
     already holds archives means lost (every chain would start again with a full): refused.
     Returns a warning where the store cannot be listed at once (a vault), else None."""
-    if not store.lists_at_once:
+    if not store.properties.lists_at_once:
         return (f"no catalog at {catalog_path}: starting a new one; if {dest} already holds backups from here, "
                 f"stop this and run `zg-catalog rebuild {dest} --key KEY` (else every chain starts with a full)")
     for _ in store.list():

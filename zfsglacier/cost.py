@@ -33,15 +33,6 @@ def prices(path=None):
     return _load(str(path or os.environ.get("ZG_PRICES") or DEFAULT_PRICES))
 
 
-def class_of(dest_url, storage_class=None):
-    """The price-table class of a destination: its S3 storage class, VAULT, or LOCAL."""
-    if dest_url.startswith("glacier://"):
-        return "VAULT"
-    if dest_url.startswith("s3://"):
-        return (storage_class or "DEEP_ARCHIVE").upper()
-    return "LOCAL"
-
-
 def _cls(name, table=None):
     table = table or prices()
     try:

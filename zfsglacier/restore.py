@@ -53,11 +53,11 @@ def check_keys(chain, identities, signers=()):
             raise NoMatchingKeyError(f"the key given does not open {a.id} ({a.name}): wrong key") from None
 
 
-def describe(chain, dest, storage_class):
+def describe(chain, cls):
+    """The chain to retrieve, and what each retrieval tier costs from price class ``cls``."""
     lines = []
     for a in chain.archives:
         lines.append(f"  {a.id}  {'incr' if a.fromguid else 'full'}  {cost.human_bytes(a.size):>10}  {a.name}")
-    cls = cost.class_of(dest, storage_class)
     lines.append(f"  {len(chain.archives)} archives, {cost.human_bytes(chain.size)} to retrieve from {cls}:")
     for r in cost.retrieval_options(chain.size, cls, objects=len(chain.archives)):
         wait = "at once" if r.hours == 0 else f"~{r.hours:g} h"

@@ -47,7 +47,7 @@ def body(argv):
     sign = signing_key(args, config)
     zfs = open_zfs()
     n_jobs = jobs(args, config)
-    dest_class = cost.class_of(dest, getattr(store, "storage_class", None))
+    dest_class = store.price_class()
     datasets = zfs.list_datasets(args.dataset, recursive=args.recursive)
     store.check_ready()  # an unmounted disk: refused before any snapshot is taken
     path = catalog_path(args.catalog, config)

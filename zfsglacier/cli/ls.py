@@ -126,7 +126,7 @@ def body(argv):
         sys.stdout.write("\n")
         return 0
     out = sys.stdout.write
-    cls = cost.class_of(dest, getattr(store, "storage_class", None))
+    cls = store.price_class()
     total = sum(r["size"] for r in rows)
     out(f"{dest}: {len(rows)} archives, {cost.human_bytes(total)}, about "
         f"{cost.dollars(cost.monthly_storage(total, cls, len(rows)))}/month ({cls}, {cost.as_of()})\n")

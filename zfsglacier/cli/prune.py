@@ -70,14 +70,13 @@ def body(argv):
     now = retention.now_from_env()
 
     config, store, dest = open_dest(args)
-    default_class = getattr(store, "storage_class", None)
     with catalog(args, config, create=False) as cat:
         archives = cat.archives(dest)
         if args.dataset and not any(a.dataset == args.dataset or (a.dataset or "").startswith(args.dataset + "/")
                                     for a in archives):
             raise NotFoundError(f"no archives of dataset {args.dataset} at {dest} in the catalog")
         pl = retention.plan(archives, rules, now,
-                            storage_class=lambda a: cost.class_of(dest, a.storage_class or default_class),
+                            storage_class=lambda a: store.price_class(a.storage_class),
                             delete_early=args.delete_early, dataset=args.dataset)
         for w in pl.warnings:
             _warn(w)

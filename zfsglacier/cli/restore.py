@@ -31,7 +31,7 @@ def body(argv):
             rows, row = restore.find_snapshot(cat, dest, args.snapshot)
             chain = restore.chains.chain_to(rows, row.toguid, args.snapshot)
             print(f"{args.snapshot} -> {args.target}:")
-            print(restore.describe(chain, dest, getattr(store, "storage_class", None)))
+            print(restore.describe(chain, store.price_class()))
             return 0
         idents, _ = identities(args)
         progress = Progress("restore")

@@ -44,7 +44,7 @@ def body(argv):
         else:
             info = store.stat(args.id)
             size, created, storage_class = info.size, info.created, info.storage_class
-        cls = cost.class_of(dest, storage_class)
+        cls = store.price_class(storage_class)
         days_left, charge = cost.early_deletion(size, cls, time.time() - created)
         if days_left > 0:
             sys.stderr.write(f"zg-rm: note: {args.id} is {cost.min_days(cls) - days_left:.0f} days old; {cls} bills "

@@ -38,10 +38,10 @@ def jobs(args, config):
 
 
 def catalog_copy_store(args, config, store):
-    """The catalog copy goes to the same place, but on S3 in STANDARD: tiny, and readable at once."""
-    if store.kind == "s3":
-        return stores.open_store(args.dest, config=config, storage_class="STANDARD")
-    return store
+    """The catalog copy goes to the same place, but readable at once where the store has a hot
+    variant (S3's STANDARD class): it is tiny, and wanted exactly when everything else is lost."""
+    hot = store.properties.hot_options
+    return stores.open_store(args.dest, config=config, **hot) if hot else store
 
 
 POLL_ENV = "ZG_POLL_SECONDS"  # the first wait between thaw checks (tests make it short)

@@ -45,6 +45,34 @@ UPLOAD_HELP = (
 )
 
 
+@dataclass(frozen=True)
+class Properties:
+    """What a store is, as data (restic's capabilities): commands and services ask this, never
+    the URL, the class or an attribute one store happens to have.
+
+    ``cold``: archives must be thawed (``request_thaw``) before they can be read.
+    ``price_class``: the row of the price table (zfsglacier/data/prices.toml) new archives are
+    billed at; ``Store.price_class`` gives an older archive's.
+    ``checksum``: how whole archives are checked: ``sha256`` (file), ``sha256-composite`` (S3,
+    MD5 ETags where the server keeps no SHA-256), ``treehash`` (vault).
+    ``min_part``, ``max_part``, ``max_parts``: the limits of one upload's parts.
+    ``metadata_limit``: bytes of public metadata one archive may carry (``None``: no limit).
+    ``lists_at_once``: ``list()`` answers now (a vault's needs an inventory job: hours).
+    ``hot_options``: ``open_store`` options that make the same destination readable at once
+    (S3's STANDARD class, for catalog copies), or ``None`` when it already is or cannot be.
+    """
+
+    cold: bool
+    price_class: str
+    checksum: str
+    min_part: int
+    max_part: int
+    max_parts: int
+    metadata_limit: Optional[int] = None
+    lists_at_once: bool = True
+    hot_options: Optional[dict] = None
+
+
 @dataclass
 class ArchiveInfo:
     """What a store knows about one archive.
@@ -394,10 +422,18 @@ class Store(ABC):
     IntegrityError, UsageError)."""
 
     url: str = ""
-    kind: str = ""
     problems: list = ()  # (id, why) of each object the last list() skipped as not of its documented form
     listed_as_of: Optional[float] = None  # when the last list() was true, if not when it ran (an inventory)
-    lists_at_once: bool = True  # list() answers now (a vault's needs an inventory job: hours)
+
+    @property
+    @abstractmethod
+    def properties(self) -> Properties:
+        """What this store is and can do (see Properties)."""
+
+    def price_class(self, storage_class: Optional[str] = None) -> str:
+        """The price-table class of an archive stored with ``storage_class`` (as its ArchiveInfo
+        or catalog row says; None: as new archives are stored)."""
+        return self.properties.price_class
 
     def warning(self) -> Optional[str]:
         """A sentence the user should see about this destination (say, a directory others can
@@ -521,7 +557,7 @@ def verify_equal(what: str, local, remote) -> None:
 
 
 __all__ = [
-    "ArchiveInfo", "ThawStatus", "IncompleteUpload", "ExistingPart", "Store", "Upload",
+    "ArchiveInfo", "Properties", "ThawStatus", "IncompleteUpload", "ExistingPart", "Store", "Upload",
     "UploadSession", "check_metadata", "check_id", "new_archive_id", "copy_into",
     "UPLOAD_HELP", "THAW_COMMAND", "THAW_WAIT", "STATES", "TIERS",
 ]

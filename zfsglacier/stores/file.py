@@ -23,8 +23,8 @@ from typing import Iterator, Optional
 
 from ..errors import IntegrityError, NotFoundError, StoreError, UsageError
 from ..metadata import printable
-from ..parts import MiB, OrderedReader, Part, PartDone, PartPlan, fixed_plan
-from .base import (ArchiveInfo, ExistingPart, IncompleteUpload, Store, ThawStatus, UploadSession,
+from ..parts import HEADROOM, MiB, OrderedReader, Part, PartDone, PartPlan, fixed_plan
+from .base import (ArchiveInfo, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus, UploadSession,
                    check_id, check_metadata, check_tier, new_archive_id)
 
 FILE_PART = 16 * MiB
@@ -61,7 +61,8 @@ def fsync_dir(path: str) -> None:
 CREATE = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 OPEN = os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_MODE, DIR_MODE = 0o600, 0o700
-MAX_SIDECAR = 4 << 20  # a sidecar lists one hash per part: 4 MiB is ~50,000 parts
+MAX_SIDECAR = 8 << 20  # the largest sidecar read: it lists one hash per part, 68 bytes each
+MAX_PARTS = 100_000  # so an upload stops at this many parts: its sidecar (6.8 MB) stays readable
 MAX_PART = 256 << 20  # the largest part read at once (the configured size, or a sidecar's)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -225,7 +226,8 @@ class FileSession(UploadSession):
 class FileStore(Store):
     """Archives in a directory (see module doc); ``part_size`` sets the verified unit."""
 
-    kind = "file"
+    properties = Properties(cold=False, price_class="LOCAL", checksum="sha256", min_part=MiB, max_part=MAX_PART,
+                            max_parts=MAX_PARTS)
 
     def __init__(self, path: str, *, part_size: int = FILE_PART, url: Optional[str] = None,
                  **_ignored):
@@ -316,10 +318,15 @@ class FileStore(Store):
         return os.path.join(self.path, archive_id + suffix)
 
     def _plan(self, expected_size=None) -> PartPlan:
-        return fixed_plan(self.part_size, what="file")
+        """The configured part size (16 MiB: 1.5 TiB in MAX_PARTS parts), doubled until an
+        expected size (with headroom) fits."""
+        size = self.part_size
+        while expected_size and size * MAX_PARTS < expected_size * HEADROOM and size * 2 <= MAX_PART:
+            size *= 2
+        return fixed_plan(size, max_parts=MAX_PARTS, what="file")
 
     def _new_session(self, metadata, expected_size) -> FileSession:
-        return FileSession(self, new_archive_id(), metadata, time.time(), self._plan())
+        return FileSession(self, new_archive_id(), metadata, time.time(), self._plan(expected_size))
 
     def _scan(self, suffix: str) -> list[str]:
         self.check_ready()
@@ -363,7 +370,7 @@ class FileStore(Store):
             except OSError:  # another process is writing it right now
                 os.close(fd)
                 continue
-            plan = fixed_plan(head["part_size"], what="file")
+            plan = fixed_plan(head["part_size"], max_parts=MAX_PARTS, what="file")
             have = os.fstat(fd).st_size // plan.first
             existing = {n: ExistingPart(n, plan.first, (n - 1) * plan.first)
                         for n in range(1, have + 1)}

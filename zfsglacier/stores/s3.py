@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from ..errors import IntegrityError, NotFoundError, RestorePendingError, StoreError, UsageError
-from ..parts import MiB, OrderedReader, Part, PartDone, PartPlan, retry_call, s3_plan
+from ..parts import (MAX_PARTS, S3_MAX_PART, S3_MIN_PART, MiB, OrderedReader, Part, PartDone, PartPlan,
+                     retry_call, s3_plan)
 from . import _aws
 from ._aws import aws_errors, b64, call, error_code
-from .base import (THAW_WAIT, ArchiveInfo, ExistingPart, IncompleteUpload, Store, ThawStatus,
+from .base import (THAW_WAIT, ArchiveInfo, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus,
                    UploadSession, check_id, check_tier, metadata_size, new_archive_id,
                    pending_message, refuse_large_metadata)
 
@@ -221,8 +222,6 @@ class S3Session(UploadSession):
 class S3Store(Store):
     """Archives as objects ``<prefix>/<id>.zg`` in ``bucket`` (see module doc)."""
 
-    kind = "s3"
-
     def __init__(self, bucket: str, prefix: str = "", *, storage_class: str = "DEEP_ARCHIVE",
                  part_size: Optional[int] = None, profile: Optional[str] = None,
                  region: Optional[str] = None, retry_mode: str = "standard",
@@ -240,6 +239,17 @@ class S3Store(Store):
         self._client_args = dict(profile=profile, region=region, retry_mode=retry_mode,
                                  max_attempts=max_attempts, connect_attempts=connect_attempts)
         s3_plan(first=part_size)  # refuse a bad part size now, not mid-stream
+
+    @property
+    def properties(self) -> Properties:
+        return Properties(cold=self.storage_class in COLD, price_class=self.storage_class,
+                          checksum="sha256-composite", min_part=S3_MIN_PART, max_part=S3_MAX_PART,
+                          max_parts=MAX_PARTS, metadata_limit=METADATA_LIMIT,
+                          hot_options=None if self.storage_class == "STANDARD" else {"storage_class": "STANDARD"})
+
+    def price_class(self, storage_class=None) -> str:
+        """Each object keeps the class it was stored in (a lifecycle rule may have moved it)."""
+        return (storage_class or self.storage_class).upper()
 
     @property
     def client(self):

@@ -25,11 +25,12 @@ from datetime import datetime
 from typing import Iterator, Optional
 
 from ..errors import IntegrityError, NotFoundError, RestorePendingError, StoreError
-from ..parts import MiB, OrderedReader, Part, PartDone, PartPlan, retry_call, vault_plan
+from ..parts import (MAX_PARTS, VAULT_MAX_PART, VAULT_MIN_PART, MiB, OrderedReader, Part, PartDone, PartPlan,
+                     retry_call, vault_plan)
 from ..treehash import combine, tree_hash
 from . import _aws
 from ._aws import error_code
-from .base import (THAW_WAIT, ArchiveInfo, ExistingPart, IncompleteUpload, Store, ThawStatus,
+from .base import (THAW_WAIT, ArchiveInfo, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus,
                    UploadSession, check_id, check_tier, pending_message, refuse_large_metadata)
 
 ACCOUNT = "-"
@@ -138,8 +139,9 @@ class VaultSession(UploadSession):
 class VaultStore(Store):
     """Archives in one Glacier vault (see module doc)."""
 
-    kind = "glacier"
-    lists_at_once = False
+    properties = Properties(cold=True, price_class="VAULT", checksum="treehash", min_part=VAULT_MIN_PART,
+                            max_part=VAULT_MAX_PART, max_parts=MAX_PARTS, metadata_limit=DESCRIPTION_LIMIT,
+                            lists_at_once=False)
 
     def __init__(self, vault: str, *, part_size: Optional[int] = None,
                  profile: Optional[str] = None, region: Optional[str] = None,
@@ -367,7 +369,9 @@ class VaultStore(Store):
             return ArchiveInfo(id, job["ArchiveSizeInBytes"], None, _epoch(job.get("CreationDate")),
                                {}, "GLACIER", self._status(id, job).state,
                                f"treehash:{job['ArchiveSHA256TreeHash']}")
-        raise NotFoundError(f"no archive {id} in {self.url} (as of the last vault inventory)")
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.listed_as_of)) if self.listed_as_of else "undated"
+        raise NotFoundError(f"no archive {id} in {self.url} as of its last inventory ({when}); an archive uploaded "
+                            f"after that is not in it yet")
 
     def delete(self, id: str) -> None:
         check_id(id)

@@ -1,0 +1,361 @@
+"""The store contract (restic's backend test suite): every behaviour a store promises, written
+once and run against each store there is: file://, S3 (moto, in DEEP_ARCHIVE so thaws are real
+steps) and a vault (the strict stand-in, its clock advanced instead of waited on).
+
+A new store gets these tests by adding a ``Harness`` to ``HARNESSES``: how to open it, and the
+few things only the test needs from the outside (damage a stored byte, count an interrupted
+upload's parts, make a cold archive readable).  The per-store files keep only what one store
+does and the others cannot (S3's checksum fallbacks, a vault's inventory, a directory's sidecar).
+"""
+
+import io
+import itertools
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import boto3
+import pytest
+from moto.backends import get_backend
+from moto.server import ThreadedMotoServer
+
+from tests.helpers import aws_env, file_destination, upload_then_kill
+from tests.servers.glacier_vault import GlacierStandIn
+from zfsglacier.cost import prices
+from zfsglacier.errors import IntegrityError, NotFoundError, RestorePendingError, StoreError, UsageError
+from zfsglacier.parts import MiB
+from zfsglacier.stores import ArchiveInfo, Properties, open_store
+
+HOUR = 3600.0
+DAMAGED_PART_3 = r"part 3|tree hash"  # the error names what failed (a vault checks ranges by tree hash)
+CHECKSUMS = {"sha256", "sha256-composite", "treehash"}
+_names = itertools.count(1)
+
+
+@dataclass
+class Harness:
+    """One store under test and what the tests need to reach around it."""
+
+    store: object
+    part: int  # the part size it was opened with: tests write in these units
+    options: dict  # open_store options (the kill -9 test opens it again in another process)
+    stored_parts: Callable[[], int]  # parts the one interrupted upload has stored so far
+    damage: Callable[[str, int], None]  # flip the byte at an offset of an archive, at rest
+    thaw_done: Callable[[], None]  # let time pass until a requested thaw is done
+    listing_ready: Callable[[], None]  # let time pass until list() can answer (an inventory)
+    leftovers: Callable[[], list]  # what the store holds besides complete archives: must be [] after an abort
+
+    keeps_upload_metadata: bool = True  # incomplete_uploads() reports what open_upload was given
+
+    def readable(self, archive_id):
+        """Thaw ``archive_id`` if the store is cold, so that it can be read."""
+        if self.store.properties.cold:
+            self.store.request_thaw(archive_id, "Standard")
+            self.thaw_done()
+        return archive_id
+
+    def listed(self):
+        self._fresh_inventory()
+        return list(self.store.list())
+
+    def stat(self, archive_id):
+        self._fresh_inventory()
+        return self.store.stat(archive_id)
+
+    def _fresh_inventory(self):
+        """A vault knows its archives from an inventory, made when asked and ready hours later:
+        ask for one now, and let the hours pass."""
+        if not self.store.properties.lists_at_once:
+            self.store.request_inventory()
+            self.listing_ready()
+
+
+def _nothing():
+    pass
+
+
+@pytest.fixture(scope="module")
+def servers():
+    """moto's S3 and the vault stand-in, in this process on 127.0.0.1."""
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    standin = GlacierStandIn(delays={"Expedited": 0, "Standard": 4 * HOUR, "Bulk": 10 * HOUR,
+                                     "inventory": 4 * HOUR})
+    with aws_env(AWS_ENDPOINT_URL_S3=f"http://{host}:{port}", AWS_ENDPOINT_URL_GLACIER=standin.start()):
+        yield standin
+    standin.stop()
+    moto.stop()
+
+
+def file_harness(tmp_path, servers):
+    options = {"part_size": MiB}
+    url = file_destination(tmp_path / "arch")
+    store = open_store(url, **options)
+
+    def stored_parts():
+        partials = list((tmp_path / "arch").glob("*.zg.partial"))
+        return partials[0].stat().st_size // MiB if partials else 0
+
+    def damage(archive_id, offset):
+        with open(tmp_path / "arch" / f"{archive_id}.zg", "r+b") as f:
+            f.seek(offset)
+            byte = f.read(1)
+            f.seek(offset)
+            f.write(bytes([byte[0] ^ 0xFF]))
+
+    def leftovers():
+        return sorted(n for n in os.listdir(tmp_path / "arch") if not n.endswith((".zg", ".zg.json"))
+                      and n != ".zfsglacier-destination")
+
+    return Harness(store, MiB, options, stored_parts, damage, _nothing, _nothing, leftovers)
+
+
+def s3_harness(tmp_path, servers):
+    bucket = f"zg-contract-{next(_names)}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    options = {"part_size": 5 * MiB, "storage_class": "DEEP_ARCHIVE"}  # S3's smallest part
+    store = open_store(f"s3://{bucket}/backups", **options)
+
+    def stored_parts():
+        uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        if not uploads:
+            return 0
+        return len(s3.list_parts(Bucket=bucket, Key=uploads[0]["Key"],
+                                 UploadId=uploads[0]["UploadId"]).get("Parts", []))
+
+    def damage(archive_id, offset):  # moto keeps no checksums of its own: change its copy
+        key = get_backend("s3")["123456789012"]["aws"].buckets[bucket].keys[f"backups/{archive_id}.zg"]
+        rotten = bytearray(key.value)
+        rotten[offset] ^= 0xFF
+        key.value = bytes(rotten)
+
+    def leftovers():
+        uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        stray = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+                 if not o["Key"].endswith(".zg")]
+        return [u["Key"] for u in uploads] + stray
+
+    # moto thaws at once; S3 lists an unfinished upload without its metadata (ListMultipartUploads has none)
+    return Harness(store, 5 * MiB, options, stored_parts, damage, _nothing, _nothing, leftovers,
+                   keeps_upload_metadata=False)
+
+
+def vault_harness(tmp_path, servers):
+    name = f"zg-contract-{next(_names)}"
+    glacier = boto3.client("glacier")
+    glacier.create_vault(vaultName=name)
+    options = {"part_size": MiB}
+    store = open_store(f"glacier://{name}", **options)
+
+    def stored_parts():
+        ups = glacier.list_multipart_uploads(vaultName=name)["UploadsList"]
+        if not ups:
+            return 0
+        return len(glacier.list_parts(vaultName=name, uploadId=ups[0]["MultipartUploadId"])["Parts"])
+
+    def later():
+        servers.clock.advance(4 * HOUR)
+
+    def leftovers():
+        return glacier.list_multipart_uploads(vaultName=name)["UploadsList"]
+
+    return Harness(store, MiB, options, stored_parts, lambda i, o: servers.corrupt(name, i, offset=o), later, later,
+                   leftovers)
+
+
+HARNESSES = {"file": file_harness, "s3": s3_harness, "vault": vault_harness}
+
+
+@pytest.fixture(params=sorted(HARNESSES))
+def h(request, tmp_path, servers):
+    return HARNESSES[request.param](tmp_path, servers)
+
+
+def payload(size):
+    return os.urandom(size)
+
+
+# ---- what a store is
+
+def test_properties_are_declared_and_true(h):
+    p = h.store.properties
+    assert isinstance(p, Properties) and p.checksum in CHECKSUMS
+    assert p.price_class in prices()["classes"], "every price class has a row in the price table"
+    assert 0 < p.min_part <= h.part <= p.max_part and p.max_parts > 1
+    info = h.store.upload(io.BytesIO(payload(2 * h.part + 1)), {})
+    assert info.checksum is None or info.checksum.startswith(p.checksum + ":")
+    assert (info.state == "frozen") == p.cold and (info.state == "ready") == (not p.cold)
+    assert h.store.price_class(info.storage_class) in prices()["classes"]
+    if p.hot_options:
+        hot = open_store(h.store.url, **{**h.options, **p.hot_options})
+        assert not hot.properties.cold and hot.properties.hot_options is None and hot.url == h.store.url
+
+
+# ---- round trips
+
+def test_round_trip_in_several_parts_with_metadata_and_listing(h):
+    data = payload(3 * h.part + 1234)
+    info = h.store.upload(io.BytesIO(data), {"dataset": "tank/fs", "snapshot": "s1"}, jobs=3)
+    assert isinstance(info, ArchiveInfo) and info.size == len(data)
+    assert h.stat(info.id).metadata == {"dataset": "tank/fs", "snapshot": "s1"}
+    assert h.store.read_all(h.readable(info.id), jobs=3) == data
+    [row] = [a for a in h.listed() if a.id == info.id]
+    assert row.size == len(data) and row.metadata["snapshot"] == "s1"
+    assert h.store.incomplete_uploads() == [] and h.leftovers() == []
+
+
+def test_small_and_empty_streams(h):
+    """An empty stream round-trips, or (a vault: Glacier holds no empty archive) is refused in
+    one line before anything is stored.  zfsglacier's archives are never empty (a header)."""
+    for data in (b"hi", b""):
+        try:
+            info = h.store.upload(io.BytesIO(data), {})
+        except StoreError as err:
+            assert not data and "empty" in str(err) and h.leftovers() == []
+            continue
+        assert h.stat(info.id).size == len(data)
+        assert h.store.read_all(h.readable(info.id)) == data
+
+
+def test_a_full_read_says_which_checksum_it_verified(h):
+    """open_read's result names the store checksum it checked the whole against (``verifies``),
+    so a caller holding that checksum from the upload need not hash again; a resumed read
+    checks every range but not the whole, and says so with None."""
+    data = payload(2 * h.part + 9)
+    info = h.store.upload(io.BytesIO(data), {})
+    h.readable(info.id)
+    with h.store.open_read(info.id) as r:
+        assert r.read() == data
+        assert r.verifies is not None and r.verifies == h.stat(info.id).checksum
+    with h.store.open_read(info.id, start=h.part + 3) as r:
+        assert r.read() == data[h.part + 3:]
+        assert r.verifies is None
+
+
+# ---- cold storage
+
+def test_cold_archives_are_read_only_after_a_thaw(h):
+    info = h.store.upload(io.BytesIO(payload(h.part + 10)), {})
+    if not h.store.properties.cold:
+        assert h.store.request_thaw(info.id).state == "ready" and h.store.thaw_status(info.id).state == "ready"
+        return
+    assert h.store.thaw_status(info.id).state == "frozen"
+    with pytest.raises(RestorePendingError, match=f"zg-fetch --no-wait {h.store.url} {info.id}|no retrieval job"):
+        h.store.open_read(info.id)
+    with pytest.raises(UsageError, match="unknown retrieval tier"):
+        h.store.request_thaw(info.id, "Instant")
+    status = h.store.request_thaw(info.id, "Standard")
+    assert status.state in ("thawing", "thawed") and status.id == info.id
+    assert h.store.request_thaw(info.id, "Standard").state in ("thawing", "thawed")  # asking again is fine
+    h.thaw_done()
+    assert h.store.thaw_status(info.id).state == "thawed"
+    assert len(h.store.read_all(info.id)) == h.part + 10
+
+
+# ---- uploads that do not finish
+
+def test_an_upload_that_fails_leaves_nothing(h):
+    with pytest.raises(RuntimeError):
+        with h.store.open_upload({}) as up:
+            up.write(payload(2 * h.part + 1))  # parts sent
+            raise RuntimeError("zfs send died")
+    assert h.store.incomplete_uploads() == [] and h.leftovers() == []
+    assert h.listed() == []
+
+
+def test_a_started_upload_is_incomplete_never_listed_and_abort_frees_it(h):
+    up = h.store.open_upload({"k": "v"})
+    up.write(payload(3 * h.part))  # two parts sent, the third held: the upload has begun
+    [inc] = h.store.incomplete_uploads()
+    assert inc.metadata == ({"k": "v"} if h.keeps_upload_metadata else {})
+    assert h.listed() == []
+    up.abort()
+    assert h.store.incomplete_uploads() == [] and h.leftovers() == []
+
+
+def test_resume_after_kill_9_sends_only_missing_parts(h):
+    data = payload(5 * h.part + 4321)
+    upload_then_kill(h.store.url, h.options, data[:3 * h.part + 1], h.stored_parts, want=3, jobs=2)
+    [inc] = h.store.incomplete_uploads()
+    assert inc.parts >= 3 and inc.metadata == ({"dataset": "tank/fs"} if h.keeps_upload_metadata else {})
+    assert h.listed() == []
+    up = h.store.open_resume(jobs=2)
+    up.write(data)
+    info = up.commit()
+    assert up.stats["parts_reused"] == inc.parts and up.stats["parts_sent"] == 6 - inc.parts
+    assert h.stat(info.id).metadata == {"dataset": "tank/fs"}
+    assert h.store.read_all(h.readable(info.id)) == data
+    assert h.store.incomplete_uploads() == [] and h.leftovers() == []
+
+
+def test_resume_refuses_other_input_and_discard_frees_the_upload(h):
+    up = h.store.open_upload({})
+    up.write(payload(2 * h.part + 1))
+    up._pipeline.cancel()  # as if killed: the parts stay, nothing completes
+    up.session.release()
+    with pytest.raises(NotFoundError, match="starts with this input"):
+        h.store.resume_upload(io.BytesIO(payload(2 * h.part + 1)))
+    [inc] = h.store.incomplete_uploads()  # refusing kept it
+    h.store.discard_incomplete(inc.ref)
+    assert h.store.incomplete_uploads() == [] and h.leftovers() == []
+
+
+def test_resume_with_nothing_to_resume(h):
+    with pytest.raises(NotFoundError, match="no incomplete upload"):
+        h.store.open_resume()
+
+
+def test_metadata_is_checked_before_anything_is_stored(h):
+    with pytest.raises(UsageError, match="metadata key"):
+        h.store.open_upload({"Bad Key": "x"})
+    with pytest.raises(UsageError, match="printable ASCII"):
+        h.store.open_upload({"k": "caf\u00e9"})
+    limit = h.store.properties.metadata_limit
+    if limit is not None:
+        with pytest.raises(UsageError, match=str(limit)):
+            h.store.open_upload({"notes": "x" * limit})
+    assert h.store.incomplete_uploads() == [] and h.leftovers() == []
+
+
+# ---- reads that must not trust the store
+
+def test_damage_at_rest_is_caught_on_read_after_the_good_parts(h):
+    data = payload(3 * h.part)
+    info = h.store.upload(io.BytesIO(data), {})
+    h.damage(info.id, 2 * h.part + 5)
+    h.readable(info.id)
+    with h.store.open_read(info.id, jobs=2) as r:
+        assert r.read(2 * h.part) == data[:2 * h.part]  # parts before the damage are fine
+        with pytest.raises(IntegrityError, match=DAMAGED_PART_3):
+            r.read()
+
+
+def test_read_resumes_at_an_offset_still_verifying_every_range(h):
+    data = payload(3 * h.part + 9)
+    info = h.store.upload(io.BytesIO(data), {})
+    assert h.store.open_read(h.readable(info.id), start=h.part + 3).read() == data[h.part + 3:]
+    assert h.store.open_read(info.id, start=len(data)).read() == b""
+    h.damage(info.id, 2 * h.part + 1)
+    with pytest.raises(IntegrityError, match=DAMAGED_PART_3):
+        h.store.open_read(info.id, start=2 * h.part).read()
+
+
+def test_delete_and_missing_archives(h):
+    info = h.store.upload(io.BytesIO(b"gone soon"), {})
+    h.store.delete(info.id)
+    for op in (h.stat, h.store.delete, h.store.request_thaw):
+        with pytest.raises(NotFoundError):
+            op(info.id)
+    if h.store.properties.lists_at_once:
+        for op in (h.store.open_read, h.store.thaw_status):
+            with pytest.raises(NotFoundError):
+                op(info.id)
+    else:  # a vault cannot ask about one archive: reads and thaw_status know its jobs only, so
+        with pytest.raises(RestorePendingError):  # they say "request a thaw", and request_thaw
+            h.store.open_read(info.id)             # is where the vault says it is gone (above)
+        assert h.store.thaw_status(info.id).state == "frozen"
+    for bad in ("../etc/passwd", "a/b", ""):
+        with pytest.raises(NotFoundError, match="not a valid archive id"):
+            h.stat(bad)
