@@ -11,14 +11,14 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / "bin"
 
 
-def zg(cmd, *args, input=None, env=None, stdin=None, check=False):
+def zg(cmd, *args, input=None, env=None, stdin=None, check=False, pass_fds=()):
     """Run bin/zg-CMD as a real process; returns CompletedProcess with bytes stdout/stderr."""
     e = dict(os.environ)
     e.pop("ZG_DEBUG", None)
     e.update(env or {})
     kw = dict(stdin=stdin) if stdin is not None else dict(input=input if input is not None else b"")
     return subprocess.run([sys.executable, str(BIN / f"zg-{cmd}"), *map(str, args)], capture_output=True,
-                          env=e, check=check, **kw)
+                          env=e, check=check, pass_fds=pass_fds, **kw)
 
 
 def assert_one_line_error(proc, code, *words):

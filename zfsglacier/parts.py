@@ -152,7 +152,8 @@ def fixed_plan(size: int, *, max_parts: Optional[int] = None, what: str = "parts
 def too_big_message(plan: PartPlan) -> str:
     return (f"the stream outgrew {human(plan.capacity)}, the most {plan.max_parts:,} "
             f"{plan.what} parts of this size hold: pass --expected-size (an upper bound of the "
-            f"stream size) so larger parts are chosen")
+            f"stream size) so larger parts are chosen, or set a larger part_size for this destination "
+            f"in config.toml")
 
 
 # --------------------------------------------------------------------------- retries

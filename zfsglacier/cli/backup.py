@@ -9,7 +9,7 @@ from ..catalog import catalog_path
 from ..errors import PartialFailureError, ZgError
 from ..zfs import open_zfs
 from .common import parser, run
-from .keyargs import add_sign_option, recipients as key_recipients, signing_key
+from .keyargs import add_key_options, add_sign_option, recipients as key_recipients, signing_key
 from .sizes import parse_age
 from .storeargs import add_store_options, catalog, catalog_copy_store, jobs, open_dest
 from ..locks import UPLOADS, Locks, lock_directory
@@ -20,8 +20,7 @@ def body(argv):
                             "there, encrypted to --key, uploaded and recorded in the catalog.")
     p.add_argument("dataset", metavar="DATASET")
     add_store_options(p)
-    p.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY", required=True,
-                   help="recipient: a .pub file (enough for backups) or a secret key file; repeatable")
+    add_key_options(p, "recipient")
     p.add_argument("-r", "--recursive", action="store_true", help="every dataset under DATASET")
     p.add_argument("--snapshot", metavar="NAME|auto", help="take this snapshot first (auto: zg-<UTC time>)")
     p.add_argument("--full-every", type=int, metavar="N", help="start a new chain when it has N archives")
@@ -40,7 +39,6 @@ def body(argv):
     p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run of the same dataset and destination (default: fail at once)")
     args = p.parse_args(argv)
-    args.recipient, args.passphrase, args.passphrase_fd = [], False, None
     recips = key_recipients(args)
     level = compression.check(args.compression, args.level)
     config, store, dest = open_dest(args, storage_class=args.storage_class)

@@ -8,7 +8,8 @@ from ..catalog import Catalog, catalog_path
 from ..errors import DamagedCatalogError, IntegrityError, NotFoundError, RestorePendingError
 from ..metadata import printable
 from .common import parser, run
-from .keyargs import add_sign_option, add_signer_option, identities, recipients, signers, signing_key
+from .keyargs import (add_key_options, add_sign_option, add_signer_option, given, identities, recipients, signers,
+                      signing_key)
 from .storeargs import add_store_options, catalog, catalog_copy_store, jobs, open_dest
 
 
@@ -17,22 +18,20 @@ def body(argv):
     sub = p.add_subparsers(dest="cmd", required=True)
     rb = sub.add_parser("rebuild", help="read every archive's public fields (and, with --key, names) from DEST")
     add_store_options(rb)
-    rb.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY",
-                    help="secret key file: also recover dataset and snapshot names")
+    add_key_options(rb, "identity", why="also recover dataset and snapshot names")
     add_signer_option(rb)
     ck = sub.add_parser("check", help="compare the catalog with a listing of DEST (no thaw, no data read) and "
                                       "mark archives the store no longer has as missing")
     add_store_options(ck)
     bk = sub.add_parser("backup", help="upload the catalog's rows for DEST to DEST, encrypted to --key")
     add_store_options(bk)
-    bk.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY", required=True)
+    add_key_options(bk, "recipient")
     add_sign_option(bk)
     args = p.parse_args(argv)
-    args.passphrase, args.passphrase_fd, args.recipient = False, None, []
     config, store, dest = open_dest(args)
     with open_for(args, config) as cat:
         if args.cmd == "rebuild":
-            idents = identities(args)[0] if args.keys else []
+            idents = identities(args)[0] if given(args) else []
             report = rebuild.rebuild(store, cat, dest, idents, signers(args, config))
             print(f"{dest}: {report.archives} archives recorded in {cat.path}, {report.named} with names, "
                   f"{report.verified} with authenticated identity"

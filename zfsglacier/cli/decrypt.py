@@ -10,7 +10,7 @@ from .keyargs import add_key_options, add_signer_option, identities, signers
 
 def body(argv):
     p = parser("zg-decrypt", "Decrypt an archive on stdin to stdout; only authenticated bytes are written.")
-    add_key_options(p, encrypting=False)
+    add_key_options(p, "identity", positional=True, legacy=True)
     p.add_argument("--legacy", action="store_true",
                    help="the input is a 2013-format archive (pbzip2 | openssl aes-256-cbc -a | pbzip2); "
                         "normally detected automatically")

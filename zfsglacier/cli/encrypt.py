@@ -8,7 +8,7 @@ from .keyargs import add_key_options, add_sign_option, recipients, signing_key
 
 def body(argv):
     p = parser("zg-encrypt", "Compress and encrypt stdin (e.g. `zfs send`) into an archive on stdout.")
-    add_key_options(p, encrypting=True)
+    add_key_options(p, "recipient", positional=True)
     p.add_argument("-c", "--compression", default=compression.DEFAULT, choices=compression.ALGORITHMS,
                    help="default zstd (multi-threaded)")
     p.add_argument("-l", "--level", type=int,

@@ -10,22 +10,19 @@ from ..format import read_header
 from ..keys import check_signature
 from ..pipes import PeekReader
 from .common import binary_stdin, parser, run
-from .keyargs import identities
+from .keyargs import add_key_options, given, identities
 
 
 def body(argv):
     p = parser("zg-inspect", "Show what an archive's header says (no key needed for the public part).")
-    p.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY",
-                   help="secret key file: also decrypt the private metadata and check the header MAC")
-    p.add_argument("-p", "--passphrase", action="store_true", help="open with a passphrase")
-    p.add_argument("--passphrase-fd", type=int, metavar="FD")
+    add_key_options(p, "identity", why="also decrypt the private metadata and check the header MAC")
     p.add_argument("--verify", action="store_true",
                    help="also decrypt the whole body (writing nothing) and check every chunk and the trailer")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("file", nargs="?", help="archive file (default: stdin)")
     args = p.parse_args(argv)
     src = PeekReader(open(args.file, "rb") if args.file else binary_stdin())
-    keyed = bool(args.keys or args.passphrase or args.passphrase_fd is not None)
+    keyed = given(args)
     if keyed:
         idents, _ = identities(args)
         opened = archive.open_archive(src, idents)

@@ -1,26 +1,59 @@
-"""How commands turn KEY arguments and passphrase options into recipients and identities."""
+"""How commands turn key options into recipients and identities (one group for every command)."""
 
 from .. import keys, stores
 from ..errors import KeyFileError, UsageError
 
 
-def add_key_options(p, *, encrypting):
-    p.add_argument("keys", nargs="*", metavar="KEY",
-                   help="key file(s): a zg-keygen secret key, or (to encrypt) a .pub recipient file; "
-                        "the type is detected from the contents" +
-                        ("" if encrypting else "; or a 2013 key file for 2013-format archives"))
-    if encrypting:
-        p.add_argument("-r", "--recipient", action="append", default=[], metavar="zgpub-...",
-                       help="a public recipient given inline (repeatable)")
-    p.add_argument("-p", "--passphrase", action="store_true",
-                   help=f"also use a passphrase: from --passphrase-fd, ${keys.PASSPHRASE_ENV}, or the terminal")
-    p.add_argument("--passphrase-fd", type=int, metavar="FD", help="read the passphrase (one line) from this fd")
+# One key-option group for every command that takes keys, the same spelling and meaning everywhere;
+# what a key is for follows the command's role: a command that encrypts takes *recipients* (a .pub
+# file, or a secret key file, whose recipient is used), one that decrypts takes *identities*
+# (secret key files).  Passphrases go wherever a key does.
+ROLES = ("recipient", "identity")
+
+
+def add_key_options(p, role, *, positional=False, legacy=False, why=None):
+    """``--key KEY`` (repeatable), ``--recipient zgpub-...`` (encrypting), ``-p/--passphrase``
+    and ``--passphrase-fd FD``; the filters (``positional``) also take KEY arguments, as in
+    ``zg-encrypt KEY``.  ``legacy``: a 2013 key file is accepted too (zg-decrypt).  ``why``: what
+    a key adds where one is optional (shown in --help)."""
+    assert role in ROLES
+    g = p.add_argument_group("keys")
+    if role == "recipient":
+        what = "a recipient: a .pub file (enough to encrypt) or a secret key file"
+    else:
+        what = "a secret key file" + (", or a 2013 key file for 2013-format archives" if legacy else "")
+    what += " (the type is read from the contents)" + (f"; {why}" if why else "")
+    if positional:
+        g.add_argument("key_args", nargs="*", metavar="KEY", help=what)
+    g.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY",
+                   help=("the same as a KEY argument; repeatable" if positional else what + "; repeatable"))
+    if role == "recipient":
+        g.add_argument(*(["-r"] if positional else []), "--recipient", action="append", default=[],
+                       metavar="zgpub-...", help="a public recipient given inline (repeatable)")
+    g.add_argument("-p", "--passphrase", action="store_true",
+                   help=(f"also {'encrypt to' if role == 'recipient' else 'open with'} a passphrase: from "
+                         f"--passphrase-fd, ${keys.PASSPHRASE_ENV}, or the terminal"))
+    g.add_argument("--passphrase-fd", type=int, metavar="FD", help="read the passphrase (one line) from this fd")
+    p.set_defaults(**({} if positional else {"key_args": []}), **({} if role == "recipient" else {"recipient": []}))
+
+
+def key_files(args):
+    return list(args.key_args) + list(args.keys)
+
+
+def _passphrase(args):
+    return args.passphrase or args.passphrase_fd is not None
+
+
+def given(args):
+    """Whether any key or passphrase was given (where a key is optional)."""
+    return bool(key_files(args) or args.recipient or _passphrase(args))
 
 
 def recipients(args):
     """Everything the archive should be openable by."""
     out = []
-    for path in args.keys:
+    for path in key_files(args):
         kf = keys.read_key_file(path)
         if kf.kind == "secret":
             out.append(kf.secret)
@@ -30,7 +63,7 @@ def recipients(args):
             raise KeyFileError(f"{path} is not a zfsglacier key file (make one with zg-keygen); "
                                f"2013-format keys can only decrypt")
     out.extend(keys.parse_recipient(r) for r in args.recipient)
-    if args.passphrase or args.passphrase_fd is not None:
+    if _passphrase(args):
         out.append(keys.get_passphrase(fd=args.passphrase_fd, confirm=True))
     if not out:
         raise UsageError("no key given: name a key file (zg-keygen makes one) or use --passphrase")
@@ -40,7 +73,7 @@ def recipients(args):
 def identities(args, *, allow_foreign=False):
     """Everything we may open archives with; (identities, foreign key files)."""
     idents, foreign = [], []
-    for path in args.keys:
+    for path in key_files(args):
         kf = keys.read_key_file(path)
         if kf.kind == "secret":
             idents.append(kf.secret)
@@ -51,7 +84,7 @@ def identities(args, *, allow_foreign=False):
             foreign.append(kf)
         else:
             raise KeyFileError(f"{path} is not a zfsglacier secret key file")
-    if args.passphrase or args.passphrase_fd is not None:
+    if _passphrase(args):
         idents.append(keys.get_passphrase(fd=args.passphrase_fd))
     if not idents and not foreign:
         raise UsageError("no key given: name a secret key file or use --passphrase")

@@ -4,7 +4,7 @@ import sys
 
 from .. import restore
 from .common import parser, run
-from .keyargs import add_signer_option, identities, signers
+from .keyargs import add_key_options, add_signer_option, identities, signers
 from .progress import Progress
 from .storeargs import add_store_options, add_thaw_options, catalog, jobs, open_dest, thaw_policy
 from ..zfs import open_zfs
@@ -16,9 +16,7 @@ def body(argv):
     add_store_options(p)
     p.add_argument("snapshot", metavar="DATASET@SNAP", help="as zg-ls shows it (or DATASET@guid:N)")
     p.add_argument("target", metavar="TARGET", help="dataset to create; an existing one only with --force")
-    p.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY", help="secret key file")
-    p.add_argument("-p", "--passphrase", action="store_true")
-    p.add_argument("--passphrase-fd", type=int, metavar="FD")
+    add_key_options(p, "identity")
     add_thaw_options(p)
     add_signer_option(p)
     p.add_argument("--force", action="store_true", help="receive into TARGET even if it exists (overwrites it)")

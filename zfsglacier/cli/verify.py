@@ -19,7 +19,7 @@ from ..errors import CorruptArchiveError, IntegrityError, NotFoundError, UsageEr
 from ..pipes import IO_SIZE
 from ..format import FOOTER, footer_ok
 from .common import parser, run
-from .keyargs import add_signer_option, identities, signers
+from .keyargs import add_key_options, add_signer_option, given, identities, signers
 from .progress import Progress
 from .storeargs import add_store_options, add_thaw_options, catalog, jobs, open_dest, thaw_policy
 
@@ -62,14 +62,12 @@ def body(argv):
     p = parser("zg-verify", "Fetch archives of DEST and check them end to end (all, or the IDs given).")
     add_store_options(p)
     p.add_argument("ids", nargs="*", metavar="ID")
-    p.add_argument("--key", dest="keys", action="append", default=[], metavar="KEY",
-                   help="secret key file: also authenticate every chunk and the trailer")
+    add_key_options(p, "identity", why="also authenticate every chunk and the trailer")
     add_thaw_options(p)
     add_signer_option(p)
     args = p.parse_args(argv)
-    args.passphrase, args.passphrase_fd = False, None
     config, store, dest = open_dest(args)
-    idents = identities(args)[0] if args.keys else []
+    idents = identities(args)[0] if given(args) else []
     required = signers(args, config)
     if required and not idents:
         raise UsageError("--signer needs --key: a signature is checked once the header is read with a key")
