@@ -43,8 +43,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 import zfsfuse  # noqa: E402  (tests/zfsfuse.py also puts the repository on sys.path)
+from zfsfuse import AdminZfs  # noqa: E402
 
-from zfsglacier.zfs import ZfsCli, find_command  # noqa: E402
+from zfsglacier.zfs import find_command  # noqa: E402
 
 GENERATOR = 1  # bump when the recipe below changes: cached corpora are rebuilt
 SEED = 2013
@@ -391,7 +392,7 @@ def pool_size(mb: int, copies: int = 1) -> str:
     return f"{max(1024, mb * (copies + 1) + 256)}M"
 
 
-def fill_dataset(zfs: ZfsCli, ds: str, mb: int) -> dict:
+def fill_dataset(zfs: AdminZfs, ds: str, mb: int) -> dict:
     """Create ``ds`` (compression off) and write the corpus files into it; returns what went in, per kind."""
     zfs.create(ds, {"compression": "off", "atime": "off"})
     return _write_tree(Path(zfs.mountpoint(ds)), mb * MiB, random.Random(SEED))
@@ -404,7 +405,7 @@ def _build(dest: Path, mb: int) -> dict:
     try:
         pool = zfsfuse.Pool.create(size=pool_size(mb))
         try:
-            zfs = ZfsCli()
+            zfs = AdminZfs()
             ds = f"{pool.name}/bench"
             stats = fill_dataset(zfs, ds, mb)
             written = time.monotonic()

@@ -30,7 +30,7 @@ from .corpus import zfsfuse
 from .test_filters import zg
 from zfsglacier.backup import hold_tag
 from zfsglacier.stores import open_store
-from zfsglacier.zfs import ZfsCli
+from .corpus import AdminZfs
 
 FAST = 3
 SNAP = "bench"
@@ -38,7 +38,7 @@ SNAP = "bench"
 
 @dataclass
 class Chain:
-    zfs: ZfsCli
+    zfs: AdminZfs
     pool: str
     dataset: str
     work: Path
@@ -96,7 +96,7 @@ def chain(corpus):
     try:
         pool = zfsfuse.Pool.create(size=corpus_mod.pool_size(mb, copies=3), workdir=work / "pool")
         try:
-            zfs = ZfsCli()
+            zfs = AdminZfs()
             ds = f"{pool.name}/bench"
             corpus_mod.fill_dataset(zfs, ds, mb)
             zfs.snapshot(f"{ds}@{SNAP}")

@@ -15,7 +15,7 @@ import pytest
 import zfsfuse  # tests/ is on sys.path (pytest puts the rootdir conftest's folder there);
 from helpers import AWS_TEST_ENV, REPO, file_destination  # importing zfsfuse put the repository there too
 
-from zfsglacier.zfs import ZfsCli
+from zfsfuse import AdminZfs
 
 
 OPENZFS_STREAMS = REPO / "tests" / "data" / "openzfs-streams"
@@ -65,7 +65,7 @@ def _hold_tags(tmp_path):
 @pytest.fixture
 def zfs_dataset(zfs_pool, tmp_path):
     """A fresh, mounted filesystem under the test pool, destroyed (with its children) after."""
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     name = f"{zfs_pool}/t{next(_counter)}"
     zfs.create(name)
     yield Dataset(name, Path(zfs.mountpoint(name)))

@@ -9,7 +9,7 @@ import pytest
 
 from zfsglacier import errors
 from zfsglacier.catalog import Catalog
-from zfsglacier.zfs import ZfsCli
+from zfsfuse import AdminZfs
 from tests.helpers import assert_one_line_error, file_destination, zg
 from tests.test_filters_zfs import fill, tree_digest
 
@@ -58,7 +58,7 @@ def restored(zfs, target):
 
 @ALL_DESTINATIONS
 def test_chain_restore_middle_and_newest(zfs_dataset, zfs_pool, destination, env):
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     want = make_chain(zfs, zfs_dataset, env)
     listing = run(env, "ls", env["dest"], zfs_dataset.name).stdout.decode()
     assert "chain 1" in listing and listing.count("-> incr") == 3
@@ -80,7 +80,7 @@ def test_chain_restore_middle_and_newest(zfs_dataset, zfs_pool, destination, env
 
 @pytest.mark.parametrize("destination", ["file", "s3"], indirect=True)
 def test_lost_catalog_rebuilt_from_the_destination(zfs_dataset, zfs_pool, destination, env):
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     want = make_chain(zfs, zfs_dataset, env, n_incr=2)
     os.unlink(env["catalog"])
     p = run(env, "restore", env["dest"], f"{zfs_dataset.name}@s2", f"{zfs_pool}/lost", "--key", env["key"],
@@ -102,7 +102,7 @@ def test_lost_catalog_rebuilt_from_the_destination(zfs_dataset, zfs_pool, destin
 
 
 def test_renames_do_not_confuse_the_chain(zfs_dataset, zfs_pool, env):
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     make_chain(zfs, zfs_dataset, env, n_incr=1)
     renamed = f"{zfs_pool}/renamed-{os.getpid()}"
     zfs.rename(zfs_dataset.name, renamed)
@@ -121,7 +121,7 @@ def test_renames_do_not_confuse_the_chain(zfs_dataset, zfs_pool, env):
 
 
 def test_bad_input_is_refused_and_destroys_nothing(zfs_dataset, zfs_pool, env, tmp_path):
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     make_chain(zfs, zfs_dataset, env, n_incr=2)
     ds = zfs_dataset.name
     other_key = tmp_path / "other.key"
@@ -158,7 +158,7 @@ def test_a_swapped_archive_is_never_received(zfs_dataset, zfs_pool, env):
     """An archive replaced in the store by another valid archive of the same key (here s1's bytes
     under s0's id, the store's own checksums consistent) is refused by the snapshot guid in its
     header before zfs receive starts."""
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     make_chain(zfs, zfs_dataset, env, n_incr=1)
     ds, store = zfs_dataset.name, Path(env["dest"][len("file://"):])
     with Catalog(env["catalog"]) as cat:
@@ -182,7 +182,7 @@ def test_interrupted_restore_resumes(zfs_dataset, zfs_pool, destination, env, aw
     import time
     from tests.helpers import BIN
     from tests.servers.faultproxy import FaultProxy
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     want = make_chain(zfs, zfs_dataset, env, n_incr=2)
     with Catalog(env["catalog"]) as cat:
         rows = cat.archives(env["dest"])
@@ -215,7 +215,7 @@ def test_interrupted_restore_resumes(zfs_dataset, zfs_pool, destination, env, aw
 
 
 def test_intermediates_archive_brings_every_snapshot_in_between(zfs_dataset, zfs_pool, env):
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     fill(zfs_dataset.path, 70, n=1)
     run(env, "backup", zfs_dataset.name, env["dest"], "--key", env["pub"], "--snapshot", "base")
     for snap in ("mid", "top"):
@@ -235,7 +235,7 @@ def test_makefile_runbook_targets(zfs_dataset, zfs_pool, env):
     """make backup / make verify / make restore call the tools with the runbook's variables."""
     import subprocess
     from tests.helpers import REPO
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     fill(zfs_dataset.path, 80, n=1)
     make_env = {**os.environ, **env["env"]}
     common = [f"DEST={env['dest']}", f"KEY={env['key']}", f"PUB={env['pub']}"]
@@ -257,7 +257,7 @@ def test_makefile_runbook_targets(zfs_dataset, zfs_pool, env):
 
 
 def test_rm_refuses_to_break_a_chain(zfs_dataset, zfs_pool, env):
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     make_chain(zfs, zfs_dataset, env, n_incr=1)
     with Catalog(env["catalog"]) as cat:
         full, incr = cat.archives(env["dest"])

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from zfsglacier import errors
-from zfsglacier.zfs import ZfsCli
+from zfsfuse import AdminZfs
 from tests.helpers import assert_one_line_error, file_destination
 from tests.test_chains_zfs import env, make_chain, run  # noqa: F401 (env is a fixture)
 from tests.test_filters_zfs import tree_digest
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.zfs
 
 
 def test_restore_continues_only_where_nothing_would_be_lost(zfs_dataset, zfs_pool, env):  # noqa: F811
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     want = make_chain(zfs, zfs_dataset, env, n_incr=3)
     ds, key = zfs_dataset.name, env["key"]
 
@@ -62,7 +62,7 @@ def test_restore_continues_only_where_nothing_would_be_lost(zfs_dataset, zfs_poo
 
 def test_changes_since_sees_attribute_changes_on_zfs_fuse(zfs_dataset):
     """zfs-fuse has no `written`: the probe send tells an untouched dataset from a changed one."""
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     (zfs_dataset.path / "a.txt").write_text("a")
     snap = zfs.snapshot(f"{zfs_dataset.name}@base")
     assert zfs.changes_since(zfs_dataset.name, snap) is None
@@ -86,7 +86,7 @@ def holds_of(snap, *tags):
 
 def test_holds_are_per_destination_and_follow_the_chains(zfs_dataset, zfs_pool, env, tmp_path):  # noqa: F811
     from zfsglacier.backup import LEGACY_HOLD_TAG, hold_tag
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     ds, pub = zfs_dataset.name, env["pub"]
     disk, offsite = env["dest"], file_destination(tmp_path / "offsite")
     tags = (hold_tag(disk), hold_tag(offsite), LEGACY_HOLD_TAG)
@@ -128,7 +128,7 @@ def zg_ls_holds(env, dest):
 
 
 def test_a_partial_recursive_failure_has_its_own_code_and_a_summary(zfs_dataset, env):  # noqa: F811
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     ds = zfs_dataset.name
     for child in ("a", "b"):
         zfs.create(f"{ds}/{child}")
@@ -157,7 +157,7 @@ def test_one_run_per_dataset_and_destination(zfs_dataset, env, tmp_path):  # noq
     from zfsglacier.catalog import Catalog
     from zfsglacier.locks import Locks, lock_directory
     from tests.helpers import BIN
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     ds = zfs_dataset.name
     from tests.test_filters_zfs import fill
     fill(zfs_dataset.path, 3, n=3)
@@ -194,7 +194,7 @@ def test_one_run_per_dataset_and_destination(zfs_dataset, env, tmp_path):  # noq
 
 def test_a_lost_catalog_stops_the_backup_before_it_snapshots(zfs_dataset, env):  # noqa: F811
     import os
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     ds = zfs_dataset.name
     (zfs_dataset.path / "f").write_text("f")
     run(env, "backup", ds, env["dest"], "--key", env["pub"], "--snapshot", "s0")
@@ -217,7 +217,7 @@ def test_writers_stop_before_zfs_and_output_errors_lose_nothing(zfs_dataset, zfs
     from zfsglacier.catalog import Catalog
     from tests.helpers import BIN
     from tests.test_daily_catalog import read_only
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     ds = zfs_dataset.name
     (zfs_dataset.path / "f").write_text("f")
     run(env, "backup", ds, env["dest"], "--key", env["pub"], "--snapshot", "s0")
@@ -250,7 +250,7 @@ def test_writers_stop_before_zfs_and_output_errors_lose_nothing(zfs_dataset, zfs
 
 def test_an_unmounted_disk_is_refused_before_anything_changes(zfs_dataset, env, tmp_path):  # noqa: F811
     import os
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     (zfs_dataset.path / "f").write_text("f")
     usb = tmp_path / "mnt" / "usb"  # the mount point of a disk that is not mounted: an empty directory
     usb.mkdir(parents=True)

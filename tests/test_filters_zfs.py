@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from zfsglacier import errors
-from zfsglacier.zfs import ZfsCli
+from zfsfuse import AdminZfs
 from tests.helpers import BIN, mixed_data, zg
 
 pytestmark = pytest.mark.zfs
@@ -47,7 +47,7 @@ def keys(tmp_path):
 
 def test_full_and_incremental_round_trip(zfs_dataset, zfs_pool, keys):
     key, pub = keys
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     ds = zfs_dataset.name
     target = f"{zfs_pool}/restored-{os.getpid()}"
     fill(zfs_dataset.path, 1)
@@ -81,7 +81,7 @@ def test_full_and_incremental_round_trip(zfs_dataset, zfs_pool, keys):
 
 def test_damaged_archive_fails_the_pipeline_and_leaves_no_dataset(zfs_dataset, zfs_pool, keys, tmp_path):
     key, pub = keys
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     fill(zfs_dataset.path, 3)
     zfs.snapshot(f"{zfs_dataset.name}@s")
     blob = bytearray(sh(f"zfs send {zfs_dataset.name}@s | {ZG}/zg-encrypt {pub}").stdout)
@@ -99,7 +99,7 @@ def test_damaged_archive_fails_the_pipeline_and_leaves_no_dataset(zfs_dataset, z
 
 def test_compound_replication_stream(zfs_dataset, zfs_pool, keys):
     key, pub = keys
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     child = f"{zfs_dataset.name}/child"
     zfs.create(child)
     fill(zfs_dataset.path, 4, n=1)
@@ -119,7 +119,7 @@ def test_compound_replication_stream(zfs_dataset, zfs_pool, keys):
 
 def test_2013_recipe_archive_restores(zfs_dataset, zfs_pool, tmp_path):
     """An archive made with the real 2013 commands goes back into ZFS through zg-decrypt."""
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     fill(zfs_dataset.path, 5, n=2)
     zfs.snapshot(f"{zfs_dataset.name}@old")
     want = tree_digest(zfs_dataset.path)
@@ -145,7 +145,7 @@ def test_unix_pipeline_through_each_store(zfs_dataset, zfs_pool, keys, destinati
     key, pub = keys
     dest, env = destination
     env = dict(os.environ, **env)
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     fill(zfs_dataset.path, 6, n=3)
     zfs.snapshot(f"{zfs_dataset.name}@piped")
     want = tree_digest(zfs_dataset.path)

@@ -18,7 +18,7 @@ from zfsglacier import errors
 from zfsglacier.catalog import Catalog
 from zfsglacier.stores import open_store
 from zfsglacier.stores.vault import describe, parse_description
-from zfsglacier.zfs import ZfsCli
+from zfsfuse import AdminZfs
 from tests.test_chains_zfs import ALL_DESTINATIONS, env, make_chain, restored, run  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.zfs
@@ -184,7 +184,7 @@ def refused_before_receive(zfs, env, spec, target, code, *words):
 def test_swapped_bytes_under_the_same_ids_are_refused(zfs_dataset, zfs_pool, destination, env, request):
     """The store exchanges two archives' bytes (with its own checksums to match): the catalog is
     intact, the store's checks pass, and restore still refuses, before zfs receive."""
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     make_chain(zfs, zfs_dataset, env, n_incr=1)
     ids = archive_ids(env, zfs_dataset.name)
     provider(env, request).swap_bytes(ids["s0"], ids["s1"])
@@ -197,7 +197,7 @@ def test_relabelled_metadata_and_a_rebuilt_catalog_cannot_restore_the_wrong_snap
         zfs_dataset, zfs_pool, destination, env, request):
     """The attack of the issue: metadata (the header copy with the names, and the guids) moved
     between objects, the catalog lost and rebuilt with the key, DS@s1 asked for."""
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     want = make_chain(zfs, zfs_dataset, env, n_incr=1)
     ids = archive_ids(env, zfs_dataset.name)
     prov = provider(env, request)
@@ -231,7 +231,7 @@ def test_relabelled_metadata_and_a_rebuilt_catalog_cannot_restore_the_wrong_snap
 @LISTABLE
 def test_replayed_object_under_a_new_id_is_refused(zfs_dataset, zfs_pool, destination, env, request):
     """An old archive copied under a new id with a newer archive's metadata: detected."""
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     make_chain(zfs, zfs_dataset, env, n_incr=1)
     ids = archive_ids(env, zfs_dataset.name)
     prov = provider(env, request)
@@ -249,7 +249,7 @@ def test_replayed_object_under_a_new_id_is_refused(zfs_dataset, zfs_pool, destin
 
 @LISTABLE
 def test_hidden_newest_archive_is_named_not_silently_skipped(zfs_dataset, zfs_pool, destination, env, request):
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     want = make_chain(zfs, zfs_dataset, env, n_incr=2)
     ids = archive_ids(env, zfs_dataset.name)
     provider(env, request).hide(ids["s2"])
@@ -265,7 +265,7 @@ def test_hidden_newest_archive_is_named_not_silently_skipped(zfs_dataset, zfs_po
 
 @LISTABLE
 def test_edited_public_metadata_is_reported_or_harmless(zfs_dataset, zfs_pool, destination, env, request):
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     want = make_chain(zfs, zfs_dataset, env, n_incr=1)
     ids = archive_ids(env, zfs_dataset.name)
     prov = provider(env, request)

@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import REPO, assert_one_line_error, zg
 from tests.test_chains_zfs import env, run  # noqa: F401 (env is a fixture)
 from tests.test_filters_zfs import fill, tree_digest
-from zfsglacier.zfs import ZfsCli
+from zfsfuse import AdminZfs
 
 KEYED = [("encrypt",), ("decrypt",), ("backup",), ("restore",), ("verify",), ("inspect",),
          ("catalog", "rebuild"), ("catalog", "backup")]
@@ -58,7 +58,7 @@ def test_a_command_given_no_key_says_so_in_one_line(tmp_path):
 def test_a_passphrase_only_chain_backs_up_verifies_and_restores(zfs_dataset, zfs_pool, env, tmp_path):
     """zg-backup, zg-verify and zg-restore take a passphrase as zg-encrypt does; the wrong one opens
     nothing."""
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     secret = dict(env, env=dict(env["env"], ZG_PASSPHRASE="correct horse battery staple"))
     want = {}
     for snap in ("s0", "s1"):

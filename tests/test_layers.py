@@ -13,7 +13,6 @@ imports the cli helpers but never another command.  README's layout table follow
 
 import ast
 import re
-from pathlib import Path
 
 from tests.helpers import REPO
 

@@ -10,7 +10,7 @@ from zfsglacier import cost
 from zfsglacier.catalog import ArchiveRow
 from zfsglacier.chains import chain_to
 from zfsglacier.errors import UsageError
-from zfsglacier.retention import Rules, Snapshot, group_snapshots, now_from_env, period_of, plan, select_keep
+from zfsglacier.retention import Rules, Snapshot, group_snapshots, period_of, plan, select_keep
 
 DAY = 86400
 DEST = "file:///nowhere"
@@ -144,14 +144,6 @@ def test_hourly_and_yearly():
                                                                            ts(2026, 11, 27, 11, 10)]
     assert kept_times(select_keep(snaps(times), Rules(yearly=5), NOW)) == [ts(2024, 3, 1), ts(2025, 8, 1),
                                                                            ts(2026, 11, 27, 11, 10)]
-
-
-def test_zg_now_fakes_the_clock(monkeypatch):
-    monkeypatch.setenv("ZG_NOW", "1234567890")
-    assert now_from_env() == 1234567890.0
-    monkeypatch.setenv("ZG_NOW", "tomorrow")
-    with pytest.raises(UsageError, match="ZG_NOW"):
-        now_from_env()
 
 
 # --- chains -----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from zfsglacier import archive, errors, keys
 from zfsglacier.catalog import Catalog
 from zfsglacier.format import read_header
-from zfsglacier.zfs import ZfsCli
+from zfsfuse import AdminZfs
 from tests.helpers import assert_one_line_error, mixed_data, zg
 from tests.test_chains_zfs import env, restored, run  # noqa: F401 (fixture)
 from tests.test_filters_zfs import fill, tree_digest
@@ -77,7 +77,7 @@ def test_the_signature_covers_the_header_and_the_body_is_bound_to_it(k):
 
 @pytest.mark.zfs
 def test_restore_verify_and_rebuild_require_the_signer(zfs_dataset, zfs_pool, env, k):
-    zfs = ZfsCli()
+    zfs = AdminZfs()
     fill(zfs_dataset.path, 40, n=1)
     run(env, "backup", zfs_dataset.name, env["dest"], "--key", env["pub"], "--snapshot", "s0")  # before signing
     fill(zfs_dataset.path, 41, n=1)

@@ -163,3 +163,18 @@ def test_an_upload_stops_at_the_parts_a_readable_sidecar_can_list(store, tmp_pat
         store.upload(io.BytesIO(data_of(3 * MiB + 1)), {})
     assert os.listdir(tmp_path / "arch") == [".zfsglacier-destination"]
     assert store.upload(io.BytesIO(data_of(3 * MiB + 1)), {}, expected_size=3 * MiB + 1).size == 3 * MiB + 1
+
+
+def test_every_store_option_is_a_destination_setting(tmp_path, monkeypatch):
+    """What a store takes can be set for a destination in config.toml (connect_attempts, documented
+    as a setting, was once refused there)."""
+    from zfsglacier.config import DESTINATION_KEYS
+    from zfsglacier.stores import STORE_OPTIONS
+    assert set().union(*STORE_OPTIONS.values()) <= DESTINATION_KEYS
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[destinations.far]\nurl = "s3://b/p"\nconnect_attempts = 1\nread_timeout = 2\n'
+                   'connect_timeout = 1.5\n')
+    monkeypatch.setenv("ZG_CONFIG", str(cfg))
+    store = open_store("far", config=load_config())
+    assert store._client_args["connect_attempts"] == 1 and store._client_args["read_timeout"] == 2
+    assert store.client.meta.config.read_timeout == 2 and store.client.meta.config.connect_timeout == 1.5

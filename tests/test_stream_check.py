@@ -119,8 +119,8 @@ def test_a_cut_pipeline_stores_nothing(openzfs_streams, pub, tmp_path):
 @pytest.mark.zfs
 def test_real_zfs_fuse_sends_cut_and_flipped(zfs_dataset, pub):
     from tests.test_filters_zfs import fill
-    from zfsglacier.zfs import ZfsCli
-    zfs = ZfsCli()
+    from zfsfuse import AdminZfs
+    zfs = AdminZfs()
     fill(zfs_dataset.path, 3, n=2)
     zfs.snapshot(f"{zfs_dataset.name}@a")
     fill(zfs_dataset.path, 4, n=1)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -150,8 +151,9 @@ def test_transfers_survive_network_faults(setup, aws):
     upstream = aws.s3_url if s["kind"] == "s3" else aws.vault_url
     with FaultProxy(upstream, flavor="s3" if s["kind"] == "s3" else "json", stall_seconds=4) as proxy:
         var = "AWS_ENDPOINT_URL_S3" if s["kind"] == "s3" else "AWS_ENDPOINT_URL_GLACIER"
-        env = dict(s["env"], **{var: proxy.start() if not getattr(proxy, "url", None) else proxy.url},
-                   ZG_AWS_READ_TIMEOUT="2")
+        env = dict(s["env"], **{var: proxy.start() if not getattr(proxy, "url", None) else proxy.url})
+        config = Path(s["env"]["ZG_CONFIG"])
+        config.write_text(config.read_text() + "read_timeout = 2\n")  # a stall is retried after 2 s
         for kind in ("reset", "http500", "http503", "drop", "stall"):
             proxy.inject(kind, when=r"^(PUT|POST) ")
         p = zg("upload", "offsite", input=s["blob"], env=env)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from zfsglacier.errors import BrokenStreamError, DatasetNotFoundError, ZfsError
+from zfsfuse import AdminZfs
 from zfsglacier.zfs import ZfsCli, open_zfs
 from zfsglacier.zfsstream import BEGIN_RECORD_SIZE, iter_records, parse_begin, verify_stream
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.zfs
 
 @pytest.fixture
 def zfs():
-    return ZfsCli()
+    return AdminZfs()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ _REPO = str(Path(__file__).resolve().parent.parent)
 if _REPO not in sys.path:  # the CLI runs uninstalled, from anywhere
     sys.path.insert(0, _REPO)
 from zfsglacier.errors import ZfsError  # noqa: E402
-from zfsglacier.zfs import find_command  # noqa: E402
+from zfsglacier.zfs import ZfsCli, find_command  # noqa: E402
 
 PIDFILE = Path(os.environ.get("ZG_ZFS_FUSE_PIDFILE", "/var/run/zfsglacier-zfs-fuse.pid"))
 START_TIMEOUT = 20.0  # seconds for `zpool list` to answer after the daemon forks
@@ -202,6 +202,28 @@ def running_pool(size: str = "512M"):
     finally:
         if started:
             stop()
+
+
+class AdminZfs(ZfsCli):
+    """ZfsCli plus what the tests do to ZFS and zfsglacier never does (so it is not in the
+    package): create and destroy datasets, read a guid or a snapshot's hold count."""
+
+    def guid(self, name: str) -> int:
+        return int(self.get(name, "guid")["guid"])
+
+    def userrefs(self, snap: str) -> int:
+        """Number of user holds on a snapshot (zfs-fuse has no ``zfs holds``)."""
+        return int(self.get(snap, "userrefs")["userrefs"])
+
+    def create(self, name: str, properties: dict[str, str] | None = None) -> None:
+        opts = [arg for k, v in (properties or {}).items() for arg in ("-o", f"{k}={v}")]
+        self._run("create", *opts, name)
+
+    def destroy(self, name: str, recursive: bool = False) -> None:
+        """Destroy a dataset or snapshot; a mounted filesystem is unmounted first (zfs-fuse)."""
+        if "@" not in name:
+            self._unmount_tree(name, recursive)
+        self._retry_busy("destroy", *(["-r"] if recursive else []), name)
 
 
 def main(argv=None) -> int:

@@ -86,7 +86,7 @@ def plan_dataset(zfs, cat, dest, dataset, *, snapshot_name=None, full_every=None
     snaps = zfs.snapshots(dataset)
     if planned_snapshot:
         from .zfs import Snapshot
-        snaps.append(Snapshot(f"{dataset}@{planned_snapshot}", -1, int(now), 1 << 62))
+        snaps.append(Snapshot(f"{dataset}@{planned_snapshot}", None, int(now), 1 << 62, planned=True))
         snapshot_name = planned_snapshot
     if snapshot_name:
         match = [s for s in snaps if s.short == snapshot_name]
@@ -136,7 +136,7 @@ def estimate_size(zfs, target, base):
     `written@base` for an incremental where the property exists."""
     try:
         if base is None:  # a snapshot --dry-run has not taken yet refers to what the dataset refers to
-            name = target.dataset if target.guid == -1 else target.name
+            name = target.dataset if target.planned else target.name
             return int(zfs.get(name, "referenced")["referenced"])
         return int(zfs.get(target.name, f"written@{base.short}")[f"written@{base.short}"])
     except (ZgError, ValueError, KeyError):

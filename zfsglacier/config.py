@@ -25,7 +25,8 @@ from .errors import UsageError
 
 # Keys a [destinations.NAME] table may hold besides url; the stores' options plus CLI settings.
 DESTINATION_KEYS = {
-    "storage_class", "part_size", "profile", "region", "retry_mode", "max_attempts", "jobs",
+    "storage_class", "part_size", "profile", "region", "retry_mode", "max_attempts", "connect_attempts",
+    "connect_timeout", "read_timeout", "jobs",
     "sign", "signer",  # the signing key zg-backup signs with; the signer file readers require
 }
 

@@ -19,8 +19,6 @@ Pure functions over catalog rows (no store, no clock: ``now`` is an argument), s
 from __future__ import annotations
 
 import datetime
-import os
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
@@ -30,17 +28,6 @@ from .errors import NotFoundError, UsageError
 
 PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
 RULE_NAMES = ("last",) + PERIODS
-
-
-def now_from_env() -> float:
-    """``$ZG_NOW`` (epoch seconds) when set, so tests and dry runs can fix the clock."""
-    raw = os.environ.get("ZG_NOW")
-    if raw is None or raw == "":
-        return time.time()
-    try:
-        return float(raw)
-    except ValueError:
-        raise UsageError(f"ZG_NOW={raw!r}: not a number of epoch seconds") from None
 
 
 @dataclass(frozen=True)

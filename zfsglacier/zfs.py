@@ -39,12 +39,14 @@ _BUSY_RETRIES = 4  # "dataset is busy" right after an unmount clears within a fr
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One snapshot: full name, exact guid, creation time (Unix seconds), creation txg."""
+    """One snapshot: full name, exact guid, creation time (Unix seconds), creation txg.
+    ``planned``: one that --dry-run would take first, so not on disk (no guid: None)."""
 
     name: str
-    guid: int
+    guid: int | None
     creation: int
     createtxg: int | None = None
+    planned: bool = False
 
     @property
     def dataset(self) -> str:
@@ -152,9 +154,6 @@ class ZfsCli:
             return False
         return True
 
-    def guid(self, name: str) -> int:
-        return int(self.get(name, "guid")["guid"])
-
     def snapshots(self, dataset: str) -> list[Snapshot]:
         """Snapshots of ``dataset`` itself (not its children), oldest first (by creation txg)."""
         out = self._lines("get", "-H", "-p", "-r", "-d", "1", "-o", "name,property,value",
@@ -166,10 +165,6 @@ class ZfsCli:
                 props.setdefault(name, {})[prop] = value
         snaps = [_snapshot(name, p) for name, p in props.items()]
         return sorted(snaps, key=lambda s: (s.createtxg or 0, s.creation))
-
-    def userrefs(self, snap: str) -> int:
-        """Number of user holds on a snapshot (zfs-fuse has no ``zfs holds``)."""
-        return int(self.get(snap, "userrefs")["userrefs"])
 
     def changes_since(self, dataset: str, snap: Snapshot) -> str | None:
         """What changed in ``dataset`` since its snapshot ``snap`` (which must be its newest), as
@@ -224,10 +219,6 @@ class ZfsCli:
         return p["mountpoint"] if p.get("mounted") == "yes" else None
 
     # --- changes
-
-    def create(self, name: str, properties: dict[str, str] | None = None) -> None:
-        opts = [arg for k, v in (properties or {}).items() for arg in ("-o", f"{k}={v}")]
-        self._run("create", *opts, name)
 
     def snapshot(self, name: str, recursive: bool = False) -> Snapshot:
         """Take a snapshot and read it back (so a silent failure cannot pass unnoticed)."""
@@ -287,12 +278,6 @@ class ZfsCli:
                 if "busy" not in str(err) or attempt == _BUSY_RETRIES - 1:
                     raise
             time.sleep(0.1 * (attempt + 1))
-
-    def destroy(self, name: str, recursive: bool = False) -> None:
-        """Destroy a dataset or snapshot; a mounted filesystem is unmounted first (zfs-fuse)."""
-        if "@" not in name:
-            self._unmount_tree(name, recursive)
-        self._retry_busy("destroy", *(["-r"] if recursive else []), name)
 
     def rename(self, old: str, new: str) -> None:
         """Rename a dataset or snapshot; a mounted filesystem is unmounted around it (zfs-fuse)."""

@@ -67,7 +67,7 @@ def body(argv):
     args = p.parse_intermixed_args(argv)  # DATASET may come after the options
     rules = retention.Rules(**{n: getattr(args, f"keep_{n}") for n in retention.RULE_NAMES})
     rules.require()
-    now = retention.now_from_env()
+    now = time.time()
 
     config, store, dest = open_dest(args)
     with catalog(args, config, create=False) as cat:

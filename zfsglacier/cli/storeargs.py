@@ -6,6 +6,7 @@ import sys
 from .. import stores, thaw
 from ..catalog import open_catalog
 from ..config import load_config
+from ..errors import UsageError
 
 
 def add_store_options(p, *, dest=True):
@@ -44,7 +45,7 @@ def catalog_copy_store(args, config, store):
     return stores.open_store(args.dest, config=config, **hot) if hot else store
 
 
-POLL_ENV = "ZG_POLL_SECONDS"  # the first wait between thaw checks (tests make it short)
+POLL_ENV = "ZG_POLL_SECONDS"  # the default of --poll (read here, in the cli: services get a Policy)
 
 
 def add_thaw_options(p):
@@ -53,9 +54,21 @@ def add_thaw_options(p):
     p.add_argument("--days", type=int, default=7, help="days an S3 restored copy stays readable (default 7)")
     p.add_argument("--no-wait", action="store_true",
                    help="request the thaw and exit 75 if it is not done yet; run again later")
+    p.add_argument("--poll", type=float, metavar="SECONDS",
+                   help=f"first wait between thaw checks, growing by half each time up to 15 minutes "
+                        f"(default: ${POLL_ENV}, else 60)")
 
 
 def thaw_policy(args):
-    """The thaw service's policy from the thaw options (and the poll interval of $ZG_POLL_SECONDS)."""
-    return thaw.Policy(tier=args.tier, days=args.days, wait=not args.no_wait,
-                       poll=float(os.environ.get(POLL_ENV, "60")))
+    """The thaw service's policy from the thaw options."""
+    poll = args.poll if args.poll is not None else _seconds(os.environ.get(POLL_ENV) or "60", f"${POLL_ENV}")
+    if not poll > 0:
+        raise UsageError(f"--poll {poll:g}: give a number of seconds above 0")
+    return thaw.Policy(tier=args.tier, days=args.days, wait=not args.no_wait, poll=poll)
+
+
+def _seconds(text, what):
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"{what}={text!r}: not a number of seconds") from None

@@ -16,8 +16,10 @@ from .base import (STATES, THAW_COMMAND, TIERS, UPLOAD_HELP, ArchiveInfo, Incomp
 
 # Options each kind of store takes (others given through a config destination are for the CLI).
 STORE_OPTIONS = {
-    "s3": {"storage_class", "part_size", "profile", "region", "retry_mode", "max_attempts", "connect_attempts"},
-    "glacier": {"part_size", "profile", "region", "retry_mode", "max_attempts", "connect_attempts"},
+    "s3": {"storage_class", "part_size", "profile", "region", "retry_mode", "max_attempts", "connect_attempts",
+           "connect_timeout", "read_timeout"},
+    "glacier": {"part_size", "profile", "region", "retry_mode", "max_attempts", "connect_attempts",
+                "connect_timeout", "read_timeout"},
     "file": {"part_size"},
 }
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
 from typing import Optional
 
 from ..errors import NotFoundError, StoreError, UsageError, ZgError
@@ -25,10 +24,10 @@ TRANSIENT_CODES = {
 }
 NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "ResourceNotFoundException", "NoSuchUpload"}
 
-# Seconds; $ZG_AWS_CONNECT_TIMEOUT / $ZG_AWS_READ_TIMEOUT override them (a stalled connection is
-# retried after the read timeout).
-CONNECT_TIMEOUT = float(os.environ.get("ZG_AWS_CONNECT_TIMEOUT", 10))
-READ_TIMEOUT = float(os.environ.get("ZG_AWS_READ_TIMEOUT", 120))
+# Seconds, the defaults of the connect_timeout and read_timeout destination settings (a stalled
+# connection is retried after the read timeout).
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 120.0
 POOL = 64  # more than any sensible --jobs; a full pool only logs warnings
 LOG = logging.getLogger("zfsglacier")
 
@@ -38,7 +37,8 @@ def b64(digest: bytes) -> str:
 
 
 def make_client(service: str, *, profile: Optional[str] = None, region: Optional[str] = None,
-                retry_mode: str = "standard", max_attempts: int = 8, connect_attempts: int = 3):
+                retry_mode: str = "standard", max_attempts: int = 8, connect_attempts: int = 3,
+                connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT):
     """A boto3 client from the standard chain (AWS_PROFILE, AWS_ENDPOINT_URL[_S3|_GLACIER],
     ~/.aws/config...), with bounded retries and timeouts."""
     import boto3
@@ -51,7 +51,7 @@ def make_client(service: str, *, profile: Optional[str] = None, region: Optional
         session = boto3.session.Session(profile_name=profile, region_name=region)
         config = botocore.config.Config(
             retries={"mode": retry_mode, "total_max_attempts": int(max_attempts)},
-            connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+            connect_timeout=float(connect_timeout), read_timeout=float(read_timeout),
             max_pool_connections=POOL, user_agent_extra="zfsglacier",
             s3=_s3_settings(session) if service == "s3" else None)
         client = session.client(service, config=config)

@@ -225,7 +225,8 @@ class S3Store(Store):
     def __init__(self, bucket: str, prefix: str = "", *, storage_class: str = "DEEP_ARCHIVE",
                  part_size: Optional[int] = None, profile: Optional[str] = None,
                  region: Optional[str] = None, retry_mode: str = "standard",
-                 max_attempts: int = 8, connect_attempts: int = 3, url: Optional[str] = None, client=None):
+                 max_attempts: int = 8, connect_attempts: int = 3, connect_timeout: float = _aws.CONNECT_TIMEOUT,
+                 read_timeout: float = _aws.READ_TIMEOUT, url: Optional[str] = None, client=None):
         storage_class = str(storage_class).upper()
         if storage_class not in STORAGE_CLASSES:
             raise UsageError(f"storage class {storage_class!r}: use one of "
@@ -237,7 +238,8 @@ class S3Store(Store):
         self.url = url or f"s3://{bucket}/{self.prefix}".rstrip("/")
         self._client = client
         self._client_args = dict(profile=profile, region=region, retry_mode=retry_mode,
-                                 max_attempts=max_attempts, connect_attempts=connect_attempts)
+                                 max_attempts=max_attempts, connect_attempts=connect_attempts,
+                                 connect_timeout=connect_timeout, read_timeout=read_timeout)
         s3_plan(first=part_size)  # refuse a bad part size now, not mid-stream
 
     @property

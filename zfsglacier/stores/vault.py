@@ -146,13 +146,15 @@ class VaultStore(Store):
     def __init__(self, vault: str, *, part_size: Optional[int] = None,
                  profile: Optional[str] = None, region: Optional[str] = None,
                  retry_mode: str = "standard", max_attempts: int = 8,
-                 connect_attempts: int = 3, url: Optional[str] = None, client=None):
+                 connect_attempts: int = 3, connect_timeout: float = _aws.CONNECT_TIMEOUT,
+                 read_timeout: float = _aws.READ_TIMEOUT, url: Optional[str] = None, client=None):
         self.vault = vault
         self.part_size = part_size
         self.url = url or f"glacier://{vault}"
         self._client = client
         self._client_args = dict(profile=profile, region=region, retry_mode=retry_mode,
-                                 max_attempts=max_attempts, connect_attempts=connect_attempts)
+                                 max_attempts=max_attempts, connect_attempts=connect_attempts,
+                                 connect_timeout=connect_timeout, read_timeout=read_timeout)
         vault_plan(part_size=part_size)  # refuse a bad part size now
 
     @property
