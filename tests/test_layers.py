@@ -18,7 +18,7 @@ from tests.helpers import REPO
 
 PACKAGE = REPO / "zfsglacier"
 LAYERS = {
-    0: {"errors", "pipes", "pipeline", "digest", "treehash", "fletcher", "_fletcher", "parts", "zfsglacier"},
+    0: {"errors", "concurrency", "pipes", "pipeline", "digest", "treehash", "fletcher", "_fletcher", "parts", "zfsglacier"},
     1: {"format", "keys", "stream", "compression", "zfsstream", "legacy", "metadata", "archive"},
     2: {"stores", "zfs", "config"},
     3: {"catalog", "chains", "locks", "cost"},

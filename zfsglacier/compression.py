@@ -14,11 +14,11 @@ import io
 import lzma
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import lz4.frame
 import zstandard
 
+from .concurrency import OrderedMap
 from .digest import BLOCK, block_digests
 from .errors import CorruptArchiveError, UsageError, ZgError
 
@@ -87,11 +87,9 @@ class ParallelCompressor(io.RawIOBase):
         self._digest = digest
         self._block = BLOCK_SIZE
         self._buf = bytearray()
-        self._pending = []
         self._blocks = 0
         n = workers if workers and workers > 0 else (os.cpu_count() or 1)
-        self._depth = 2 * n
-        self._pool = ThreadPoolExecutor(n, thread_name_prefix="zg-compress") if self._fn else None
+        self._map = OrderedMap(self._work, n, depth=2 * n, name="zg-compress") if self._fn else None
 
     def writable(self):
         return True
@@ -115,12 +113,14 @@ class ParallelCompressor(io.RawIOBase):
 
     def _submit(self, block):
         self._blocks += 1
-        self._pending.append(self._pool.submit(self._work, block))
-        while len(self._pending) > self._depth or (self._pending and self._pending[0].done()):
+        while self._map.full:
+            self._emit()
+        self._map.submit(block)
+        while self._map.ready:
             self._emit()
 
     def _emit(self):
-        size, digests, frame = self._pending.pop(0).result()
+        _, (size, digests, frame) = self._map.next()
         if size and self._digest is not None and not self._digest.add_blocks(size, digests):
             raise ValueError("compressed blocks out of step with the plaintext digest")
         self._out.write(frame)
@@ -133,11 +133,11 @@ class ParallelCompressor(io.RawIOBase):
                 if self._buf or not self._blocks:  # empty input still gets one (empty) frame
                     self._submit(bytes(self._buf))
                     self._buf.clear()
-                while self._pending:
+                while len(self._map):
                     self._emit()
         finally:
-            if self._pool:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+            if self._map is not None:
+                self._map.close()
             super().close()
 
 
@@ -354,9 +354,7 @@ class ParallelZstdReader:
     def __init__(self, read_piece, workers=-1):
         self._frames = zstd_frames(read_piece)
         n = workers if workers and workers > 0 else (os.cpu_count() or 1)
-        self._pool = ThreadPoolExecutor(n, thread_name_prefix="zg-decompress")
-        self._pending = []
-        self._depth = 2 * n
+        self._map = OrderedMap(self._decompress, n, depth=2 * n, name="zg-decompress")
         self._local = threading.local()
         self._stream = None  # set when the rest of the data is decompressed as a stream
         self._done = False
@@ -369,7 +367,7 @@ class ParallelZstdReader:
         return data, block_digests(data)
 
     def read_block(self):
-        while not self._done and len(self._pending) < self._depth:
+        while not self._done and not self._map.full:
             item = next(self._frames, None)
             if item is None:
                 self._done = True
@@ -378,13 +376,13 @@ class ParallelZstdReader:
                 self._stream = _zstd_decompressor().stream_reader(
                     item, read_size=1 << 20, read_across_frames=True, closefd=False)
             else:
-                self._pending.append(self._pool.submit(self._decompress, item))
-        if self._pending:
-            return self._pending.pop(0).result()
+                self._map.submit(item)
+        if len(self._map):
+            return self._map.next()[1]
         if self._stream is not None:
             data = self._stream.read(BLOCK)
             return data, None
         return b"", None
 
     def close(self):
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._map.close()

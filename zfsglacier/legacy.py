@@ -18,11 +18,10 @@ layer ended cleanly, then close the next one).
 import binascii
 import bz2
 import hashlib
-import queue
-import threading
 
 from Crypto.Cipher import AES
 
+from .concurrency import END, Source
 from .errors import CorruptArchiveError, KeyFileError, NoMatchingKeyError, NotAnArchiveError
 
 READ_SIZE = 1 << 20
@@ -162,76 +161,30 @@ def _pump(chunks, layer):
     layer.close()
 
 
-_END = object()
+class _Emit:
+    """Stands in for the base64 layer inside the reader thread: hands on what the outer layer
+    passes (the Source's queue is short, so at most a few MB wait in it)."""
 
-
-class _Stopped(Exception):
-    """The consumer gave up (it failed): the reader thread just ends."""
-
-
-class _Failure:
-    """An exception of the reader thread, queued so that it is raised in order."""
-
-    def __init__(self, err):
-        self.err = err
-
-
-class _Handoff:
-    """Stands in for the base64 layer inside the reader thread: queues what the outer layer
-    passes on.  The queue is short, so at most a few MB wait in it."""
-
-    def __init__(self):
-        self.queue = queue.Queue(maxsize=4)
-        self.stop = threading.Event()
-
-    def put(self, item):
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                pass
-        raise _Stopped
-
-    def write(self, data):
-        self.put(data)
+    def __init__(self, emit):
+        self.write = emit
 
     def close(self):
-        self.put(_END)
+        pass  # the end is told by the thread's function returning
 
 
 def _outer_in_thread(chunks, rest):
     """Read and peel the outer bzip2 layer in a thread; peel the rest here.  Errors of the
     reader thread are re-raised here in order, after everything it passed on before them."""
-    handoff = _Handoff()
-
-    def reader():
-        try:
-            _pump(chunks, _Bzip2Layer(handoff, "outer"))
-        except _Stopped:
-            pass
-        except BaseException as err:  # noqa: BLE001 - handed to the main thread as is
-            try:
-                handoff.put(_Failure(err))
-            except _Stopped:
-                pass
-
-    thread = threading.Thread(target=reader, name="zg-legacy-outer", daemon=True)
-    thread.start()
+    source = Source(lambda emit: _pump(chunks, _Bzip2Layer(_Emit(emit), "outer")), depth=4,
+                    name="zg-legacy-outer")
     try:
-        while True:
-            item = handoff.queue.get()
-            if item is _END:
-                break
-            if isinstance(item, _Failure):
-                raise item.err
+        while (item := source.get()) is not END:
             rest.write(item)
         rest.close()
     finally:
-        # On failure the reader notices within 0.2 s, or after its current read; it is not
-        # joined then, since a read from a stalled pipe could block for ever.
-        handoff.stop.set()
-    thread.join()
+        # On failure the reader stops at its next hand-on, or after its current read; it is
+        # not waited for then, since a read from a stalled pipe could block for ever.
+        source.close()
 
 
 class _Sink:

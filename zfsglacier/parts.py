@@ -24,11 +24,11 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
+
+from .concurrency import BoundedPool, OrderedMap
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -237,15 +237,9 @@ class PartPipeline:
         self._next = 1
         self._offset = 0
         self._started = False
-        self._pool: Optional[ThreadPoolExecutor] = None
-        self._slots = threading.Semaphore(jobs)
-        self._lock = threading.Lock()
+        self._pool: Optional[BoundedPool] = None
         self._done: dict[int, PartDone] = {}
-        self._futures: list = []
-        self._error: Optional[BaseException] = None
         self._closed = False
-        self.in_flight_peak = 0
-        self._in_flight = 0
 
     @property
     def written(self) -> int:
@@ -277,9 +271,7 @@ class PartPipeline:
             return PipelineResult(single=self._take(self._pending), size=self._written)
         if self._pending:
             self._submit(self._take(self._pending))
-        self._drain()
-        if self._error is not None:
-            raise self._error
+        self._pool.join()
         parts = [self._done[n] for n in range(1, self._next)]
         return PipelineResult(parts=parts, size=self._written)
 
@@ -292,8 +284,8 @@ class PartPipeline:
 
     # internals
     def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
+        if self._pool is not None:
+            self._pool.check()
         if self._closed:
             raise ValueError("upload already finished or cancelled")
 
@@ -317,42 +309,27 @@ class PartPipeline:
             if self._start is not None:
                 self._start()
             self._started = True
-            self._pool = ThreadPoolExecutor(self._jobs, thread_name_prefix="zg-part")
+            self._pool = BoundedPool(self._run, self._jobs, name="zg-part")
         part = Part(self._next, self._offset, data)
         self._next += 1
         self._offset += len(data)
-        self._slots.acquire()
-        if self._error is not None:
-            self._slots.release()
-            raise self._error
-        with self._lock:
-            self._in_flight += 1
-            self.in_flight_peak = max(self.in_flight_peak, self._in_flight)
-        self._futures.append(self._pool.submit(self._run, part))
+        self._pool.submit(part)
 
     def _run(self, part: Part) -> None:
         try:
-            if self._error is None:
-                part.sha256 = hashlib.sha256(part.data).digest()
-                receipt = self._handle(part)
-                self._done[part.number] = PartDone(part.number, part.offset, part.size,
-                                                   part.sha256, receipt)
-        except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
-            with self._lock:
-                if self._error is None:
-                    self._error = exc
+            part.sha256 = hashlib.sha256(part.data).digest()
+            receipt = self._handle(part)
+            self._done[part.number] = PartDone(part.number, part.offset, part.size, part.sha256, receipt)
         finally:
             part.data = b""
-            with self._lock:
-                self._in_flight -= 1
-            self._slots.release()
+
+    @property
+    def in_flight_peak(self) -> int:
+        return self._pool.in_flight_peak if self._pool is not None else 0
 
     def _drain(self) -> None:
-        for fut in self._futures:
-            fut.exception()
-        self._futures.clear()
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.close()
 
 
 # --------------------------------------------------------------------------- download side
@@ -384,11 +361,9 @@ class OrderedReader(io.RawIOBase):
             items = [i for i in items if i.offset + i.size > start]
             self._skip = start - items[0].offset if items else 0
         self._items = iter(items)
-        self._fetch = fetch
         self._deliver = deliver
-        self._pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="zg-read")
-        self._window: collections.deque = collections.deque()
         self._jobs = max(1, jobs)
+        self._map = OrderedMap(fetch, self._jobs, name="zg-read")
         self._buf = memoryview(b"")
         self._failed: Optional[BaseException] = None
         self._lookahead = self._advance()
@@ -405,16 +380,15 @@ class OrderedReader(io.RawIOBase):
         if self._lookahead is _END:
             return
         item, self._lookahead = self._lookahead, self._advance()
-        self._window.append((item, self._pool.submit(self._fetch, item), self._lookahead is _END))
+        self._map.submit(item, tag=(item, self._lookahead is _END))
 
     def readable(self) -> bool:
         return True
 
     def _next_chunk(self) -> bool:
-        if not self._window:
+        if not len(self._map):
             return False
-        item, fut, last = self._window.popleft()
-        data = fut.result()
+        (item, last), data = self._map.next()
         if self._deliver is not None:
             self._deliver(item, data, last)
         self._fill_one()
@@ -476,10 +450,7 @@ class OrderedReader(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            for _, fut, _ in self._window:
-                fut.cancel()
-            self._window.clear()
-            self._pool.shutdown(wait=True)
+            self._map.close()
             if self._on_close is not None:
                 self._on_close()
         super().close()

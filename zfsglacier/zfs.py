@@ -26,10 +26,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 
+from .concurrency import Source
 from .errors import DatasetNotFoundError, ZfsError, ZfsMissingError
 
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -333,26 +333,24 @@ class _ThreadPipe:
         ours, theirs = (rfd, wfd) if mode == "rb" else (wfd, rfd)
         self.stdout = os.fdopen(ours, "rb") if mode == "rb" else None
         self.stdin = os.fdopen(ours, "wb") if mode == "wb" else None
-        self.what, self._error = what, None
+        self.what = what
 
-        def target():
+        def run(emit):  # emits nothing: its error is what check() reports, in the caller's thread
             try:
                 work(theirs)
-            except Exception as err:  # reported by check(), in the caller's thread
-                self._error = err
             finally:
                 os.close(theirs)
 
-        self._thread = threading.Thread(target=target, name=what, daemon=True)
-        self._thread.start()
+        self._source = Source(run, name=what)
 
     def check(self) -> None:
         for pipe in (self.stdin, self.stdout):
             if pipe is not None and not pipe.closed:
                 pipe.close()
-        self._thread.join()
-        if self._error is not None:
-            raise ZfsError(f"{self.what}: {self._error}")
+        try:
+            self._source.join()
+        except Exception as err:
+            raise ZfsError(f"{self.what}: {err}") from None
 
 
 class PyzfsBackend(ZfsCli):

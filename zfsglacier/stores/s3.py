@@ -22,10 +22,10 @@ import calendar
 import email.utils
 import hashlib
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
+from ..concurrency import parallel_map
 from ..errors import IntegrityError, NotFoundError, RestorePendingError, StoreError, UsageError
 from ..parts import (MAX_PARTS, S3_MAX_PART, S3_MIN_PART, MiB, OrderedReader, Part, PartDone, PartPlan,
                      retry_call, s3_plan)
@@ -518,8 +518,7 @@ class S3Store(Store):
                 return call(self.client.head_object, what, Bucket=self.bucket, Key=key,
                             PartNumber=n)
 
-            with ThreadPoolExecutor(max(1, jobs)) as pool:
-                heads = list(pool.map(head_part, range(1, count + 1)))
+            heads = parallel_map(head_part, range(1, count + 1), jobs)
             parts = [(n, h["ContentLength"], None, _plain_md5(h))
                      for n, h in enumerate(heads, 1)]
         ranges, offset = [], 0
