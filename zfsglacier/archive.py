@@ -169,12 +169,13 @@ def decrypt(src, out, identities, *, opened=None, signers=()):
     ahead = ReadAhead(chunks.read_chunk)  # reading and opening chunks overlaps decompression
     digest = BlockDigest()
     parallel = behind = None
+    codec = compression.CODECS[header.compression]
     try:  # compression.decoding wraps the decoder calls only: a failed write is never "damage"
-        if header.compression == "zstd":  # independent frames: decompressed and hashed on all cores
+        if codec.parallel_reader is not None:  # independent frames: decompressed and hashed on all cores
             behind = WriteBehind(out)
-            parallel = compression.ParallelZstdReader(ahead.read_piece)
+            parallel = codec.parallel_reader(ahead.read_piece)
             while True:
-                with compression.decoding(header.compression):
+                with compression.decoding(codec):
                     data, digests = parallel.read_block()
                 if not data:
                     break
@@ -182,10 +183,10 @@ def decrypt(src, out, identities, *, opened=None, signers=()):
                 behind.write(data)
         else:
             behind = WriteBehind(out, digest)  # hashing and writing overlap decompression
-            with compression.decoding(header.compression):
-                plain = compression.reader(header.compression, ahead)
+            with compression.decoding(codec):
+                plain = codec.reader(ahead)
             while True:
-                with compression.decoding(header.compression):
+                with compression.decoding(codec):
                     data = plain.read(IO_SIZE)
                 if not data:
                     break

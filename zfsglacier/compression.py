@@ -14,6 +14,8 @@ import io
 import lzma
 import os
 import threading
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import lz4.frame
 import zstandard
@@ -23,17 +25,17 @@ from .digest import BLOCK, block_digests
 from .errors import CorruptArchiveError, UsageError, ZgError
 
 DEFAULT = "zstd"
-DEFAULT_LEVELS = {"zstd": 3, "lz4": 0, "bz2": 9, "xz": 6, "none": 0}
-LEVEL_RANGES = {"zstd": (-7, 22), "lz4": (0, 16), "bz2": (1, 9), "xz": (0, 9), "none": (0, 0)}
-ALGORITHMS = tuple(DEFAULT_LEVELS)
 
 
 def check(algorithm, level):
-    if algorithm not in LEVEL_RANGES:
+    """The level to use (the codec's default when None); UsageError for an unknown algorithm or
+    a level out of its range."""
+    codec = CODECS.get(algorithm)
+    if codec is None:
         raise UsageError(f"unknown compression {algorithm!r} (choose from {', '.join(ALGORITHMS)})")
-    lo, hi = LEVEL_RANGES[algorithm]
+    lo, hi = codec.levels
     if level is None:
-        level = DEFAULT_LEVELS[algorithm]
+        level = codec.default_level
     if not lo <= level <= hi:
         raise UsageError(f"{algorithm} level must be between {lo} and {hi}, not {level}")
     return level
@@ -52,28 +54,17 @@ def long_mode(algorithm, level):
     return algorithm == "zstd" and level >= LONG_LEVEL
 
 
-def _frame_function(algorithm, level):
-    """A thread-safe function block -> independent compressed frame."""
-    if algorithm == "zstd":
-        local = threading.local()
+def _zstd_frames_at(level):
+    """A thread-safe function block -> independent zstd frame (a compressor per thread)."""
+    local = threading.local()
+    params = zstandard.ZstdCompressionParameters.from_level(level)
 
-        params = zstandard.ZstdCompressionParameters.from_level(level)
-
-        def zstd_frame(block):
-            cctx = getattr(local, "cctx", None)
-            if cctx is None:
-                cctx = local.cctx = zstandard.ZstdCompressor(compression_params=params)
-            return cctx.compress(block)
-        return zstd_frame
-    if algorithm == "lz4":
-        return lambda block: lz4.frame.compress(block, compression_level=level)
-    if algorithm == "bz2":
-        return lambda block: bz2.compress(block, level)
-    if algorithm == "xz":
-        return lambda block: lzma.compress(block, preset=level)
-    if algorithm == "none":
-        return None
-    raise UsageError(f"unknown compression {algorithm!r}")
+    def zstd_frame(block):
+        cctx = getattr(local, "cctx", None)
+        if cctx is None:
+            cctx = local.cctx = zstandard.ZstdCompressor(compression_params=params)
+        return cctx.compress(block)
+    return zstd_frame
 
 
 class ParallelCompressor(io.RawIOBase):
@@ -83,7 +74,7 @@ class ParallelCompressor(io.RawIOBase):
 
     def __init__(self, algorithm, level, out, workers=-1, digest=None):
         self._out = out
-        self._fn = _frame_function(algorithm, level)
+        self._fn = CODECS[algorithm].frame(level)
         self._digest = digest
         self._block = BLOCK_SIZE
         self._buf = bytearray()
@@ -181,13 +172,12 @@ def writer(algorithm, level, out, threads=-1, digest=None):
 # lz4 decode in a few MiB whatever the data; every reader returns at most what it is asked for.
 ZSTD_MAX_WINDOW = 1 << LONG_WINDOW_LOG
 XZ_MEMLIMIT = 128 << 20
-DECODE_ERRORS = (zstandard.ZstdError, lzma.LZMAError, OSError, EOFError, RuntimeError, ValueError,
-                 getattr(lz4.frame, "LZ4FrameError", RuntimeError))
+_TRUNCATED = (EOFError, ValueError)  # every decoder's "ends early" / "not a frame of mine"
 
 
 @contextlib.contextmanager
-def decoding(algorithm):
-    """Around a decoder call only (never a write): what the codec raises for bad data becomes
+def decoding(codec):
+    """Around a decoder call only (never a write): what ``codec`` raises for bad data becomes
     CorruptArchiveError here, in the codec layer, so an output that cannot be written is never
     reported as a damaged archive.  Errors of our own (ZgError: authentication, the input, the
     output) pass as they are."""
@@ -195,8 +185,8 @@ def decoding(algorithm):
         yield
     except ZgError:
         raise
-    except DECODE_ERRORS as err:
-        raise CorruptArchiveError(f"archive's {algorithm} data cannot be decompressed: {err}") from None
+    except codec.errors as err:
+        raise CorruptArchiveError(f"archive's {codec.name} data cannot be decompressed: {err}") from None
 
 
 def _zstd_decompressor():
@@ -236,17 +226,7 @@ class XzReader(io.RawIOBase):
 
 def reader(algorithm, src):
     """A binary reader that decompresses what it reads from ``src``, with bounded memory."""
-    if algorithm == "zstd":
-        return _zstd_decompressor().stream_reader(src, read_size=1 << 20, read_across_frames=True, closefd=False)
-    if algorithm == "lz4":
-        return lz4.frame.LZ4FrameFile(src, "rb")
-    if algorithm == "bz2":
-        return bz2.BZ2File(src, "rb")
-    if algorithm == "xz":
-        return io.BufferedReader(XzReader(src), 1 << 20)
-    if algorithm == "none":
-        return src
-    raise UsageError(f"unknown compression {algorithm!r}")
+    return CODECS[algorithm].reader(src)
 
 
 # --- parallel zstd decompression -----------------------------------------------------------------
@@ -386,3 +366,45 @@ class ParallelZstdReader:
 
     def close(self):
         self._map.close()
+
+
+# --- the registry ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Codec:
+    """All zfsglacier knows of one compression algorithm.
+
+    ``name`` is how the header, the CLI and the object metadata spell it; ``id`` its header byte
+    (format.Compression is made from these: SPEC 2.1); ``levels`` the accepted (lowest, highest)
+    and ``default_level``; ``frame(level)`` a thread-safe function block -> independent frame
+    (None: blocks are stored as they are); ``reader(src)`` decodes concatenated frames with
+    bounded memory; ``errors`` what its decoder raises for bad data (reported as a damaged
+    archive); ``parallel_reader(read_piece)``, where its frames say their size, decodes several
+    at once (``read_block()`` -> (plaintext, block digests)).
+    """
+
+    name: str
+    id: int
+    levels: tuple
+    default_level: int
+    frame: Callable
+    reader: Callable
+    errors: tuple
+    parallel_reader: Optional[Callable] = None
+
+
+_LZ4_ERRORS = (RuntimeError, getattr(lz4.frame, "LZ4FrameError", RuntimeError))
+CODECS = {c.name: c for c in (
+    Codec("zstd", 1, (-7, 22), 3, _zstd_frames_at,
+          lambda src: _zstd_decompressor().stream_reader(src, read_size=1 << 20, read_across_frames=True,
+                                                         closefd=False),
+          (zstandard.ZstdError,) + _TRUNCATED, ParallelZstdReader),
+    Codec("lz4", 2, (0, 16), 0, lambda level: lambda block: lz4.frame.compress(block, compression_level=level),
+          lambda src: lz4.frame.LZ4FrameFile(src, "rb"), _LZ4_ERRORS + _TRUNCATED),
+    Codec("bz2", 3, (1, 9), 9, lambda level: lambda block: bz2.compress(block, level),
+          lambda src: bz2.BZ2File(src, "rb"), (OSError,) + _TRUNCATED),  # bz2: OSError "Invalid data stream"
+    Codec("xz", 4, (0, 9), 6, lambda level: lambda block: lzma.compress(block, preset=level),
+          lambda src: io.BufferedReader(XzReader(src), 1 << 20), (lzma.LZMAError,) + _TRUNCATED),
+    Codec("none", 0, (0, 0), 0, lambda level: None, lambda src: src, ()),
+)}
+ALGORITHMS = tuple(CODECS)

@@ -34,6 +34,7 @@ from construct import (
     this,
 )
 
+from .compression import CODECS
 from .pipes import read_full
 from .errors import CorruptArchiveError, NotAnArchiveError, UnsupportedVersionError
 
@@ -54,7 +55,7 @@ Preamble = Struct(
     "header_size" / Int32ub,
 )
 
-Compression = Enum(Int8ub, none=0, zstd=1, lz4=2, bz2=3, xz=4)
+Compression = Enum(Int8ub, **{c.name: c.id for c in CODECS.values()})  # SPEC 2.1: none 0, zstd 1, lz4 2, bz2 3, xz 4
 CipherSuite = Enum(Int8ub, aes256gcm_stream=1)
 SlotType = Enum(Int8ub, secret=1, passphrase=2, x25519=3)
 
