@@ -1,12 +1,11 @@
 """Bytes, objects, requests, storage class and days, turned into dollars.
 
 One place for every estimate that --dry-run, zg-ls, zg-rm and zg-prune print.  Prices come from
-a dated, editable table (zfsglacier/data/prices.toml, or the file named by $ZG_PRICES or the
-`prices` key of config.toml), so an estimate always says how old its prices are.
+a dated, editable table (zfsglacier/data/prices.toml, or the file the commands name with
+``use_prices``: $ZG_PRICES), so an estimate always says how old its prices are.
 """
 
 import math
-import os
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,8 +28,16 @@ def _load(path):
         raise UsageError(f"price table {path}: {err}") from None
 
 
+_table = [DEFAULT_PRICES]
+
+
+def use_prices(path):
+    """Read prices from ``path`` from now on (None: the table shipped with zfsglacier)."""
+    _table[0] = Path(path) if path else DEFAULT_PRICES
+
+
 def prices(path=None):
-    return _load(str(path or os.environ.get("ZG_PRICES") or DEFAULT_PRICES))
+    return _load(str(path or _table[0]))
 
 
 def _cls(name, table=None):

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from .. import stores, thaw
+from .. import cost, stores, thaw
 from ..catalog import open_catalog
 from ..config import load_config
 from ..errors import UsageError
@@ -21,6 +21,7 @@ def add_store_options(p, *, dest=True):
 def open_dest(args, **options):
     """(config, store, canonical destination URL) for args.dest."""
     config = load_config()
+    cost.use_prices(os.environ.get(PRICES_ENV))
     store = stores.open_store(args.dest, config=config, **options)
     warning = store.warning()
     if warning:
@@ -45,6 +46,7 @@ def catalog_copy_store(args, config, store):
     return stores.open_store(args.dest, config=config, **hot) if hot else store
 
 
+PRICES_ENV = "ZG_PRICES"  # your own copy of the price table (read here: services get no environment)
 POLL_ENV = "ZG_POLL_SECONDS"  # the default of --poll (read here, in the cli: services get a Policy)
 
 
