@@ -27,7 +27,7 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py zfsglacier/_fletcher.c
+$(STAMP): pyproject.toml setup.py zfsglacier/plumbing/_fletcher.c
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES) >/dev/null
 	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'

@@ -28,7 +28,7 @@ from . import corpus as corpus_mod
 from . import report
 from .corpus import zfsfuse
 from .test_filters import zg
-from zfsglacier.backup import hold_tag
+from zfsglacier.services.backup import hold_tag
 from zfsglacier.stores import open_store
 from .corpus import AdminZfs
 

@@ -50,8 +50,8 @@ _counter = itertools.count(1)
 def _hold_tags(tmp_path):
     """Every tag zg-backup may have used in a test: one per destination of the catalogs it made
     (zfs-fuse cannot list a snapshot's tags), and the old single tag."""
-    from zfsglacier.backup import LEGACY_HOLD_TAG, hold_tag
-    from zfsglacier.catalog import Catalog
+    from zfsglacier.services.backup import LEGACY_HOLD_TAG, hold_tag
+    from zfsglacier.catalog.db import Catalog
     tags = {LEGACY_HOLD_TAG}
     for db in tmp_path.rglob("*.db"):
         try:

@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from zfsglacier import archive, keys
-from zfsglacier.errors import (CorruptArchiveError, NoMatchingKeyError, NotAnArchiveError, UnsupportedVersionError)
-from zfsglacier.format import PREAMBLE_SIZE, read_header
-from zfsglacier.stream import TAG_SIZE, END_SIZE
+from zfsglacier.format import archive, keys
+from zfsglacier.errors import CorruptArchiveError, NoMatchingKeyError, NotAnArchiveError, UnsupportedVersionError
+from zfsglacier.format.header import PREAMBLE_SIZE, read_header
+from zfsglacier.format.stream import TAG_SIZE, END_SIZE
 
 from tests.helpers import mixed_data
 
@@ -86,7 +86,7 @@ def test_hostile_scrypt_cost_is_refused(key):
 def test_header_public_fields_need_no_key(data):
     blob, _ = enc(data, [keys.SecretKey.generate().recipient()])
     h = read_header(io.BytesIO(blob))
-    from zfsglacier.metadata import store_fields
+    from zfsglacier.format.metadata import store_fields
     assert store_fields(h)["zg-compression"] == "zstd:3"
     assert h.snapshot is None
 
@@ -221,7 +221,7 @@ def test_zstd_levels_parallel_frames_and_long_mode(key, level):
 def test_reader_takes_any_frame_layout(key):
     """The spec allows any concatenation of frames: small ones, a big one, one without a content size."""
     import zstandard
-    from zfsglacier import compression
+    from zfsglacier.format import compression
     parts = [os.urandom(1000), mixed_data(20 << 20, seed=5), b"tail" * 1000]
     small = zstandard.ZstdCompressor(level=1)
     obj = zstandard.ZstdCompressor(write_content_size=False).compressobj()

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from zfsglacier import compression, errors, keys
-from zfsglacier.format import read_header
+from zfsglacier.format import compression, keys
+from zfsglacier import errors
+from zfsglacier.format.header import read_header
 from tests.helpers import REPO, peak_rss
 from tests.test_vectors import EXPECT
 

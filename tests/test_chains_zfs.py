@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from zfsglacier import errors
-from zfsglacier.catalog import Catalog
+from zfsglacier.catalog.db import Catalog
 from zfsfuse import AdminZfs
 from tests.helpers import assert_one_line_error, file_destination, zg
 from tests.test_filters_zfs import fill, tree_digest

@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import REPO
 from tests.test_bounded import V1, make_bounded
-from zfsglacier import archive, compression, format, keys
+from zfsglacier.format import archive, compression, header as format, keys
 from zfsglacier.errors import CorruptArchiveError
 
 SECRET = keys.classify_key((V1 / "secret.key").read_bytes()).secret
@@ -25,7 +25,7 @@ def test_the_header_enum_and_the_cli_choices_come_from_the_registry():
 def test_archive_names_no_codec():
     """Composition only: archive.py asks the codec (its reader, its errors, whether its frames
     decode in parallel) and never branches on an algorithm's name or imports a codec library."""
-    tree = ast.parse((REPO / "zfsglacier" / "archive.py").read_text())
+    tree = ast.parse((REPO / "zfsglacier" / "format" / "archive.py").read_text())
     names = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     assert not names & set(compression.CODECS) - {compression.DEFAULT}, "archive.py names a codec"
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.helpers import REPO
-from zfsglacier.concurrency import END, BoundedPool, OrderedMap, Sink, Source, parallel_map
+from zfsglacier.plumbing.concurrency import END, BoundedPool, OrderedMap, Sink, Source, parallel_map
 
 
 def test_ordered_map_hands_out_in_order_within_its_depth():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 from zfsglacier import errors
-from zfsglacier.catalog import Catalog
+from zfsglacier.catalog.db import Catalog
 from tests.helpers import assert_one_line_error, mounted, zg
 from tests.test_prune_cli import site  # noqa: F401 (a fixture)
 

@@ -12,7 +12,7 @@ import time
 import boto3
 import pytest
 
-from zfsglacier.catalog import Catalog
+from zfsglacier.catalog.db import Catalog
 from tests.helpers import BIN, zg
 from tests.servers.faultproxy import FaultProxy
 from tests.test_chains_zfs import env  # noqa: F401 (a fixture)

@@ -85,7 +85,7 @@ def holds_of(snap, *tags):
 
 
 def test_holds_are_per_destination_and_follow_the_chains(zfs_dataset, zfs_pool, env, tmp_path):  # noqa: F811
-    from zfsglacier.backup import LEGACY_HOLD_TAG, hold_tag
+    from zfsglacier.services.backup import LEGACY_HOLD_TAG, hold_tag
     zfs = AdminZfs()
     ds, pub = zfs_dataset.name, env["pub"]
     disk, offsite = env["dest"], file_destination(tmp_path / "offsite")
@@ -107,7 +107,7 @@ def test_holds_are_per_destination_and_follow_the_chains(zfs_dataset, zfs_pool, 
     run(env, "backup", ds, disk, "--key", pub, "--snapshot", "s2", "--full-every", "2")
     assert holds_of(f"{ds}@s1", *tags) == [] and holds_of(f"{ds}@s2", *tags) == [tags[0]]
     # zg-rm of the tip moves the hold back to the snapshot that is the next base again
-    from zfsglacier.catalog import Catalog
+    from zfsglacier.catalog.db import Catalog
     with Catalog(env["catalog"]) as cat:
         s2 = next(r for r in cat.archives(disk) if r.snapshot == "s2")
     run(env, "rm", disk, s2.id)
@@ -154,8 +154,8 @@ def test_one_run_per_dataset_and_destination(zfs_dataset, env, tmp_path):  # noq
     import subprocess
     import sys
     import threading
-    from zfsglacier.catalog import Catalog
-    from zfsglacier.locks import Locks, lock_directory
+    from zfsglacier.catalog.db import Catalog
+    from zfsglacier.catalog.locks import Locks, lock_directory
     from tests.helpers import BIN
     zfs = AdminZfs()
     ds = zfs_dataset.name
@@ -203,7 +203,7 @@ def test_a_lost_catalog_stops_the_backup_before_it_snapshots(zfs_dataset, env): 
     assert_one_line_error(p, errors.CatalogError.exit_code, "no catalog at", "already holds archives",
                           "zg-catalog rebuild")
     assert [s.short for s in zfs.snapshots(ds)] == ["s0"]
-    from zfsglacier.backup import hold_tag
+    from zfsglacier.services.backup import hold_tag
     zfs.release(hold_tag(env["dest"]), f"{ds}@s0")  # the fixture finds tags through the catalog, gone here
 
 
@@ -214,7 +214,7 @@ def test_writers_stop_before_zfs_and_output_errors_lose_nothing(zfs_dataset, zfs
     import os
     import subprocess
     import sys
-    from zfsglacier.catalog import Catalog
+    from zfsglacier.catalog.db import Catalog
     from tests.helpers import BIN
     from tests.test_daily_catalog import read_only
     zfs = AdminZfs()

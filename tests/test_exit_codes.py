@@ -93,7 +93,7 @@ def signal_run(signum):
 
 
 def locked(w):
-    from zfsglacier.locks import UPLOADS, Locks, lock_directory
+    from zfsglacier.catalog.locks import UPLOADS, Locks, lock_directory
     with Locks(lock_directory(w.env["ZG_CATALOG"])) as locks:
         locks.take(w.dest, UPLOADS, "a test")  # exclusive: as zg-rm --incomplete holds it
         return zg("upload", w.dest, input=w.archive, env=w.env)
@@ -254,7 +254,7 @@ def test_a_full_filesystem_loses_nothing_and_leaves_nothing_half_written(w, smal
     dest = file_destination(small_fs / "store")
     p = zg("upload", dest, input=archive, env=w.env)
     assert_one_line_error(p, errors.StoreError.exit_code, "no space left")
-    from zfsglacier.catalog import Catalog
+    from zfsglacier.catalog.db import Catalog
     with Catalog(w.env["ZG_CATALOG"]) as cat:
         assert cat.archives(dest) == [] and cat.uploads(dest) == []
     assert sorted(f.name for f in (small_fs / "store").iterdir()) == [".zfsglacier-destination"]

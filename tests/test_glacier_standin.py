@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from botocore.utils import calculate_tree_hash
 
 from tests.servers.glacier_vault import GlacierStandIn
-from zfsglacier.treehash import MIB, TreeHasher, combine, is_tree_hash_aligned, tree_hash
+from zfsglacier.plumbing.treehash import MIB, TreeHasher, combine, is_tree_hash_aligned, tree_hash
 
 REPO = Path(__file__).resolve().parent.parent
 HOUR = 3600.0

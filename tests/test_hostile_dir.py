@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from zfsglacier import errors
-from zfsglacier.keys import _encode
+from zfsglacier.format.keys import _encode
 from tests.helpers import BIN, assert_one_line_error, mixed_data, zg
 
 

@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from zfsglacier import errors
-from zfsglacier.catalog import Catalog
+from zfsglacier.catalog.db import Catalog
 from zfsglacier.stores import open_store
 from zfsglacier.stores.vault import describe, parse_description
 from zfsfuse import AdminZfs

@@ -1,14 +1,17 @@
-"""The layers of zfsglacier, and the rule that imports only go down (read from the source with ast).
+"""The layers of zfsglacier, one package each, and the rule that imports only go down (read from
+the source with ast).
 
-    5 cli        parse arguments, call the services, present results (cli/*.py)
-    4 services   backup, restore, rebuild, retention, thaw: no argparse, no printing
-    3 state      the catalog and its chains, locks, prices
+    5 cli        parse arguments, call the services, present results (cli/)
+    4 services   backup, restore, rebuild, retention, thaw, cost: no argparse, no printing (services/)
+    3 state      the catalog, its chains, locks (catalog/)
     2 access     stores (S3, vaults, directories), ZFS, and the configuration that names destinations
-    1 format     the archive: header, keys, body, codecs, metadata, the 2013 format, ZFS streams
-    0 base       errors, byte plumbing, digests, checksums
+                 (stores/, zfs.py, config.py)
+    1 format     the archive: header, keys, body, codecs, metadata, the 2013 format, ZFS streams (format/)
+    0 base       errors, and the plumbing: threads, byte pipes, digests, checksums, parts (plumbing/)
 
 A module may import from its own layer and the ones below.  A command module (cli/<command>.py)
-imports the cli helpers but never another command.  README's layout table follows these layers.
+imports the cli helpers but never another command.  README's layout table follows these layers
+and names every module of the layer packages.
 """
 
 import ast
@@ -18,13 +21,14 @@ from tests.helpers import REPO
 
 PACKAGE = REPO / "zfsglacier"
 LAYERS = {
-    0: {"errors", "concurrency", "pipes", "pipeline", "digest", "treehash", "fletcher", "_fletcher", "parts", "zfsglacier"},
-    1: {"format", "keys", "stream", "compression", "zfsstream", "legacy", "metadata", "archive"},
+    0: {"errors", "plumbing", "zfsglacier"},
+    1: {"format"},
     2: {"stores", "zfs", "config"},
-    3: {"catalog", "chains", "locks", "cost"},
-    4: {"backup", "restore", "rebuild", "retention", "thaw"},
+    3: {"catalog"},
+    4: {"services"},
     5: {"cli"},
 }
+DETAILED = {"plumbing", "format", "catalog", "services"}  # README's table names each of their modules
 CLI_HELPERS = {"common", "keyargs", "storeargs", "progress", "sizes", "__init__"}
 
 
@@ -106,10 +110,11 @@ def test_no_command_imports_another():
 def test_the_checker_sees_upward_and_sideways_imports():
     """So that the tests above can fail: a store importing a command, a service importing the cli."""
     assert imports_of("from ..cli import ls\nfrom .base import Store\n", ("stores", "s3")) == {"cli.ls", "stores.base"}
-    assert imports_of("from .cli.fetch import thaw\nfrom . import __version__\n", ("restore",)) == \
+    assert imports_of("from ..cli.fetch import thaw\nfrom .. import __version__\n", ("services", "restore")) == \
         {"cli.fetch", "zfsglacier"}
-    assert imports_of("import zfsglacier.catalog\n", ("cli", "ls")) == {"catalog"}
-    assert layer_of("cli.ls") > layer_of("backup") > layer_of("catalog") > layer_of("stores.s3") > layer_of("format")
+    assert imports_of("import zfsglacier.catalog.db\n", ("cli", "ls")) == {"catalog.db"}
+    assert layer_of("cli.ls") > layer_of("services.backup") > layer_of("catalog.db") > layer_of("stores.s3") > \
+        layer_of("format.header") > layer_of("plumbing.parts")
 
 
 def test_readme_layout_names_every_module():
@@ -117,6 +122,13 @@ def test_readme_layout_names_every_module():
     table = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`(?:zfsglacier/)?(?:[a-z]+/)?([a-z_]+)\.(?:py|c)`", table)) | \
         set(re.findall(r"`zfsglacier/([a-z]+)/`", table))
-    present = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"} | \
-        {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    present = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    for d in PACKAGE.iterdir():
+        if d.is_dir() and (d / "__init__.py").exists():
+            present.add(d.name)
+            if d.name in DETAILED:
+                present |= {p.stem for p in d.glob("*.py") if p.stem != "__init__"} | {p.stem for p in d.glob("*.c")}
     assert present - named == set(), f"README's layout table does not name {sorted(present - named)}"
+    assert set(LAYERS[0] | LAYERS[1] | LAYERS[2] | LAYERS[3] | LAYERS[4] | LAYERS[5]) - {"zfsglacier"} == \
+        {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"} | \
+        {d.name for d in PACKAGE.iterdir() if (d / "__init__.py").exists()}, "LAYERS and the tree differ"

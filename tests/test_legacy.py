@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from zfsglacier import errors, legacy
+from zfsglacier import errors
+from zfsglacier.format import legacy
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "formats" / "vectors" / "legacy"
 

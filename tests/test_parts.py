@@ -7,8 +7,8 @@ import time
 import pytest
 
 from zfsglacier.errors import StoreError, UsageError
-from zfsglacier.parts import (GiB, MAX_PARTS, MiB, TiB, OrderedReader, PartPipeline, fixed_plan,
-                              retry_call, s3_plan, too_big_message, vault_plan)
+from zfsglacier.plumbing.parts import (GiB, MAX_PARTS, MiB, TiB, OrderedReader, PartPipeline, fixed_plan, retry_call,
+                                       s3_plan, too_big_message, vault_plan)
 
 
 def test_s3_default_plan_covers_5_tib_within_s3_part_limits():
@@ -163,6 +163,6 @@ def test_retry_call_retries_transient_failures_only():
 
 
 def test_memory_help_is_available_for_cli_help():
-    from zfsglacier.parts import MEMORY_HELP
+    from zfsglacier.plumbing.parts import MEMORY_HELP
     from zfsglacier.stores import UPLOAD_HELP
     assert "(JOBS + 1) x part size" in MEMORY_HELP and MEMORY_HELP in UPLOAD_HELP

@@ -9,8 +9,8 @@ import time
 import pytest
 from helpers import REPO, assert_one_line_error, zg
 
-from zfsglacier.catalog import Catalog
-from zfsglacier.chains import chain_to
+from zfsglacier.catalog.db import Catalog
+from zfsglacier.catalog.chains import chain_to
 from zfsglacier.stores import open_store
 
 DAY = 86400

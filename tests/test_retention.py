@@ -6,11 +6,11 @@ import itertools
 
 import pytest
 
-from zfsglacier import cost
-from zfsglacier.catalog import ArchiveRow
-from zfsglacier.chains import chain_to
+from zfsglacier.services import cost
+from zfsglacier.catalog.db import ArchiveRow
+from zfsglacier.catalog.chains import chain_to
 from zfsglacier.errors import UsageError
-from zfsglacier.retention import Rules, Snapshot, group_snapshots, period_of, plan, select_keep
+from zfsglacier.services.retention import Rules, Snapshot, group_snapshots, period_of, plan, select_keep
 
 DAY = 86400
 DEST = "file:///nowhere"

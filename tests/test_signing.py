@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from zfsglacier import archive, errors, keys
-from zfsglacier.catalog import Catalog
-from zfsglacier.format import read_header
+from zfsglacier.format import archive, keys
+from zfsglacier import errors
+from zfsglacier.catalog.db import Catalog
+from zfsglacier.format.header import read_header
 from zfsfuse import AdminZfs
 from tests.helpers import assert_one_line_error, mixed_data, zg
 from tests.test_chains_zfs import env, restored, run  # noqa: F401 (fixture)

@@ -21,9 +21,9 @@ from moto.server import ThreadedMotoServer
 
 from tests.helpers import aws_env, file_destination, upload_then_kill
 from tests.servers.glacier_vault import GlacierStandIn
-from zfsglacier.cost import prices
+from zfsglacier.services.cost import prices
 from zfsglacier.errors import IntegrityError, NotFoundError, RestorePendingError, StoreError, UsageError
-from zfsglacier.parts import MiB
+from zfsglacier.plumbing.parts import MiB
 from zfsglacier.stores import ArchiveInfo, Properties, open_store
 
 HOUR = 3600.0

@@ -11,7 +11,7 @@ import pytest
 
 from zfsglacier.config import load_config
 from zfsglacier.errors import IntegrityError, NotFoundError, StoreError, UsageError
-from zfsglacier.parts import MiB
+from zfsglacier.plumbing.parts import MiB
 from zfsglacier.stores import open_store
 from zfsglacier.stores.file import FileStore
 

@@ -18,9 +18,8 @@ from moto.moto_api import state_manager
 from moto.server import ThreadedMotoServer
 
 from tests.servers.faultproxy import FaultProxy
-from zfsglacier.errors import (IntegrityError, RestorePendingError, StoreError,
-                               UsageError)
-from zfsglacier.parts import MiB
+from zfsglacier.errors import IntegrityError, RestorePendingError, StoreError, UsageError
+from zfsglacier.plumbing.parts import MiB
 from zfsglacier.stores import open_store
 from tests.helpers import aws_env
 

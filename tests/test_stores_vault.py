@@ -10,9 +10,8 @@ import boto3
 import pytest
 
 from tests.servers.glacier_vault import GlacierStandIn
-from zfsglacier.errors import (NotFoundError, RestorePendingError, StoreError,
-                               UsageError)
-from zfsglacier.parts import MiB, PartPlan
+from zfsglacier.errors import NotFoundError, RestorePendingError, StoreError, UsageError
+from zfsglacier.plumbing.parts import MiB, PartPlan
 from zfsglacier.stores import open_store
 from tests.helpers import aws_env
 from zfsglacier.stores import vault as vault_module

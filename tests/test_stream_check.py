@@ -10,9 +10,10 @@ import subprocess
 
 import pytest
 
-from zfsglacier import errors, fletcher
-from zfsglacier.format import FOOTER_MAGIC
-from zfsglacier.zfsstream import BEGIN_RECORD_SIZE, StreamCheck, iter_records, verify_stream
+from zfsglacier import errors
+from zfsglacier.plumbing import fletcher
+from zfsglacier.format.header import FOOTER_MAGIC
+from zfsglacier.format.zfsstream import BEGIN_RECORD_SIZE, StreamCheck, iter_records, verify_stream
 from tests.helpers import assert_one_line_error, file_destination, mixed_data, zg
 from tests.test_zfsstream import DUMPS, stream
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from zfsglacier import archive, errors, keys
-from zfsglacier.pipes import PeekReader
+from zfsglacier.format import archive, keys
+from zfsglacier import errors
+from zfsglacier.plumbing.pipes import PeekReader
 
 from tests.helpers import REPO, assert_one_line_error, zg
 
@@ -57,13 +58,13 @@ def test_fail_vectors_through_the_cli(vec, tmp_path):
 
 
 def test_zfs_vector_has_the_public_snapshot_block():
-    from zfsglacier import zfsstream
-    from zfsglacier.format import read_header
+    from zfsglacier.format import zfsstream
+    from zfsglacier.format.header import read_header
     ident = zfsstream.parse_begin((V1 / "zfs-send-full.bin").read_bytes()[:zfsstream.BEGIN_RECORD_SIZE])
     h = read_header(io.BytesIO((V1 / "good_zfs_stream.zg").read_bytes()))
     assert h.snapshot.toguid == ident.toguid and h.snapshot.fromguid == 0
     assert h.snapshot.creation_time == ident.creation_time
-    from zfsglacier.metadata import store_fields
+    from zfsglacier.format.metadata import store_fields
     assert store_fields(h)["zg-toguid"] == str(ident.toguid)
 
 

@@ -9,7 +9,7 @@ import pytest
 from zfsglacier.errors import BrokenStreamError, DatasetNotFoundError, ZfsError
 from zfsfuse import AdminZfs
 from zfsglacier.zfs import ZfsCli, open_zfs
-from zfsglacier.zfsstream import BEGIN_RECORD_SIZE, iter_records, parse_begin, verify_stream
+from zfsglacier.format.zfsstream import BEGIN_RECORD_SIZE, iter_records, parse_begin, verify_stream
 
 pytestmark = pytest.mark.zfs
 

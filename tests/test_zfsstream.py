@@ -13,7 +13,7 @@ from functools import lru_cache
 import pytest
 
 from zfsglacier.errors import BrokenStreamError
-from zfsglacier.zfsstream import BEGIN_RECORD_SIZE, iter_records, parse_begin, verify_stream
+from zfsglacier.format.zfsstream import BEGIN_RECORD_SIZE, iter_records, parse_begin, verify_stream
 
 # reference dump name -> stream it describes
 DUMPS = {

@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from .concurrency import Source
+from .plumbing.concurrency import Source
 from .errors import DatasetNotFoundError, ZfsError, ZfsMissingError
 
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -181,7 +181,7 @@ class ZfsCli:
         return None if written == 0 else f"{written} bytes written since @{snap.short}"
 
     def _changes_by_send(self, dataset: str, snap: Snapshot) -> str | None:
-        from .zfsstream import iter_records  # noqa: PLC0415 (only for ZFS without `written`)
+        from .format.zfsstream import iter_records  # noqa: PLC0415 (only for ZFS without `written`)
         probe = f"{dataset}@zfsglacier-probe-{os.getpid()}-{time.monotonic_ns()}"
         self._run("snapshot", probe)
         kinds: set[str] = set()

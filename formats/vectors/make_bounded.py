@@ -21,10 +21,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent / "v1"
 sys.path.insert(0, str(HERE.parent.parent.parent))
 
-from zfsglacier import archive, keys  # noqa: E402
-from zfsglacier.format import seal_header  # noqa: E402
-from zfsglacier.keys import derive, header_mac  # noqa: E402
-from zfsglacier.stream import ChunkWriter  # noqa: E402
+from zfsglacier.format import archive, keys  # noqa: E402
+from zfsglacier.format.header import seal_header  # noqa: E402
+from zfsglacier.format.keys import derive, header_mac  # noqa: E402
+from zfsglacier.format.stream import ChunkWriter  # noqa: E402
 
 CHUNK = 4096
 

@@ -16,9 +16,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent / "v1"
 sys.path.insert(0, str(HERE.parent.parent.parent))
 
-from zfsglacier import archive, keys  # noqa: E402
-from zfsglacier.format import read_header  # noqa: E402
-from zfsglacier.stream import TAG_SIZE, END_SIZE  # noqa: E402
+from zfsglacier.format import archive, keys  # noqa: E402
+from zfsglacier.format.header import read_header  # noqa: E402
+from zfsglacier.format.stream import TAG_SIZE, END_SIZE  # noqa: E402
 
 CHUNK = 4096
 

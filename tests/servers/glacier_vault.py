@@ -90,7 +90,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from zfsglacier.treehash import MIB, TreeHasher, combine, is_tree_hash_aligned  # noqa: E402
+from zfsglacier.plumbing.treehash import MIB, TreeHasher, combine, is_tree_hash_aligned  # noqa: E402
 
 DEFAULT_DELAYS = {"Expedited": 0.2, "Standard": 0.5, "Bulk": 1.0, "inventory": 0.5}
 TIERS = ("Expedited", "Standard", "Bulk")

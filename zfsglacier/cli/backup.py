@@ -4,15 +4,16 @@ import os
 import sys
 import time
 
-from .. import backup, compression, cost
-from ..catalog import catalog_path
+from ..services import backup, cost
+from ..format import compression
+from ..catalog.db import catalog_path
 from ..errors import PartialFailureError, ZgError
 from ..zfs import open_zfs
 from .common import parser, run
 from .keyargs import add_key_options, add_sign_option, recipients as key_recipients, signing_key
 from .sizes import parse_age
 from .storeargs import add_store_options, catalog, catalog_copy_store, jobs, open_dest
-from ..locks import UPLOADS, Locks, lock_directory
+from ..catalog.locks import UPLOADS, Locks, lock_directory
 
 
 def body(argv):

@@ -3,10 +3,10 @@
 import sys
 import time
 
-from .. import backup, rebuild
-from ..catalog import Catalog, catalog_path
+from ..services import backup, rebuild
+from ..catalog.db import Catalog, catalog_path
 from ..errors import DamagedCatalogError, IntegrityError, NotFoundError, RestorePendingError
-from ..metadata import printable
+from ..format.metadata import printable
 from .common import parser, run
 from .keyargs import (add_key_options, add_sign_option, add_signer_option, given, identities, recipients, signers,
                       signing_key)

@@ -1,9 +1,9 @@
 """zg-decrypt: a filter from an archive (v1, or the 2013 format) back to the original stream."""
 
-from .. import archive, legacy
+from ..format import archive, legacy
 from ..errors import KeyFileError, NotAnArchiveError, SignerError
-from ..format import MAGIC, describe_foreign
-from ..pipes import PeekReader, widen_pipe
+from ..format.header import MAGIC, describe_foreign
+from ..plumbing.pipes import PeekReader, widen_pipe
 from .common import binary_stdin, binary_stdout, parser, refuse_terminal_output, run
 from .keyargs import add_key_options, add_signer_option, identities, signers
 

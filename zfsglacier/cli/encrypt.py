@@ -1,7 +1,7 @@
 """zg-encrypt: a filter from a ZFS send stream (or any bytes) to a zfsglacier archive."""
 
-from .. import archive, compression
-from ..pipes import widen_pipe
+from ..format import archive, compression
+from ..plumbing.pipes import widen_pipe
 from .common import binary_stdin, binary_stdout, parser, run, refuse_terminal_output
 from .keyargs import add_key_options, add_sign_option, recipients, signing_key
 

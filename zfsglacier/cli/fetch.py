@@ -3,9 +3,9 @@
 import hashlib
 import os
 
-from .. import thaw
+from ..services import thaw
 from ..errors import IntegrityError, OutputClosedError, UsageError
-from ..pipes import IO_SIZE, big_buffers_from_mmap, widen_pipe
+from ..plumbing.pipes import IO_SIZE, big_buffers_from_mmap, widen_pipe
 from .common import binary_stdout, output_file, parser, refuse_terminal_output, run
 from .progress import Progress
 from .storeargs import add_store_options, add_thaw_options, catalog, jobs, open_dest, thaw_policy

@@ -4,11 +4,11 @@ import datetime
 import json
 import sys
 
-from .. import archive
+from ..format import archive
 from ..errors import UsageError
-from ..format import read_header
-from ..keys import check_signature
-from ..pipes import PeekReader
+from ..format.header import read_header
+from ..format.keys import check_signature
+from ..plumbing.pipes import PeekReader
 from .common import binary_stdin, parser, run
 from .keyargs import add_key_options, given, identities
 

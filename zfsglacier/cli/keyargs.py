@@ -1,6 +1,7 @@
 """How commands turn key options into recipients and identities (one group for every command)."""
 
-from .. import keys, stores
+from ..format import keys
+from .. import stores
 from ..errors import KeyFileError, UsageError
 
 

@@ -3,7 +3,7 @@
 import datetime
 import sys
 
-from .. import keys
+from ..format import keys
 from .common import parser, run
 
 

@@ -5,9 +5,10 @@ import json
 import sys
 import time
 
-from .. import backup, chains, cost
+from ..services import backup, cost
+from ..catalog import chains
 from ..errors import DatasetNotFoundError
-from ..metadata import MetadataError, PublicMetadata, printable
+from ..format.metadata import MetadataError, PublicMetadata, printable
 from .storeargs import add_store_options, catalog, open_dest
 from .common import parser, run
 from ..zfs import open_zfs

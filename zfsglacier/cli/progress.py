@@ -4,7 +4,7 @@ import os
 import sys
 import time
 
-from ..cost import human_bytes
+from ..services.cost import human_bytes
 
 
 class Progress:

@@ -8,7 +8,7 @@ the very lines a real run would, in the same order.
 import sys
 import time
 
-from .. import backup, cost, retention
+from ..services import backup, cost, retention
 from ..errors import NotFoundError, StoreError, ZgError
 from .common import parser, run
 from .storeargs import add_store_options, catalog, open_dest

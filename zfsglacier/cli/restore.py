@@ -2,7 +2,7 @@
 
 import sys
 
-from .. import restore
+from ..services import restore
 from .common import parser, run
 from .keyargs import add_key_options, add_signer_option, identities, signers
 from .progress import Progress

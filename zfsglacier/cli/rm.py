@@ -3,14 +3,16 @@
 import sys
 import time
 
-from .. import backup, chains, cost, stores
+from ..services import backup, cost
+from ..catalog import chains
+from .. import stores
 from ..errors import NotFoundError, UsageError
 from ..zfs import open_zfs
 from .common import parser, run
 from .sizes import parse_age
 from .storeargs import add_store_options, catalog, open_dest
-from ..locks import UPLOADS, Locks, lock_directory
-from ..metadata import printable
+from ..catalog.locks import UPLOADS, Locks, lock_directory
+from ..format.metadata import printable
 
 
 def body(argv):

@@ -3,8 +3,9 @@
 import os
 import sys
 
-from .. import cost, stores, thaw
-from ..catalog import open_catalog
+from ..services import cost, thaw
+from .. import stores
+from ..catalog.db import open_catalog
 from ..config import load_config
 from ..errors import UsageError
 

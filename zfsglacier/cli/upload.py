@@ -6,14 +6,14 @@ import sys
 
 from .. import stores
 from ..errors import CorruptArchiveError, NotAnArchiveError, UsageError
-from ..format import FOOTER, MAGIC, PREAMBLE_SIZE, Preamble, describe_foreign, footer_ok, read_header
-from ..metadata import store_fields
-from ..pipes import IO_SIZE, PeekReader, big_buffers_from_mmap, widen_pipe
+from ..format.header import FOOTER, MAGIC, PREAMBLE_SIZE, Preamble, describe_foreign, footer_ok, read_header
+from ..format.metadata import store_fields
+from ..plumbing.pipes import IO_SIZE, PeekReader, big_buffers_from_mmap, widen_pipe
 from .common import binary_stdin, parser, run
 from .progress import Progress
 from .storeargs import add_store_options, catalog, jobs, open_dest
 from .sizes import parse_size
-from ..locks import UPLOADS, Locks, lock_directory
+from ..catalog.locks import UPLOADS, Locks, lock_directory
 
 def public_metadata(src):
     """Store metadata of the archive at the start of ``src``, which is not consumed."""

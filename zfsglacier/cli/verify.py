@@ -14,10 +14,11 @@ import hashlib
 import sys
 import time
 
-from .. import archive, thaw
+from ..format import archive
+from ..services import thaw
 from ..errors import CorruptArchiveError, IntegrityError, NotFoundError, UsageError, ZgError
-from ..pipes import IO_SIZE
-from ..format import FOOTER, footer_ok
+from ..plumbing.pipes import IO_SIZE
+from ..format.header import FOOTER, footer_ok
 from .common import parser, run
 from .keyargs import add_key_options, add_signer_option, given, identities, signers
 from .progress import Progress

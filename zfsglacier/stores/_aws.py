@@ -169,7 +169,7 @@ def aws_errors(what: str, *, not_found: Optional[str] = None):
 def call(fn, what: str, *, not_found: Optional[str] = None, retry_drops: bool = False, **kw):
     """``fn(**kw)`` with errors translated; ``retry_drops`` adds the per-part retry on top of
     botocore's own (for whole parts whose body may be cut after the call returned)."""
-    from ..parts import retry_call
+    from ..plumbing.parts import retry_call
 
     with aws_errors(what, not_found=not_found):
         if retry_drops:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator, Optional
 
 from ..errors import IntegrityError, NotFoundError, StoreError, UsageError
-from ..parts import MEMORY_HELP, Part, PartDone, PartPipeline, PartPlan, too_big_message
+from ..plumbing.parts import MEMORY_HELP, Part, PartDone, PartPipeline, PartPlan, too_big_message
 
 STATES = ("ready", "frozen", "thawing", "thawed")
 TIERS = ("Expedited", "Standard", "Bulk")

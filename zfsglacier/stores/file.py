@@ -22,8 +22,8 @@ import time
 from typing import Iterator, Optional
 
 from ..errors import IntegrityError, NotFoundError, StoreError, UsageError
-from ..metadata import printable
-from ..parts import HEADROOM, MiB, OrderedReader, Part, PartDone, PartPlan, fixed_plan
+from ..format.metadata import printable
+from ..plumbing.parts import HEADROOM, MiB, OrderedReader, Part, PartDone, PartPlan, fixed_plan
 from .base import (ArchiveInfo, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus, UploadSession,
                    check_id, check_metadata, check_tier, new_archive_id)
 

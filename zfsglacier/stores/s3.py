@@ -25,15 +25,15 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from ..concurrency import parallel_map
+from ..plumbing.concurrency import parallel_map
 from ..errors import IntegrityError, NotFoundError, RestorePendingError, StoreError, UsageError
-from ..parts import (MAX_PARTS, S3_MAX_PART, S3_MIN_PART, MiB, OrderedReader, Part, PartDone, PartPlan,
-                     retry_call, s3_plan)
+from ..plumbing.parts import (MAX_PARTS, S3_MAX_PART, S3_MIN_PART, MiB, OrderedReader, Part, PartDone, PartPlan,
+                              retry_call, s3_plan)
 from . import _aws
 from ._aws import aws_errors, b64, call, error_code
 from .base import (THAW_WAIT, ArchiveInfo, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus,
-                   UploadSession, check_id, check_tier, metadata_size, new_archive_id,
-                   pending_message, refuse_large_metadata)
+                   UploadSession, check_id, check_tier, metadata_size, new_archive_id, pending_message,
+                   refuse_large_metadata)
 
 STORAGE_CLASSES = ("DEEP_ARCHIVE", "GLACIER", "GLACIER_IR", "STANDARD_IA", "STANDARD")
 COLD = {"GLACIER", "DEEP_ARCHIVE"}

@@ -25,9 +25,9 @@ from datetime import datetime
 from typing import Iterator, Optional
 
 from ..errors import IntegrityError, NotFoundError, RestorePendingError, StoreError
-from ..parts import (MAX_PARTS, VAULT_MAX_PART, VAULT_MIN_PART, MiB, OrderedReader, Part, PartDone, PartPlan,
-                     retry_call, vault_plan)
-from ..treehash import combine, tree_hash
+from ..plumbing.parts import (MAX_PARTS, VAULT_MAX_PART, VAULT_MIN_PART, MiB, OrderedReader, Part, PartDone,
+                              PartPlan, retry_call, vault_plan)
+from ..plumbing.treehash import combine, tree_hash
 from . import _aws
 from ._aws import error_code
 from .base import (THAW_WAIT, ArchiveInfo, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus,

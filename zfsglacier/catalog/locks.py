@@ -14,7 +14,7 @@ import time
 
 import fcntl
 
-from .errors import CatalogError, LockedError
+from ..errors import CatalogError, LockedError
 
 POLL = 0.5  # seconds between tries while waiting for a lock
 

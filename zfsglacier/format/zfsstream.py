@@ -19,8 +19,8 @@ from typing import BinaryIO, Iterator
 
 from construct import Array, Bytes, Int8ub, Int32ub, Int32ul, Int64ub, Int64ul, Padding, Struct
 
-from . import fletcher
-from .errors import BrokenStreamError
+from ..plumbing import fletcher
+from ..errors import BrokenStreamError
 
 BEGIN_RECORD_SIZE = 312
 DRR_MAGIC = 0x2F5BACBAC

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import NotFoundError, RestorePendingError
+from ..errors import NotFoundError, RestorePendingError
 
 READY = ("ready", "thawed")
 

@@ -35,7 +35,7 @@ from Crypto.Protocol.KDF import HKDF, scrypt
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
-from .errors import CorruptArchiveError, KeyFileError, NoMatchingKeyError, OutputClosedError, SignerError, UsageError
+from ..errors import CorruptArchiveError, KeyFileError, NoMatchingKeyError, OutputClosedError, SignerError, UsageError
 
 SECRET_PREFIX = "ZG-SECRET-KEY-"
 PUBLIC_PREFIX = "zgpub-"

@@ -20,9 +20,9 @@ from typing import Callable, Optional
 import lz4.frame
 import zstandard
 
-from .concurrency import OrderedMap
-from .digest import BLOCK, block_digests
-from .errors import CorruptArchiveError, UsageError, ZgError
+from ..plumbing.concurrency import OrderedMap
+from ..plumbing.digest import BLOCK, block_digests
+from ..errors import CorruptArchiveError, UsageError, ZgError
 
 DEFAULT = "zstd"
 

@@ -9,12 +9,14 @@ holds, with nothing changed there since, and `zfs receive -F` is used only under
 import hashlib
 import io
 
-from . import archive, chains, cost, thaw
-from .errors import (IntegrityError, NoMatchingKeyError, NotFoundError, SignerError, TargetExistsError, ZfsError,
-                     ZgError)
-from .format import read_header
-from .metadata import Identity
-from .keys import check_signature, open_header
+from ..format import archive
+from ..catalog import chains
+from . import cost, thaw
+from ..errors import (IntegrityError, NoMatchingKeyError, NotFoundError, SignerError, TargetExistsError, ZfsError,
+                      ZgError)
+from ..format.header import read_header
+from ..format.metadata import Identity
+from ..format.keys import check_signature, open_header
 
 
 def find_snapshot(cat, dest, spec):

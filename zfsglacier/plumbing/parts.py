@@ -110,7 +110,7 @@ class PartPlan:
 
 def s3_plan(expected_size: Optional[int] = None, *, first: Optional[int] = None) -> PartPlan:
     """S3 part plan; ``first`` (>= 5 MiB) overrides the starting size (tests, tuning)."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     base = S3_FIRST_PART if first is None else int(first)
     if not S3_MIN_PART <= base <= S3_MAX_PART:
@@ -126,7 +126,7 @@ def s3_plan(expected_size: Optional[int] = None, *, first: Optional[int] = None)
 
 def vault_plan(expected_size: Optional[int] = None, *, part_size: Optional[int] = None) -> PartPlan:
     """Vault part plan: one power of two from 1 MiB to 4 GiB for the whole archive."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     if part_size is not None:
         size = int(part_size)

@@ -35,8 +35,8 @@ from construct import (
 )
 
 from .compression import CODECS
-from .pipes import read_full
-from .errors import CorruptArchiveError, NotAnArchiveError, UnsupportedVersionError
+from ..plumbing.pipes import read_full
+from ..errors import CorruptArchiveError, NotAnArchiveError, UnsupportedVersionError
 
 MAGIC = b"ZGLACIER"
 FORMAT_VERSION = 1

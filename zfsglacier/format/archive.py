@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 
 from Crypto.Cipher import AES
 
-from . import __version__, compression, metadata, zfsstream
-from .errors import BrokenStreamError, CorruptArchiveError
-from .format import FORMAT_VERSION, Header, SnapshotInfo, metadata_json, read_header, seal_header
+from .. import __version__
+from . import compression, metadata, zfsstream
+from ..errors import BrokenStreamError, CorruptArchiveError
+from .header import FORMAT_VERSION, Header, SnapshotInfo, metadata_json, read_header, seal_header
 from .keys import ZERO_NONCE, check_signature, derive, header_mac, open_header
-from .digest import BlockDigest
-from .pipeline import ReadAhead, WriteBehind
-from .pipes import IO_SIZE, PeekReader, read_full
+from ..plumbing.digest import BlockDigest
+from ..plumbing.pipeline import ReadAhead, WriteBehind
+from ..plumbing.pipes import IO_SIZE, PeekReader, read_full
 from .stream import ChunkReader, ChunkWriter
 
 DEFAULT_CHUNK_SIZE = 1 << 20

@@ -22,9 +22,9 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
-from . import chains as chainmod
+from ..catalog import chains as chainmod
 from . import cost
-from .errors import NotFoundError, UsageError
+from ..errors import NotFoundError, UsageError
 
 PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
 RULE_NAMES = ("last",) + PERIODS

@@ -21,7 +21,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
-from .errors import CorruptArchiveError, ZgError
+from ..errors import CorruptArchiveError, ZgError
 
 PUBLIC_VERSION = "1"  # zg-format: the archive format; the field set below is that of version 1
 CATALOG_COPY_VERSION = 1

@@ -11,7 +11,7 @@ chain: what goes through it is broken, for restore, for the next backup's base a
 import time
 from dataclasses import dataclass
 
-from .errors import NotFoundError
+from ..errors import NotFoundError
 
 
 @dataclass

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 GB = 1024 ** 3
 DAY = 86400
 MONTH_DAYS = 30  # AWS bills storage per GB-month of 720 hours
-DEFAULT_PRICES = Path(__file__).resolve().parent / "data" / "prices.toml"
+DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "data" / "prices.toml"
 
 
 @lru_cache(maxsize=4)

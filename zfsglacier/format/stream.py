@@ -21,8 +21,8 @@ import struct
 
 from Crypto.Cipher import AES
 
-from .errors import CorruptArchiveError
-from .format import FOOTER, FOOTER_MAGIC, footer_ok
+from ..errors import CorruptArchiveError
+from .header import FOOTER, FOOTER_MAGIC, footer_ok
 
 TAG_SIZE = 16
 TRAILER = struct.Struct(">QQ32s")  # plaintext length, compressed length, SHA-256 of plaintext

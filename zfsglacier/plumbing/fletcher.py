@@ -17,7 +17,7 @@ order): ``a += w; b += a; c += b; d += c``, all modulo 2^64.  A word-by-word Pyt
 Measured here (2 cores, AES-NI/SHA-NI machine): ~3 GB/s on one core for 4 MiB pieces, against
 ~10 MB/s for the plain loop.  That still cost zg-encrypt 7-9% of its throughput (plus ~80 ms to
 import numpy), over the 5% the stream check may cost; so where the optional C extension
-(zfsglacier/_fletcher.c, setup.py) was built, ``update`` is its straight loop instead: ~6 GB/s, and
+(zfsglacier/plumbing/_fletcher.c, setup.py) was built, ``update`` is its straight loop instead: ~6 GB/s, and
 no numpy import.  The numpy form stays as the fallback for machines without a compiler;
 ``tests/test_stream_check.py`` holds both to the definition.
 """
@@ -138,7 +138,7 @@ def update_numpy(state, data, byteorder="little"):
 
 
 def update_c(state, data, byteorder="little"):
-    """The same in C (zfsglacier/_fletcher.c): the straight loop, ~6 GB/s on one core here."""
+    """The same in C (zfsglacier/plumbing/_fletcher.c): the straight loop, ~6 GB/s on one core here."""
     return _fletcher.update(state, data, byteorder == "big")
 
 

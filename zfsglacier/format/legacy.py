@@ -21,8 +21,8 @@ import hashlib
 
 from Crypto.Cipher import AES
 
-from .concurrency import END, Source
-from .errors import CorruptArchiveError, KeyFileError, NoMatchingKeyError, NotAnArchiveError
+from ..plumbing.concurrency import END, Source
+from ..errors import CorruptArchiveError, KeyFileError, NoMatchingKeyError, NotAnArchiveError
 
 READ_SIZE = 1 << 20
 """How much decrypt_legacy reads from its source at a time."""

@@ -18,12 +18,12 @@ import io
 import time
 from dataclasses import dataclass, field
 
-from . import archive
-from .errors import ZgError
-from .format import read_header
-from .keys import check_signature, open_header
-from .metadata import CATALOG_KIND, CatalogCopy, Identity, MetadataError, PublicMetadata, printable
-from .stores import ArchiveInfo
+from ..format import archive
+from ..errors import ZgError
+from ..format.header import read_header
+from ..format.keys import check_signature, open_header
+from ..format.metadata import CATALOG_KIND, CatalogCopy, Identity, MetadataError, PublicMetadata, printable
+from ..stores import ArchiveInfo
 
 
 @dataclass

@@ -12,8 +12,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from .errors import CatalogError, DamagedCatalogError
-from .metadata import PublicMetadata
+from ..errors import CatalogError, DamagedCatalogError
+from ..format.metadata import PublicMetadata
 
 SCHEMA_VERSION = 1
 
@@ -338,7 +338,7 @@ def catalog_path(path=None, config=None):
     if path is None:
         path = os.environ.get("ZG_CATALOG")
     if path is None:
-        from .config import load_config
+        from ..config import load_config
         path = (config or load_config()).catalog
     return path
 

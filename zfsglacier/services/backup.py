@@ -11,10 +11,12 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from . import archive, chains, cost
-from .errors import CatalogError, DatasetNotFoundError, NotFoundError, UsageError, ZfsMissingError, ZgError
-from .metadata import CATALOG_KIND, CatalogCopy, PublicMetadata, store_fields
-from .pipes import PeekReader
+from ..format import archive
+from ..catalog import chains
+from . import cost
+from ..errors import CatalogError, DatasetNotFoundError, NotFoundError, UsageError, ZfsMissingError, ZgError
+from ..format.metadata import CATALOG_KIND, CatalogCopy, PublicMetadata, store_fields
+from ..plumbing.pipes import PeekReader
 
 LEGACY_HOLD_TAG = "zfsglacier"  # zfsglacier < 0.4: one tag for every destination
 
@@ -85,7 +87,7 @@ def plan_dataset(zfs, cat, dest, dataset, *, snapshot_name=None, full_every=None
     now = now or time.time()
     snaps = zfs.snapshots(dataset)
     if planned_snapshot:
-        from .zfs import Snapshot
+        from ..zfs import Snapshot
         snaps.append(Snapshot(f"{dataset}@{planned_snapshot}", None, int(now), 1 << 62, planned=True))
         snapshot_name = planned_snapshot
     if snapshot_name:
