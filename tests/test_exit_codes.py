@@ -273,3 +273,17 @@ def _fill(mnt):
         pass  # full
     finally:
         os.close(fd)
+
+
+def test_a_read_that_needs_a_thaw_says_which_command_asks_for_one(capsys):
+    """The stores know no command line: they name the archive to thaw, and the commands say how."""
+    from zfsglacier.cli.common import run
+    from zfsglacier.errors import RestorePendingError
+
+    def body(argv):
+        raise RestorePendingError("archive A1 is in DEEP_ARCHIVE and is not restored", thaw=("s3://b/p", "A1"))
+
+    assert run("zg-fetch", body, []) == 75
+    err = capsys.readouterr().err
+    assert err == ("zg-fetch: error: archive A1 is in DEEP_ARCHIVE and is not restored: run `zg-fetch --no-wait "
+                   "s3://b/p A1` to request a restore, and read it once the restore is done\n")

@@ -164,5 +164,5 @@ def test_retry_call_retries_transient_failures_only():
 
 def test_memory_help_is_available_for_cli_help():
     from zfsglacier.plumbing.parts import MEMORY_HELP
-    from zfsglacier.stores import UPLOAD_HELP
+    from zfsglacier.cli.upload import UPLOAD_HELP
     assert "(JOBS + 1) x part size" in MEMORY_HELP and MEMORY_HELP in UPLOAD_HELP

@@ -13,6 +13,7 @@ from zfsglacier.plumbing.pipes import PeekReader
 from tests.helpers import REPO, assert_one_line_error, zg
 
 V1 = REPO / "formats" / "vectors" / "v1"
+SPEC_VECTORS = REPO / "formats" / "vectors" / "v1-spec"
 MANIFEST = json.loads((V1 / "manifest.json").read_text())
 # The manifest's words (SPEC section 5), language-neutral, and this implementation's error for each.
 EXPECT = {"not-an-archive": errors.NotAnArchiveError, "newer-version": errors.UnsupportedVersionError,
@@ -68,19 +69,78 @@ def test_zfs_vector_has_the_public_snapshot_block():
     assert store_fields(h)["zg-toguid"] == str(ident.toguid)
 
 
-def test_an_independent_reader_agrees_on_every_vector():
+@pytest.mark.parametrize("directory", [V1, SPEC_VECTORS], ids=["v1", "v1-spec"])
+def test_an_independent_reader_agrees_on_every_vector(directory):
     """formats/reference_reader.py, written from SPEC.md with another crypto library and none of
     zfsglacier's modules, gives every vector its manifest word (and every good one its plaintext)."""
     import subprocess
     import sys
-    p = subprocess.run([sys.executable, str(REPO / "formats" / "reference_reader.py"), str(V1)],
+    p = subprocess.run([sys.executable, str(REPO / "formats" / "reference_reader.py"), str(directory)],
                        capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.strip() == "every vector as expected", p.stdout + p.stderr
 
 
-def test_the_reference_reader_imports_nothing_of_zfsglacier():
+@pytest.mark.parametrize("tool", ["reference_reader.py", "vectors/generate_v1.py"])
+def test_the_second_reader_and_writer_import_nothing_of_zfsglacier(tool):
     import ast
-    tree = ast.parse((REPO / "formats" / "reference_reader.py").read_text())
+    tree = ast.parse((REPO / "formats" / tool).read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not any(name.split(".")[0] in ("zfsglacier", "Crypto") for name in names), names
+
+
+# --- vectors written from the spec by a second writer (formats/vectors/generate_v1.py) ------------
+
+SPEC_MANIFEST = json.loads((SPEC_VECTORS / "manifest.json").read_text())
+
+
+def test_the_spec_vectors_are_what_their_generator_writes(tmp_path):
+    """Deterministic: every key, salt and nonce is fixed by the case, so the committed files are
+    exactly what generate_v1.py writes (a changed byte here is a changed format, or generator)."""
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, str(REPO / "formats" / "vectors" / "generate_v1.py"), str(tmp_path)],
+                   check=True, capture_output=True)
+    made = sorted(p.name for p in tmp_path.iterdir())
+    assert made == sorted(p.name for p in SPEC_VECTORS.iterdir())
+    for name in made:
+        assert (tmp_path / name).read_bytes() == (SPEC_VECTORS / name).read_bytes(), name
+
+
+def spec_identity(spec):
+    if spec.startswith("passphrase:"):
+        return keys.Passphrase(spec.split(":", 1)[1].encode())
+    return keys.classify_key((SPEC_VECTORS / spec).read_bytes()).secret
+
+
+@pytest.mark.parametrize("vec", SPEC_MANIFEST, ids=[v["file"] for v in SPEC_MANIFEST])
+def test_spec_vector(vec):
+    """zfsglacier reads bytes it did not write: the good ones to their plaintext, the others to
+    their error, after emitting exactly what a streaming reader may (SPEC 4): every chunk that
+    opens, and not a byte more."""
+    blob = (SPEC_VECTORS / vec["file"]).read_bytes()
+    out = io.BytesIO()
+    if vec["expect"] == "ok":
+        archive.decrypt(PeekReader(io.BytesIO(blob)), out, [spec_identity(vec["key"])])
+        assert hashlib.sha256(out.getvalue()).hexdigest() == vec["plaintext_sha256"]
+        return
+    with pytest.raises(EXPECT[vec["expect"]]):
+        archive.decrypt(PeekReader(io.BytesIO(blob)), out, [spec_identity(vec["key"])])
+    assert len(out.getvalue()) == vec["streaming_output_length"]
+    assert hashlib.sha256(out.getvalue()).hexdigest() == vec["streaming_output_sha256"]
+
+
+@pytest.mark.parametrize("vec", [v for v in SPEC_MANIFEST if v["expect"] != "ok"], ids=lambda v: v["file"])
+def test_spec_fail_vectors_through_zg_decrypt(vec, tmp_path):
+    key = tmp_path / "k"
+    key.write_bytes((SPEC_VECTORS / vec["key"]).read_bytes())
+    key.chmod(0o600)
+    p = zg("decrypt", key, input=(SPEC_VECTORS / vec["file"]).read_bytes())
+    assert_one_line_error(p, EXPECT[vec["expect"]].exit_code)
+    assert hashlib.sha256(p.stdout).hexdigest() == vec["streaming_output_sha256"]
+
+
+def test_the_spec_vectors_cover_every_word():
+    assert {v["expect"] for v in SPEC_MANIFEST} == set(EXPECT) | {"ok"}
+    assert {p.name for p in SPEC_VECTORS.glob("*.zg")} == {v["file"] for v in SPEC_MANIFEST}
+    assert any(v["expect"] == "damaged" and 0 < v["streaming_output_length"] for v in SPEC_MANIFEST)

@@ -93,9 +93,15 @@ class NotFoundError(ZgError):
 
 
 class RestorePendingError(ZgError):
-    """A thaw (S3 restore / vault retrieval job) was requested and is not finished: run again later."""
+    """A thaw (S3 restore / vault retrieval job) was requested and is not finished: run again later.
+    ``thaw``: (destination, archive id) when the archive is cold and a thaw can be asked for (the
+    commands then say how: the stores know no command line)."""
 
     exit_code = 75  # EX_TEMPFAIL: "try again later"
+
+    def __init__(self, message, *, thaw=None):
+        super().__init__(message)
+        self.thaw = thaw
 
 
 class IntegrityError(ZgError):

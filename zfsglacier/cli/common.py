@@ -11,7 +11,7 @@ import sys
 import threading
 
 from .. import __version__
-from ..errors import CatalogError, InputError, OutputClosedError, UsageError, ZgError
+from ..errors import CatalogError, InputError, OutputClosedError, RestorePendingError, UsageError, ZgError
 
 
 class Terminated(KeyboardInterrupt):
@@ -76,7 +76,7 @@ def run(prog, body, argv=None):
         _say(prog, err)
         return err.exit_code
     except ZgError as err:
-        _say(prog, err)
+        _say(prog, _with_hint(err))
         return err.exit_code
     except BrokenPipeError:
         _silence_stdout()
@@ -114,6 +114,19 @@ def _notices(prog):
         log.addHandler(handler)
     else:
         log.addHandler(logging.NullHandler())
+
+
+# What a user runs to thaw an archive (zg-fetch requests the thaw; --no-wait returns at once).
+THAW_COMMAND = "zg-fetch --no-wait {dest} {id}"
+
+
+def _with_hint(err):
+    """The error's line, with what to run where the layer below knows only what is wrong."""
+    if isinstance(err, RestorePendingError) and err.thaw:
+        dest, archive_id = err.thaw
+        return (f"{err}: run `{THAW_COMMAND.format(dest=dest, id=archive_id)}` to request a restore, "
+                f"and read it once the restore is done")
+    return err
 
 
 def _say(prog, message):

@@ -4,10 +4,10 @@ import io
 import secrets
 import sys
 
-from .. import stores
 from ..errors import CorruptArchiveError, NotAnArchiveError, UsageError
 from ..format.header import FOOTER, MAGIC, PREAMBLE_SIZE, Preamble, describe_foreign, footer_ok, read_header
 from ..format.metadata import store_fields
+from ..plumbing.parts import MEMORY_HELP
 from ..plumbing.pipes import IO_SIZE, PeekReader, big_buffers_from_mmap, widen_pipe
 from .common import binary_stdin, parser, run
 from .progress import Progress
@@ -22,9 +22,13 @@ def public_metadata(src):
     return store_fields(read_header(io.BytesIO(src.peek(size or PREAMBLE_SIZE))))
 
 
+UPLOAD_HELP = ("The stream is cut into parts sent JOBS at a time; parts already stored are verified and "
+               "kept by --resume. " + MEMORY_HELP)
+
+
 def body(argv):
     p = parser("zg-upload", "Upload an archive from stdin to DEST, verified end to end; "
-                            "print its id on stdout. " + stores.UPLOAD_HELP)
+                            "print its id on stdout. " + UPLOAD_HELP)
     add_store_options(p)
     p.add_argument("--storage-class", help="S3 storage class: DEEP_ARCHIVE (default), GLACIER, GLACIER_IR, "
                                           "STANDARD_IA, STANDARD")

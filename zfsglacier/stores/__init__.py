@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 from ..errors import UsageError
-from .base import (STATES, THAW_COMMAND, TIERS, UPLOAD_HELP, ArchiveInfo, IncompleteUpload, Properties, Store,
+from .base import (STATES, TIERS, ArchiveInfo, IncompleteUpload, Properties, Store,
                    ThawStatus, Upload, id_time)
 
 # Options each kind of store takes (others given through a config destination are for the CLI).
@@ -96,4 +96,4 @@ def store_jobs(dest: str, *, config=None, default: int = 4) -> int:
 
 
 __all__ = ["open_store", "store_jobs", "destination_setting", "Store", "Upload", "ArchiveInfo", "Properties", "ThawStatus",
-           "IncompleteUpload", "STATES", "TIERS", "UPLOAD_HELP", "THAW_COMMAND", "id_time"]
+           "IncompleteUpload", "STATES", "TIERS", "id_time"]

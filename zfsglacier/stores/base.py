@@ -20,15 +20,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator, Optional
 
-from ..errors import IntegrityError, NotFoundError, StoreError, UsageError
-from ..plumbing.parts import MEMORY_HELP, Part, PartDone, PartPipeline, PartPlan, too_big_message
+from ..errors import IntegrityError, NotFoundError, RestorePendingError, StoreError, UsageError
+from ..plumbing.parts import Part, PartDone, PartPipeline, PartPlan, too_big_message
 
 STATES = ("ready", "frozen", "thawing", "thawed")
 TIERS = ("Expedited", "Standard", "Bulk")
-
-# What a user runs to thaw an archive (zg-fetch requests the thaw; --no-wait returns at once);
-# shown in RestorePendingError messages.
-THAW_COMMAND = "zg-fetch --no-wait {dest} {id}"
 
 # Published restore times (AWS documentation): (upper bound in seconds, words).
 THAW_WAIT = {
@@ -38,11 +34,6 @@ THAW_WAIT = {
     ("DEEP_ARCHIVE", "Standard"): (12 * 3600, "up to 12 hours"),
     ("DEEP_ARCHIVE", "Bulk"): (48 * 3600, "up to 48 hours"),
 }
-
-UPLOAD_HELP = (
-    "The stream is cut into parts sent JOBS at a time; parts already stored are verified and "
-    "kept by --resume. " + MEMORY_HELP
-)
 
 
 @dataclass(frozen=True)
@@ -183,10 +174,9 @@ def refuse_large_metadata(metadata: dict[str, str], size: int, limit: int, where
                          f"(largest fields: {', '.join(top)}): shorten or drop fields")
 
 
-def pending_message(dest: str, archive_id: str, storage_class: str, detail: str) -> str:
-    cmd = THAW_COMMAND.format(dest=dest, id=archive_id)
-    return (f"archive {archive_id} is in {storage_class} and {detail}: run `{cmd}` to request a "
-            f"restore, and read it once the restore is done")
+def pending(dest: str, archive_id: str, storage_class: str, detail: str) -> RestorePendingError:
+    """The error of a read that needs a thaw first (the command line adds how to ask for one)."""
+    return RestorePendingError(f"archive {archive_id} is in {storage_class} and {detail}", thaw=(dest, archive_id))
 
 
 class UploadSession(ABC):
@@ -376,18 +366,9 @@ class Upload(io.BufferedIOBase):
             self.stats[bytes_key] += size
 
     def _choose(self, *, at_eof: bool) -> None:
-        """Resume: pick the interrupted upload whose stored first part is this input's start."""
+        """Resume: continue the interrupted upload that this input's start matches."""
         data = bytes(self._probe)
-        best = None
-        for session in self._candidates:
-            first = session.existing.get(1)
-            if first is None or first.size > len(data):
-                continue
-            head = data[: first.size]
-            part = Part(1, 0, head, hashlib.sha256(head).digest())
-            if session.reuse_part(first, part) is not None:
-                if best is None or len(session.existing) > len(best.existing):
-                    best = session
+        best = matching_upload(self._candidates, data)
         for session in self._candidates:
             if session is not best:
                 session.release()
@@ -402,6 +383,22 @@ class Upload(io.BufferedIOBase):
         self._probe = bytearray()
         self._sha.update(data)
         self._pipeline.write(data)
+
+
+def matching_upload(candidates: list[UploadSession], head: bytes) -> Optional[UploadSession]:
+    """Of interrupted uploads, the one to continue with an input that starts with ``head``: its
+    stored first part must be exactly that start (checked by the store: hash, ETag, bytes), and of
+    several, the one with the most parts stored.  None when no upload matches."""
+    best = None
+    for session in candidates:
+        first = session.existing.get(1)
+        if first is None or first.size > len(head):
+            continue
+        start = head[: first.size]
+        if session.reuse_part(first, Part(1, 0, start, hashlib.sha256(start).digest())) is not None:
+            if best is None or len(session.existing) > len(best.existing):
+                best = session
+    return best
 
 
 def copy_into(src: BinaryIO, dst, bufsize: int = 1 << 20) -> int:
@@ -559,5 +556,5 @@ def verify_equal(what: str, local, remote) -> None:
 __all__ = [
     "ArchiveInfo", "Properties", "ThawStatus", "IncompleteUpload", "ExistingPart", "Store", "Upload",
     "UploadSession", "check_metadata", "check_id", "new_archive_id", "copy_into",
-    "UPLOAD_HELP", "THAW_COMMAND", "THAW_WAIT", "STATES", "TIERS",
+    "THAW_WAIT", "STATES", "TIERS",
 ]

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from ..plumbing.concurrency import parallel_map
-from ..errors import IntegrityError, NotFoundError, RestorePendingError, StoreError, UsageError
+from ..errors import IntegrityError, NotFoundError, StoreError, UsageError
 from ..plumbing.parts import (MAX_PARTS, S3_MAX_PART, S3_MIN_PART, MiB, OrderedReader, Part, PartDone, PartPlan,
                               retry_call, s3_plan)
 from . import _aws
 from ._aws import aws_errors, b64, call, error_code
 from .base import (THAW_WAIT, ArchiveInfo, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus,
-                   UploadSession, check_id, check_tier, metadata_size, new_archive_id, pending_message,
+                   UploadSession, check_id, check_tier, metadata_size, new_archive_id, pending,
                    refuse_large_metadata)
 
 STORAGE_CLASSES = ("DEEP_ARCHIVE", "GLACIER", "GLACIER_IR", "STANDARD_IA", "STANDARD")
@@ -441,7 +441,7 @@ class S3Store(Store):
             if state != "thawed":
                 detail = ("its restore is still in progress" if state == "thawing"
                           else "is not restored")
-                raise RestorePendingError(pending_message(self.url, id, cls, detail))
+                raise pending(self.url, id, cls, detail)
         size = head["ContentLength"]
         etag = _etag(head.get("ETag"))
         checksum = _strip_count(head.get("ChecksumSHA256"))
@@ -499,8 +499,7 @@ class S3Store(Store):
                 data = retry_call(once, transient=_aws.is_transient)
         except StoreError as exc:
             if exc.code == "InvalidObjectState":
-                raise RestorePendingError(pending_message(self.url, archive_id, "cold storage",
-                                                          "is not restored (any more)")) from None
+                raise pending(self.url, archive_id, "cold storage", "is not restored (any more)") from None
             raise
         if len(data) != r.size:
             raise IntegrityError(f"{self.url}: archive {archive_id}: got {len(data)} bytes for "

@@ -31,7 +31,7 @@ from ..plumbing.treehash import combine, tree_hash
 from . import _aws
 from ._aws import error_code
 from .base import (THAW_WAIT, ArchiveInfo, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus,
-                   UploadSession, check_id, check_tier, pending_message, refuse_large_metadata)
+                   UploadSession, check_id, check_tier, pending, refuse_large_metadata)
 
 ACCOUNT = "-"
 DESCRIPTION_LIMIT = 1024
@@ -388,8 +388,7 @@ class VaultStore(Store):
             status = self._status(id, job)
             detail = ("its retrieval job is still running" if job is not None
                       else "no retrieval job was requested")
-            raise RestorePendingError(pending_message(self.url, id, "a Glacier vault", detail)
-                                      + (f" ({status.detail})" if job is not None else ""))
+            raise pending(self.url, id, "a Glacier vault", detail + (f" ({status.detail})" if job is not None else ""))
         size = job["ArchiveSizeInBytes"]
         want = job["ArchiveSHA256TreeHash"]
         job_id = job["JobId"]
@@ -434,9 +433,7 @@ class VaultStore(Store):
             with self._errors(f"{self.url}: read {archive_id}"):
                 return retry_call(once, transient=_aws.is_transient)
         except NotFoundError:
-            raise RestorePendingError(pending_message(
-                self.url, archive_id, "a Glacier vault",
-                "its retrieval job expired meanwhile")) from None
+            raise pending(self.url, archive_id, "a Glacier vault", "its retrieval job expired meanwhile") from None
 
 
 __all__ = ["VaultStore", "describe", "parse_description"]
