@@ -2,6 +2,7 @@
 
 import sys
 
+from ..catalog import chains
 from ..services import restore
 from .common import parser, run
 from .keyargs import add_key_options, add_signer_option, identities, signers
@@ -27,7 +28,7 @@ def body(argv):
     with catalog(args, config, write=False, create=False) as cat:
         if args.dry_run:
             rows, row = restore.find_snapshot(cat, dest, args.snapshot)
-            chain = restore.chains.chain_to(rows, row.toguid, args.snapshot)
+            chain = chains.chain_to(rows, row.toguid, args.snapshot)
             print(f"{args.snapshot} -> {args.target}:")
             print(restore.describe(chain, store.price_class()))
             return 0
