@@ -63,7 +63,7 @@ def pipelines(keys) -> dict[str, tuple[str, list[list[str]]]]:
 
 # archives written by encrypt rows for the decrypt rows: name -> (pipeline that makes it, repeat)
 ARCHIVES = {"recipe-2013.bin": ("recipe-enc", 1), "zstd-openssl.bin": ("ref-enc", 1),
-            "zg-default.zg": ("zg-enc", 1), "zg-big.zg": ("zg-enc", BIG_REPEAT)}
+            "zg-default.zg": ("zg-enc", 1), "zg-big.zg": ("zg-enc-nocheck", BIG_REPEAT)}
 _made: set[str] = set()  # archives written in this session
 
 
@@ -181,8 +181,10 @@ def test_dec_zg(benchmark, corpus, keys):
 
 def test_mem_zg_encrypt_big(benchmark, corpus, keys):
     gb = corpus.size * BIG_REPEAT / 1e9
-    encrypt_row(benchmark, corpus, keys, report.ZG_ENC_BIG, f"zg-encrypt, {gb:.1f} GB stream", "zg-enc",
-                rounds=SLOW, repeat=BIG_REPEAT, keep="zg-big.zg")
+    # The big input is the stream BIG_REPEAT times over: not one ZFS stream, so zg-encrypt's stream
+    # check rightly refuses it (data after the end) and is turned off here; memory is what this row measures.
+    encrypt_row(benchmark, corpus, keys, report.ZG_ENC_BIG, f"zg-encrypt --no-stream-check, {gb:.1f} GB stream",
+                "zg-enc-nocheck", rounds=SLOW, repeat=BIG_REPEAT, keep="zg-big.zg")
 
 
 def test_mem_zg_decrypt_big(benchmark, corpus, keys):
