@@ -4,7 +4,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := .make/installed
 DEB_PACKAGES := zfs-fuse pbzip2 openssl zstd bzip2 rclone
 
-.PHONY: help install test bench demo clean vectors backup restore verify
+.PHONY: help install test test-openzfs bench demo clean vectors backup restore verify
 
 # Runbook variables for backup/restore/verify (override on the command line or in the environment)
 DEST ?= offsite
@@ -20,6 +20,7 @@ help:
 	@echo "make install   system packages (zfs-fuse, pbzip2, ...) and the Python package, editable"
 	@echo "make demo      a real ZFS dataset backed up to file:// and restored, verified file by file"
 	@echo "make test      the test suite (what CI runs)"
+	@echo "make test-openzfs   the ZFS tests in a QEMU guest with OpenZFS 2.3 (needs a guest image; see README)"
 	@echo "make bench     the benchmark suite: speed and memory against the 2013 recipe and native tools"
 	@echo "make backup DATASET=tank/db [DEST=offsite PUB=~/.zg/offsite.pub]         back a dataset up (recursively)"
 	@echo "make restore SNAP=tank/db@2026-03-03 TARGET=tank/db-restored [DEST= KEY= TIER=]"
@@ -35,6 +36,12 @@ $(STAMP): pyproject.toml setup.py zfsglacier/plumbing/_fletcher.c
 
 test: install
 	$(PYTHON) -m pytest -q
+
+# The ZFS tests again, inside a QEMU guest running OpenZFS 2.3 (tests/openzfs/): needs a guest image
+# (cached, or packed beside the clone); skipped with the reason when there is none.
+test-openzfs: install
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 qemu-utils openssh-client >/dev/null
+	$(PYTHON) tests/openzfs/run.py
 
 bench: install
 	$(PYTHON) -m pip install -q --disable-pip-version-check awscli

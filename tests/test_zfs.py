@@ -56,8 +56,16 @@ def receive_bytes(zfs, data, target, **kw):
     proc.check()
 
 
-def test_open_zfs_picks_the_cli_here():
-    assert type(open_zfs()) is ZfsCli  # no libzfs_core, no /dev/zfs with zfs-fuse
+def test_open_zfs_picks_pyzfs_where_the_kernel_runs_zfs_and_the_cli_elsewhere():
+    from zfsfuse import kernel_zfs
+    from zfsglacier.zfs import PyzfsBackend
+    try:
+        import libzfs_core  # noqa: F401 - ships with OpenZFS (python3-pyzfs), not on PyPI
+        pyzfs = True
+    except ImportError:
+        pyzfs = False
+    # zfs-fuse: no /dev/zfs, no libzfs_core; the OpenZFS tier's guest: both
+    assert type(open_zfs()) is (PyzfsBackend if kernel_zfs() and pyzfs else ZfsCli)
 
 
 def test_snapshot_guid_is_exact_and_matches_the_stream(zfs, zfs_dataset):
@@ -137,7 +145,7 @@ def test_hold_release_userrefs(zfs, zfs_dataset):
     assert zfs.userrefs(snap) == 1
     with pytest.raises(ZfsError, match="tag already exists"):
         zfs.hold("zg-test", snap)
-    with pytest.raises(ZfsError, match="busy"):
+    with pytest.raises(ZfsError, match="busy|being held"):  # zfs-fuse | OpenZFS 2.3
         zfs.destroy(snap)  # a held snapshot cannot go
     zfs.hold("other", snap)
     assert zfs.userrefs(snap) == 2
@@ -180,7 +188,7 @@ def test_corrupt_streams_fail_and_leave_nothing(zfs, zfs_dataset, target):
     write_files(zfs_dataset.path, 1)
     s1 = zfs.snapshot(zfs_dataset.name + "@s1")
     full = read_all(zfs.send(s1.name))
-    expected = {"truncated": "invalid backup stream", "flipped": "checksum mismatch"}
+    expected = {"truncated": "invalid backup stream|incomplete stream", "flipped": "checksum mismatch"}  # fuse | 2.3
     for kind, data in _corruptions(full).items():
         with pytest.raises(BrokenStreamError):
             verify_stream(io.BytesIO(data))  # our own check sees it too

@@ -189,10 +189,17 @@ def _cli_workdir(name: str) -> Path:
     return Path(tempfile.gettempdir()) / f"zfsglacier-pool-{name}"
 
 
+def kernel_zfs() -> bool:
+    """Whether this machine's kernel runs ZFS itself (OpenZFS: /dev/zfs), as in the OpenZFS test
+    tier's guest: then there is no daemon to start, and pools are made the same way."""
+    return os.path.exists("/dev/zfs") and os.path.isdir("/sys/module/zfs")
+
+
 @contextlib.contextmanager
 def running_pool(size: str = "512M"):
-    """A fresh pool for the duration; starts zfs-fuse if needed and stops it only if it did."""
-    started = start()
+    """A fresh pool for the duration; starts zfs-fuse if needed (and no kernel ZFS answers) and
+    stops it only if it did."""
+    started = False if kernel_zfs() else start()
     try:
         pool = Pool.create(size=size)
         try:

@@ -1,0 +1,176 @@
+"""A QEMU guest running real OpenZFS (Debian 12, OpenZFS 2.3 from bookworm-backports) for the
+OpenZFS test tier: the ZFS its users run, where zfs-fuse (pool v23) cannot stand in.
+
+The image is a directory with ``root.img`` (raw ext4 root), ``vmlinuz``, ``initrd.img``, ``kver``
+and the throw-away ssh key ``id_ed25519``.  ``find_image()`` looks, in order, at ``$ZG_OZVM_IMAGE``
+(a directory), the cache directory (``$ZG_OZVM_CACHE``, default /var/tmp/zfsglacier-ozvm/image),
+and a packed ``.tar.zst`` of one (``$ZG_OZVM_PACKED``, else ../shared/tools/ozvm/ beside the
+clone), which it unpacks into the cache (~5 s).  Building an image from Debian packages is the
+next step of issue 11; until then a machine without any of these gets a clear skip.
+
+Measured here (2 cores, /dev/kvm is kvm_pvm, which Debian kernels cannot boot under, so QEMU
+emulates with TCG): boot to ssh 36-41 s, a command ~150 ms over the ssh control connection, ZFS
+~10x slower than native, host<->guest streams a few MB/s.  So the work runs inside the guest on
+a few MB of data, and a guest is booted once per run; its root is a throw-away qcow2 overlay, so
+the image never changes.  The guest reaches no network (QEMU user networking, restrict=on); the
+host reaches it on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("ZG_OZVM_CACHE", "/var/tmp/zfsglacier-ozvm"))
+IMAGE_FILES = ("root.img", "vmlinuz", "initrd.img", "kver", "id_ed25519")
+
+
+class Unavailable(Exception):
+    """No image, no QEMU, or no way to run it: the tier is skipped with this reason."""
+
+
+def find_image() -> Path:
+    explicit = os.environ.get("ZG_OZVM_IMAGE")
+    if explicit:
+        path = Path(explicit)
+        if not all((path / f).exists() for f in IMAGE_FILES):
+            raise Unavailable(f"$ZG_OZVM_IMAGE={path} lacks one of {', '.join(IMAGE_FILES)}")
+        return path
+    image = CACHE / "image"
+    if all((image / f).exists() for f in IMAGE_FILES):
+        return image
+    packed = [Path(p) for p in [os.environ.get("ZG_OZVM_PACKED")] if p] + \
+        sorted((REPO.parent / "shared" / "tools" / "ozvm").glob("*.tar.zst"))
+    for tar in packed:
+        if tar.exists():
+            return _unpack(tar, image)
+    raise Unavailable("no OpenZFS guest image: set ZG_OZVM_IMAGE to one, or ZG_OZVM_PACKED to a packed "
+                      f"one (.tar.zst), or put it in {image}")
+
+
+def _unpack(tar: Path, image: Path) -> Path:
+    tmp = image.with_name(image.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with subprocess.Popen(["zstd", "-dc", str(tar)], stdout=subprocess.PIPE) as z:
+        subprocess.run(["tar", "-xf", "-", "--sparse", "-C", str(tmp)], stdin=z.stdout, check=True)
+    if z.returncode or not all((tmp / f).exists() for f in IMAGE_FILES):
+        raise Unavailable(f"{tar} is not a packed guest image (needs {', '.join(IMAGE_FILES)})")
+    (tmp / "id_ed25519").chmod(0o600)
+    shutil.rmtree(image, ignore_errors=True)
+    tmp.rename(image)
+    return image
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerator() -> str:
+    """kvm where the host's KVM runs ordinary guests; tcg (emulation) otherwise.  kvm_pvm (software
+    nested virtualisation, as on these machines) runs only PVM guest kernels: Debian's never gets
+    out of its decompressor there."""
+    forced = os.environ.get("ZG_OZVM_ACCEL")
+    if forced in ("kvm", "tcg"):
+        return forced
+    usable = os.access("/dev/kvm", os.W_OK)
+    if usable and (Path("/sys/module/kvm_intel").exists() or Path("/sys/module/kvm_amd").exists()):
+        return "kvm"
+    return "tcg"
+
+
+class Guest:
+    """One booted guest: ``run`` commands in it, ``put`` bytes into a file there, ``stop`` it."""
+
+    def __init__(self, image: Path, workdir: Path, *, disks: int = 2, disk_size: int = 2 << 30,
+                 memory_mib: int = 2048, cpus: int = 2):
+        for tool in ("qemu-system-x86_64", "qemu-img", "ssh"):
+            if shutil.which(tool) is None:
+                raise Unavailable(f"{tool} is not installed (apt-get install qemu-system-x86 qemu-utils "
+                                  f"openssh-client)")
+        self.image, self.dir = image, workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        self.key = self.dir / "id_ed25519"
+        shutil.copy(image / "id_ed25519", self.key)
+        self.key.chmod(0o600)
+        self.accel = accelerator()
+        overlay = self.dir / "root.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image / "root.img"),
+                        str(overlay)], check=True)
+        drives = []
+        for n in range(1, disks + 1):
+            disk = self.dir / f"disk{n}.img"
+            with open(disk, "wb"):  # blank and sparse: pools go here
+                pass
+            os.truncate(disk, disk_size)
+            drives += ["-drive", f"file={disk},format=raw,if=none,id=d{n},cache=unsafe,discard=unmap",
+                       "-device", f"virtio-blk-pci,drive=d{n},serial=zg-disk{n}"]
+        accel, cpu = ("kvm", "host,-arch-capabilities") if self.accel == "kvm" else ("tcg,thread=multi,tb-size=1024", "max")
+        self.serial = self.dir / "serial.log"
+        self._qemu = subprocess.Popen(
+            ["qemu-system-x86_64", "-name", "zg-openzfs", "-machine", "q35", "-accel", accel, "-cpu", cpu,
+             "-m", str(memory_mib), "-smp", str(cpus), "-nodefaults", "-display", "none", "-no-user-config",
+             "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"),
+             "-append", "root=/dev/vda rw console=ttyS0,115200 quiet systemd.show_status=0 mitigations=off",
+             "-drive", f"file={overlay},format=qcow2,if=none,id=root,cache=unsafe,discard=unmap",
+             "-device", "virtio-blk-pci,drive=root", *drives,
+             "-nic", f"user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+             "-device", "virtio-rng-pci", "-serial", f"file:{self.serial}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.devices = [f"/dev/disk/by-id/virtio-zg-disk{n}" for n in range(1, disks + 1)]
+
+    def _ssh(self, *extra):
+        return ["ssh", "-i", str(self.key), "-p", str(self.port), "-o", "BatchMode=yes",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-o", "ConnectTimeout=5", "-o", "ControlMaster=auto", "-o", f"ControlPath={self.dir}/ssh.sock",
+                "-o", "ControlPersist=600", *extra, "root@127.0.0.1"]
+
+    def wait(self, timeout: float = 400) -> float:
+        """Wait for ssh; returns the seconds it took."""
+        t0 = time.monotonic()
+        while True:
+            if self._qemu.poll() is not None:
+                raise Unavailable(f"qemu exited ({self._qemu.returncode}): "
+                                  f"{self._qemu.stderr.read().decode(errors='replace').strip()[-300:]}")
+            p = subprocess.run(self._ssh("-o", "ControlMaster=no", "-o", "ControlPath=none") + ["true"],
+                               capture_output=True)
+            if p.returncode == 0:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                tail = self.serial.read_text(errors="replace")[-600:] if self.serial.exists() else ""
+                raise Unavailable(f"the guest did not answer ssh in {timeout:.0f} s ({self.accel}); serial: {tail}")
+            time.sleep(1)
+
+    def run(self, command: str, *, input: bytes | None = None, check: bool = True, timeout: float = 1800,
+            stdout=None) -> subprocess.CompletedProcess:
+        """``command`` (a shell line) in the guest, as root."""
+        p = subprocess.run(self._ssh() + [command], input=input, timeout=timeout,
+                           stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE)
+        if check and p.returncode:
+            raise RuntimeError(f"guest: `{command}` exited {p.returncode}: {p.stderr.decode(errors='replace')[-800:]}")
+        return p
+
+    def put(self, data: bytes, path: str) -> None:
+        self.run(f"mkdir -p {shlex.quote(os.path.dirname(path))} && cat > {shlex.quote(path)}", input=data)
+
+    def stop(self) -> None:
+        if self._qemu.poll() is None:
+            self.run("systemctl poweroff", check=False, timeout=30)
+            try:
+                self._qemu.wait(30)
+            except subprocess.TimeoutExpired:
+                self._qemu.kill()
+                self._qemu.wait()
+        subprocess.run(self._ssh("-O", "exit"), capture_output=True)
+        for f in self.dir.glob("disk*.img"):
+            f.unlink()
+        (self.dir / "root.qcow2").unlink(missing_ok=True)

@@ -1,0 +1,118 @@
+"""The OpenZFS test tier (`make test-openzfs`): the ZFS tests of this checkout, run inside a QEMU
+guest with real OpenZFS, over pools the tests make there.
+
+    python3 tests/openzfs/run.py [PYTEST ARGS...]      # default: the ZFS tests on file://
+
+What goes into the guest, which has no network: this checkout (the files git tracks, and the C
+extension built here: host and guest are both Debian 12, glibc 2.36, CPython 3.11) and an
+installed tree of the Python distributions it needs, copied from this host's site-packages
+(``dependency_files``), as one zstd tar over ssh.  The tests run there with pytest, as root, and
+make their pools on sparse files exactly as on zfs-fuse (tests/zfsfuse.py sees /dev/zfs and
+starts no daemon).  Exit: pytest's code; 0 with a SKIPPED line when no guest can run here.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from guest import REPO, Guest, Unavailable, find_image  # noqa: E402
+
+# The tests that need ZFS, on the stores that need no server (moto is not shipped to the guest).
+DEFAULT_TESTS = ["tests/test_zfs.py", "tests/test_filters_zfs.py", "tests/test_chains_zfs.py",
+                 "tests/test_daily_zfs.py", "-k", "not s3 and not vault"]
+# What the guest needs: the runtime dependencies, and pytest with the plugin pyproject's addopts name.
+ROOTS = ["construct", "pycryptodome", "zstandard", "lz4", "numpy", "tqdm", "boto3", "pytest", "pytest-benchmark"]
+GUEST_DIR = "/root/zg"
+
+
+def _requirement_names(dist) -> list[str]:
+    from packaging.requirements import Requirement
+    out = []
+    for text in dist.requires or []:
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            out.append(req.name)
+    return out
+
+
+def dependency_files(roots=ROOTS) -> list[tuple[Path, str]]:
+    """(file, path in site-packages) of every installed distribution ``roots`` need, transitively."""
+    seen, todo, files = set(), list(roots), []
+    while todo:
+        name = todo.pop()
+        key = name.lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise SystemExit(f"test-openzfs: {name} is not installed here (run `make install` first)") from None
+        for f in dist.files or []:
+            if f.parts[0] == ".." or f.suffix == ".pyc":
+                continue  # console scripts outside site-packages; bytecode is made again there
+            files.append((Path(dist.locate_file(f)), str(f)))
+        todo.extend(_requirement_names(dist))
+    return files
+
+
+def checkout_files() -> list[tuple[Path, str]]:
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    names = [n.decode() for n in tracked.split(b"\0") if n]
+    names += [str(p.relative_to(REPO)) for p in (REPO / "zfsglacier").rglob("_fletcher*.so")]
+    return [(REPO / n, n) for n in names if (REPO / n).is_file()]
+
+
+def payload() -> bytes:
+    """One zstd-compressed tar: src/ (the checkout) and site/ (the installed tree)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for prefix, files in (("src", checkout_files()), ("site", dependency_files())):
+            for path, name in files:
+                if path.is_file():
+                    tar.add(path, arcname=f"{prefix}/{name}", recursive=False)
+    return subprocess.run(["zstd", "-q", "-T0", "-6"], input=raw.getvalue(), capture_output=True, check=True).stdout
+
+
+def main(argv) -> int:
+    try:
+        image = find_image()
+        guest = Guest(image, Path(os.environ.get("ZG_OZVM_RUN", "/var/tmp/zfsglacier-ozvm/run")))
+    except Unavailable as why:
+        print(f"test-openzfs: SKIPPED: {why}", file=sys.stderr)
+        return 0
+    t0 = time.monotonic()
+    try:
+        boot = guest.wait()
+        print(f"test-openzfs: guest up in {boot:.0f} s ({guest.accel}); "
+              f"{guest.run('uname -r; zfs version | head -1').stdout.decode().split()}", file=sys.stderr)
+        blob = payload()
+        t1 = time.monotonic()
+        guest.run(f"rm -rf {GUEST_DIR} && mkdir -p {GUEST_DIR} && zstd -dc | tar -x -C {GUEST_DIR}", input=blob)
+        print(f"test-openzfs: {len(blob) / 1e6:.1f} MB of checkout and dependencies in {time.monotonic() - t1:.0f} s",
+              file=sys.stderr)
+        args = " ".join(f"'{a}'" for a in (argv or DEFAULT_TESTS))
+        p = guest.run(f"cd {GUEST_DIR}/src && PYTHONPATH={GUEST_DIR}/site PYTHONDONTWRITEBYTECODE=1 "
+                      f"python3 -m pytest -q -rfE --tb=short -p no:cacheprovider {args}", check=False,
+                      stdout=sys.stdout.buffer, timeout=4 * 3600)  # TCG: ~1 min a test
+        sys.stderr.buffer.write(p.stderr)
+        print(f"test-openzfs: pytest exited {p.returncode} after {time.monotonic() - t0:.0f} s in the guest",
+              file=sys.stderr)
+        return p.returncode
+    except Unavailable as why:  # an image and QEMU are here, yet the guest does not run: a failure
+        print(f"test-openzfs: FAILED: {why}", file=sys.stderr)
+        return 1
+    finally:
+        guest.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
