@@ -19,7 +19,6 @@ host reaches it on 127.0.0.1 only.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import socket
 import subprocess
@@ -88,7 +87,7 @@ def accelerator() -> str:
 
 
 class Guest:
-    """One booted guest: ``run`` commands in it, ``put`` bytes into a file there, ``stop`` it."""
+    """One booted guest: ``run`` commands in it (stdin and stdout pass through), ``stop`` it."""
 
     def __init__(self, image: Path, workdir: Path, *, disks: int = 2, disk_size: int = 2 << 30,
                  memory_mib: int = 2048, cpus: int = 2):
@@ -125,7 +124,7 @@ class Guest:
              "-device", "virtio-blk-pci,drive=root", *drives,
              "-nic", f"user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
              "-device", "virtio-rng-pci", "-serial", f"file:{self.serial}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.dir / "qemu.log", "wb"))
         self.devices = [f"/dev/disk/by-id/virtio-zg-disk{n}" for n in range(1, disks + 1)]
 
     def _ssh(self, *extra):
@@ -139,8 +138,8 @@ class Guest:
         t0 = time.monotonic()
         while True:
             if self._qemu.poll() is not None:
-                raise Unavailable(f"qemu exited ({self._qemu.returncode}): "
-                                  f"{self._qemu.stderr.read().decode(errors='replace').strip()[-300:]}")
+                log = (self.dir / "qemu.log").read_text(errors="replace").strip()
+                raise Unavailable(f"qemu exited ({self._qemu.returncode}): {log[-300:]}")
             p = subprocess.run(self._ssh("-o", "ControlMaster=no", "-o", "ControlPath=none") + ["true"],
                                capture_output=True)
             if p.returncode == 0:
@@ -158,9 +157,6 @@ class Guest:
         if check and p.returncode:
             raise RuntimeError(f"guest: `{command}` exited {p.returncode}: {p.stderr.decode(errors='replace')[-800:]}")
         return p
-
-    def put(self, data: bytes, path: str) -> None:
-        self.run(f"mkdir -p {shlex.quote(os.path.dirname(path))} && cat > {shlex.quote(path)}", input=data)
 
     def stop(self) -> None:
         if self._qemu.poll() is None:
