@@ -4,7 +4,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := .make/installed
 DEB_PACKAGES := zfs-fuse pbzip2 openssl zstd bzip2 rclone
 
-.PHONY: help install test test-openzfs bench demo clean vectors backup restore verify
+.PHONY: help install check test test-openzfs openzfs-image openzfs-deps bench demo clean vectors backup restore verify
 
 # Runbook variables for backup/restore/verify (override on the command line or in the environment)
 DEST ?= offsite
@@ -19,8 +19,9 @@ BIN := $(CURDIR)/bin
 help:
 	@echo "make install   system packages (zfs-fuse, pbzip2, ...) and the Python package, editable"
 	@echo "make demo      a real ZFS dataset backed up to file:// and restored, verified file by file"
-	@echo "make test      the test suite (what CI runs)"
-	@echo "make test-openzfs   the ZFS tests in a QEMU guest with OpenZFS 2.3 (needs a guest image; see README)"
+	@echo "make check     what CI runs: make test, then make test-openzfs (the guest image is built meanwhile)"
+	@echo "make test      the test suite on zfs-fuse, moto and the vault stand-in (~12 min)"
+	@echo "make test-openzfs   the ZFS tests in a QEMU guest with OpenZFS 2.3 (builds the guest image if none is cached)"
 	@echo "make bench     the benchmark suite: speed and memory against the 2013 recipe and native tools"
 	@echo "make backup DATASET=tank/db [DEST=offsite PUB=~/.zg/offsite.pub]         back a dataset up (recursively)"
 	@echo "make restore SNAP=tank/db@2026-03-03 TARGET=tank/db-restored [DEST= KEY= TIER=]"
@@ -37,11 +38,22 @@ $(STAMP): pyproject.toml setup.py zfsglacier/plumbing/_fletcher.c
 test: install
 	$(PYTHON) -m pytest -q
 
-# The ZFS tests again, inside a QEMU guest running OpenZFS 2.3 (tests/openzfs/): needs a guest image
-# (cached, or packed beside the clone); skipped with the reason when there is none.
-test-openzfs: install
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 qemu-utils openssh-client >/dev/null
+# What CI runs: the suite and the OpenZFS tier.  A guest image is found or built (~14 min, from
+# Debian packages) while the suite runs, then the tier boots it.
+check: install openzfs-deps
+	$(MAKE) -j2 test openzfs-image
+	$(PYTHON) tests/openzfs/run.py --ci
+
+# The ZFS tests again, inside a QEMU guest running OpenZFS 2.3 (tests/openzfs/): uses a cached or
+# packed guest image, else builds one; skipped with the reason where no guest can run.
+test-openzfs: install openzfs-deps
 	$(PYTHON) tests/openzfs/run.py
+
+openzfs-image: openzfs-deps
+	$(PYTHON) tests/openzfs/guest.py
+
+openzfs-deps:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 qemu-utils openssh-client mmdebstrap e2fsprogs debian-archive-keyring zstd >/dev/null
 
 bench: install
 	$(PYTHON) -m pip install -q --disable-pip-version-check awscli

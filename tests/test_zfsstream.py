@@ -199,3 +199,26 @@ def test_impossible_write_sizes_are_rejected(openzfs_streams):
 def test_not_a_stream_is_refused_by_the_walker():
     with pytest.raises(BrokenStreamError, match="not a ZFS send stream"):
         list(iter_records(io.BytesIO(b"\1" * 1000)))
+
+
+def test_feature_flags_by_name_and_the_pool_features_they_need(openzfs_streams):
+    from zfsglacier.format.zfsstream import feature_names, pool_features_needed
+    raw = parse_begin(stream(openzfs_streams, "decompress-crypt"))
+    assert raw.raw and feature_names(raw.feature_flags) == ["sa_spill", "lz4", "compressed", "raw"]
+    assert pool_features_needed(raw.feature_flags) == {"sa_spill": "spa_version>=24", "lz4": "lz4_compress",
+                                                       "raw": "encryption"}
+    plain = parse_begin(stream(openzfs_streams, "little-endian-long-payloads"))
+    assert not plain.raw and pool_features_needed(plain.feature_flags)["large_blocks"] == "large_blocks"
+    assert feature_names(1 << 29) == ["bit 29"]  # one this table does not know is named, not dropped
+
+
+def test_public_feature_and_send_fields_are_checked_and_round_trip():
+    from zfsglacier.format.metadata import MetadataError, PublicMetadata
+    m = PublicMetadata.parse({"zg-features": "embed_data,large_blocks,raw", "zg-send": "-w"})
+    assert m.raw and m.feature_set == {"embed_data", "large_blocks", "raw"} and m.send_flags == {"-w"}
+    assert PublicMetadata.parse(m.fields()).fields() == m.fields()
+    assert PublicMetadata.parse({"zg-send": "-I"}).raw is False
+    assert PublicMetadata.parse({"zg-stream": "compound", "zg-send": "-w -L"}).raw  # -I raw: the writer's word
+    for bad in ({"zg-features": "raw;rm -rf"}, {"zg-features": ""}, {"zg-send": "w"}, {"zg-send": "-w\n-L"}):
+        with pytest.raises(MetadataError):
+            PublicMetadata.parse(bad)

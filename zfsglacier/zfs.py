@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from .format.zfsstream import RAW
 from .plumbing.concurrency import Source
 from .errors import DatasetNotFoundError, ZfsError, ZfsMissingError
 
@@ -40,13 +41,17 @@ _BUSY_RETRIES = 4  # "dataset is busy" right after an unmount clears within a fr
 @dataclass(frozen=True)
 class Snapshot:
     """One snapshot: full name, exact guid, creation time (Unix seconds), creation txg.
-    ``planned``: one that --dry-run would take first, so not on disk (no guid: None)."""
+    ``planned``: one that --dry-run would take first, so not on disk (no guid: None).
+    ``bookmark``: the snapshot itself is gone, but this bookmark (``pool/ds#name``) of it is
+    here: enough to be the source of an incremental send (a bookmark keeps its snapshot's guid
+    and txg), not to be sent itself."""
 
     name: str
     guid: int | None
     creation: int
     createtxg: int | None = None
     planned: bool = False
+    bookmark: str | None = None
 
     @property
     def dataset(self) -> str:
@@ -55,6 +60,46 @@ class Snapshot:
     @property
     def short(self) -> str:
         return self.name.split("@", 1)[1]
+
+    @property
+    def source(self) -> str:
+        """What `zfs send -i` names to start from this snapshot: itself, or its bookmark."""
+        return self.bookmark or self.name
+
+
+@dataclass(frozen=True)
+class Bookmark:
+    """One bookmark (``pool/ds#name``) with its snapshot's guid, creation time and txg."""
+
+    name: str
+    guid: int
+    creation: int
+    createtxg: int | None = None
+
+
+@dataclass(frozen=True)
+class SendFlags:
+    """zfs send options beyond the source: -w (raw: blocks as stored, encrypted with the dataset's
+    ZFS key), -L (records over 128 KiB stay whole), -e (WRITE_EMBEDDED records), -c (blocks
+    compressed as on disk), -p (properties: the stream becomes a compound one).  Only -p exists
+    on zfs-fuse."""
+
+    raw: bool = False
+    large_blocks: bool = False
+    embedded: bool = False
+    compressed: bool = False
+    props: bool = False  # -p: the dataset's properties too (a compound stream)
+
+    def cli(self) -> list[str]:
+        return [f for f, on in (("-w", self.raw), ("-L", self.large_blocks), ("-e", self.embedded),
+                                ("-c", self.compressed), ("-p", self.props)) if on]
+
+    def lzc(self) -> list[str]:
+        return [f for f, on in (("raw", self.raw), ("large_blocks", self.large_blocks),
+                                ("embedded_data", self.embedded), ("compress", self.compressed)) if on]
+
+    def describe(self) -> str:
+        return " ".join(self.cli()) or "none"
 
 
 def one_line(stderr: str, what: str, code: int) -> str:
@@ -170,15 +215,27 @@ class ZfsCli:
         """What changed in ``dataset`` since its snapshot ``snap`` (which must be its newest), as
         a phrase, or None when nothing did.
 
-        OpenZFS answers with the ``written`` property.  zfs-fuse has no ``written``: there the
+        OpenZFS answers with the ``written`` property, once `zpool sync` has made the open txg
+        count (found in the OpenZFS tier: a file written a second before read as no change, and
+        the receive then failed on zfs's own check instead of this clear refusal).  zfs-fuse has
+        no ``written``: there the
         proof is an incremental stream from ``snap`` to a throw-away snapshot, which is exactly
         DRR_BEGIN + DRR_END when nothing changed (checked here: any change, even an access time
         set by reading a file, adds OBJECT records; new data adds WRITE records)."""
         try:
-            written = int(self.get(dataset, "written")["written"])
+            self.get(dataset, "written")
         except (ZfsError, KeyError, ValueError):
             return self._changes_by_send(dataset, snap)
+        self.sync(dataset.split("/", 1)[0])  # `written` counts synced txgs only: a change of a second ago too
+        written = int(self.get(dataset, "written")["written"])
         return None if written == 0 else f"{written} bytes written since @{snap.short}"
+
+    def sync(self, pool: str) -> None:
+        """`zpool sync POOL` (OpenZFS): what is written so far reaches disk and the properties."""
+        try:
+            subprocess.run([find_command("zpool"), "sync", pool], capture_output=True, check=True)
+        except (OSError, subprocess.CalledProcessError) as err:
+            raise ZfsError(f"zpool sync {pool} failed: {err}") from None
 
     def _changes_by_send(self, dataset: str, snap: Snapshot) -> str | None:
         from .format.zfsstream import iter_records  # noqa: PLC0415 (only for ZFS without `written`)
@@ -207,6 +264,81 @@ class ZfsCli:
         if kinds & _DATA_RECORDS:
             return f"files were written since @{snap.short}"
         return f"file attributes changed since @{snap.short} (perhaps only access times, from reading files)"
+
+    def bookmarks(self, dataset: str) -> list[Bookmark]:
+        """Bookmarks of ``dataset`` itself, oldest first; [] where ZFS has none (zfs-fuse)."""
+        try:
+            out = self._lines("get", "-H", "-p", "-r", "-d", "1", "-t", "bookmark", "-o", "name,property,value",
+                              "guid,creation,createtxg", dataset)
+        except DatasetNotFoundError:
+            raise
+        except ZfsError:
+            return []  # zfs-fuse: no `-t bookmark`
+        props: dict[str, dict[str, str]] = {}
+        for line in out:
+            name, prop, value = line.split("\t", 2)
+            if name.startswith(dataset + "#"):
+                props.setdefault(name, {})[prop] = value
+        marks = [Bookmark(name, int(p["guid"]), int(p["creation"]),
+                          int(p["createtxg"]) if p.get("createtxg", "-").isdigit() else None)
+                 for name, p in props.items()]
+        return sorted(marks, key=lambda b: (b.createtxg or 0, b.creation))
+
+    def bookmark(self, snap: str, bookmark: str) -> None:
+        """``zfs bookmark snap pool/ds#name``; an existing bookmark of the same snapshot is fine."""
+        try:
+            self._run("bookmark", snap, bookmark)
+        except ZfsError as err:
+            if "exists" not in str(err):
+                raise
+            mine = {b.name: b.guid for b in self.bookmarks(bookmark.split("#", 1)[0])}
+            if mine.get(bookmark) != int(self.get(snap, "guid")["guid"]):
+                raise
+
+    def destroy_bookmark(self, bookmark: str) -> None:
+        if "#" not in bookmark:  # never a dataset or snapshot by mistake
+            raise ZfsError(f"{bookmark} is not a bookmark")
+        self._run("destroy", bookmark)
+
+    def _pool_props(self, pool: str) -> dict[str, str]:
+        """`zpool get all POOL` as property -> value (columns, no -H: zfs-fuse's zpool has none)."""
+        zpool = find_command("zpool")
+        try:
+            done = subprocess.run([zpool, "get", "all", pool], capture_output=True, text=True, errors="replace")
+        except OSError as err:
+            raise ZfsError(f"cannot run {zpool}: {err}") from None
+        if done.returncode != 0:
+            raise _error(one_line(done.stderr, "zpool get", done.returncode))
+        props = {}
+        for line in done.stdout.splitlines()[1:]:
+            cols = line.split(None, 3)
+            if len(cols) >= 3 and cols[0] == pool:
+                props[cols[1]] = cols[2]
+        return props
+
+    def pool_features(self, pool: str) -> dict[str, str] | None:
+        """Feature flag -> enabled|active|disabled for ``pool``; None for a pool without feature
+        flags (a numbered version, as zfs-fuse's v23), where none of them exist."""
+        features = {k[len("feature@"):]: v for k, v in self._pool_props(pool).items() if k.startswith("feature@")}
+        return features or None
+
+    def pool_version(self, pool: str) -> int | None:
+        """The pool's numbered version (zfs-fuse: 23), or None for a feature-flags pool ("-")."""
+        value = self._pool_props(pool).get("version", "-")
+        return int(value) if value.isdigit() else None
+
+    def encryption(self, dataset: str) -> dict[str, str] | None:
+        """``encryption``, ``encryptionroot``, ``keystatus``, ``keylocation``, ``keyformat`` of an
+        encrypted dataset; None when it is not encrypted, or ZFS has no native encryption."""
+        try:
+            p = self.get(dataset, "encryption", "encryptionroot", "keystatus", "keylocation", "keyformat")
+        except DatasetNotFoundError:
+            raise
+        except ZfsError:
+            return None  # zfs-fuse: no such properties
+        if p.get("encryption", "off") in ("off", "-", ""):
+            return None
+        return p
 
     def list_datasets(self, root: str, recursive: bool = True) -> list[str]:
         """Filesystems and volumes: ``root`` and (if recursive) everything under it, parents first."""
@@ -292,16 +424,19 @@ class ZfsCli:
     # --- streams
 
     def send(self, snap: str, from_snap: str | None = None, intermediates: bool = False,
-             replicate: bool = False, props: bool = False) -> ZfsProcess:
+             replicate: bool = False, props: bool = False, flags: SendFlags = SendFlags()) -> ZfsProcess:
         """Start ``zfs send``; read ``.stdout`` to EOF, then call ``.check()``.
 
-        ``from_snap`` makes it incremental (-i, or -I with ``intermediates``); ``replicate`` is
-        -R and ``props`` is -p (both give compound streams).
+        ``from_snap`` (a snapshot, or a bookmark ``pool/ds#name``) makes it incremental (-i, or -I
+        with ``intermediates``, which a bookmark cannot be); ``replicate`` is -R and ``props`` is
+        -p (both give compound streams); ``flags`` adds -w/-L/-e/-c.
         """
-        args = [self.zfs, "send"]
+        if intermediates and from_snap is not None and "#" in from_snap:
+            raise ZfsError("send: -I cannot start from a bookmark (zfs send allows only -i there)")
+        args = [self.zfs, "send", *flags.cli()]
         if replicate:
             args.append("-R")
-        if props:
+        if props and not flags.props:
             args.append("-p")
         if from_snap is not None:
             args += ["-I" if intermediates else "-i", from_snap]
@@ -309,13 +444,17 @@ class ZfsCli:
             raise ZfsError("send: intermediates (-I) needs a from_snap")
         return ZfsProcess([*args, snap], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
 
-    def receive(self, target: str, *, force: bool = False, mount: bool = True) -> ZfsProcess:
+    def receive(self, target: str, *, force: bool = False, mount: bool = True, compound: bool = False,
+                exclude: tuple = ()) -> ZfsProcess:
         """Start ``zfs receive`` into ``target``; write the stream to ``.stdin``, then ``.check()``.
 
         ``force`` is -F (roll back changes made since the last snapshot, e.g. atime updates);
-        ``mount=False`` is -u.
+        ``mount=False`` is -u; ``compound``: the stream is a `zfs send -I`/-R/-p one (the CLI reads
+        any stream; pyzfs needs to know); ``exclude``: properties the stream carries that the
+        target must not take (-x).
         """
-        args = [self.zfs, "receive", *(["-F"] if force else []), *([] if mount else ["-u"]), target]
+        args = [self.zfs, "receive", *(["-F"] if force else []), *([] if mount else ["-u"]),
+                *[a for prop in exclude for a in ("-x", prop)], target]
         return ZfsProcess(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
 
 
@@ -353,12 +492,31 @@ class _ThreadPipe:
             raise ZfsError(f"{self.what}: {err}") from None
 
 
-class PyzfsBackend(ZfsCli):
-    """libzfs_core (pyzfs) for snapshot, hold, release, plain send and receive; the CLI for the rest.
+def _pyzfs_words(err: Exception) -> str:
+    """A pyzfs exception in the CLI's words where the callers look for them ("already exists",
+    "does not exist"), else its class and message."""
+    name = type(err).__name__
+    if name in ("SnapshotExists", "BookmarkExists", "FilesystemExists", "DatasetExists"):
+        return f"dataset already exists ({err})"
+    if name in ("SnapshotNotFound", "FilesystemNotFound", "DatasetNotFound", "BookmarkNotFound", "PoolNotFound"):
+        return f"dataset does not exist ({err})"
+    return f"{name}: {err}" if name not in str(err) else str(err)
 
-    Untested: pyzfs needs /dev/zfs and libzfs_core, which the development machines (zfs-fuse)
-    do not have.  Kept deliberately thin: each method is one libzfs_core call; compound streams
-    (intermediates/replicate/props) and everything else fall back to the zfs command line.
+
+class PyzfsBackend(ZfsCli):
+    """libzfs_core (pyzfs) for snapshot, hold, release, bookmark, bookmark listing (with guids),
+    plain send (raw, from a bookmark, with -L/-e/-c) and receive (raw too); the CLI for the rest.
+
+    Where pyzfs lacks something and the zfs command line is used (run in the OpenZFS guest tier,
+    tests/openzfs/, against OpenZFS 2.3.2's python3-pyzfs):
+      * listing snapshots and reading properties (guid, creation, createtxg, written, userrefs):
+        libzfs_core has no call that lists datasets or reads their properties;
+      * recursive snapshots, holds and releases, and "already held"/"no such tag" tolerance
+        (the CLI's messages tell those apart; lzc's errors for them differ per version);
+      * compound streams (-I, -R, -p): lzc_send sends one snapshot;
+      * mount, unmount, rename, destroy: not in libzfs_core (lzc never mounts, so receive mounts
+        with the CLI afterwards).
+    Each method here is one libzfs_core call.
     """
 
     def __init__(self, lzc, zfs: str | None = None):
@@ -369,7 +527,12 @@ class PyzfsBackend(ZfsCli):
         try:
             return fn(*args, **kwargs)
         except Exception as err:  # pyzfs raises its own ZFSError family
-            raise ZfsError(f"{what}: {err}") from None
+            # a MultipleOperationsFailure ("Creation of snapshot(s) failed for one or more reasons")
+            # says why only in .errors: SnapshotExists, ... (found in the OpenZFS tier, where two
+            # zg-backup --snapshot auto of the same second must tell "exists" from other failures)
+            inner = [e for e in getattr(err, "errors", None) or [] if isinstance(e, Exception)]
+            why = "; ".join(_pyzfs_words(e) for e in inner) if inner else _pyzfs_words(err)
+            raise _error(f"{what}: {why}") from None
 
     def snapshot(self, name: str, recursive: bool = False) -> Snapshot:
         if recursive:
@@ -387,33 +550,71 @@ class PyzfsBackend(ZfsCli):
             return super().release(tag, snap, recursive, missing_ok)
         self._call(f"cannot release {snap}", self.lzc.lzc_release, {snap.encode(): [tag.encode()]})
 
-    def send(self, snap, from_snap=None, intermediates=False, replicate=False, props=False):
-        if intermediates or replicate or props:
-            return super().send(snap, from_snap, intermediates, replicate, props)
-        if from_snap is not None and from_snap.startswith("@"):
+    def bookmark(self, snap: str, bookmark: str) -> None:
+        if any(b.name == bookmark for b in self.bookmarks(bookmark.split("#", 1)[0])):
+            return super().bookmark(snap, bookmark)  # same-snapshot check
+        self._call(f"cannot bookmark {snap}", self.lzc.lzc_bookmark, {bookmark.encode(): snap.encode()})
+
+    def bookmarks(self, dataset: str) -> list[Bookmark]:
+        got = self._call(f"cannot list bookmarks of {dataset}", self.lzc.lzc_get_bookmarks, dataset.encode(),
+                         [b"guid", b"createtxg", b"creation"])
+
+        def text(v):
+            return v.decode() if isinstance(v, bytes) else v
+
+        marks = []
+        for name, props in got.items():  # {b"m": {b"guid": {b"value": N}, ...}}
+            p = {text(k): v.get(b"value", v.get("value")) if isinstance(v, dict) else v for k, v in props.items()}
+            marks.append(Bookmark(f"{dataset}#{text(name).split('#')[-1]}", int(p["guid"]), int(p["creation"]),
+                                  int(p["createtxg"])))
+        return sorted(marks, key=lambda b: (b.createtxg or 0, b.creation))
+
+    def send(self, snap, from_snap=None, intermediates=False, replicate=False, props=False, flags=SendFlags()):
+        if intermediates or replicate or props or flags.props:
+            return super().send(snap, from_snap, intermediates, replicate, props, flags)
+        if from_snap is not None and from_snap[0] in "@#":
             from_snap = snap.split("@", 1)[0] + from_snap
         source = from_snap.encode() if from_snap else None
-        return _ThreadPipe(lambda fd: self.lzc.lzc_send(snap.encode(), source, fd), "rb",
+        options = flags.lzc()
+        return _ThreadPipe(lambda fd: self.lzc.lzc_send(snap.encode(), source, fd, flags=options), "rb",
                            f"cannot send {snap}")
 
-    def receive(self, target, *, force=False, mount=True):
+    def receive(self, target, *, force=False, mount=True, compound=False, exclude=()):
+        if compound or exclude:  # lzc_receive takes one snapshot's stream; `zfs receive` unpacks compound ones
+            return super().receive(target, force=force, mount=mount, compound=compound, exclude=exclude)
+
         def work(fd):  # lzc needs the new snapshot's name: it is in the stream's DRR_BEGIN
             header, record = self.lzc.receive_header(fd)
             snapname = header["drr_toname"].split(b"@", 1)[1]
+            raw = bool((header["drr_versioninfo"] >> 2) & RAW)  # lzc must be told; the CLI reads the stream
             self.lzc.lzc_receive_with_header(target.encode() + b"@" + snapname, fd, record,
-                                             force=force)
+                                             force=force, raw=raw)
             if mount and self.mountpoint(target) is None:  # lzc never mounts
                 self.mount(target)
 
         return _ThreadPipe(work, "wb", f"cannot receive into {target}")
 
 
-def open_zfs() -> ZfsCli:
-    """pyzfs when ``libzfs_core`` imports and /dev/zfs exists, else the zfs command line."""
+BACKENDS = ("auto", "cli", "pyzfs")
+
+
+def open_zfs(choice: str | None = None) -> ZfsCli:
+    """pyzfs when ``libzfs_core`` imports and /dev/zfs exists, else the zfs command line.
+    ``choice`` (default ``$ZG_ZFS``): ``cli`` or ``pyzfs`` forces one; a forced pyzfs that cannot
+    load is an error, not a silent fallback."""
+    choice = choice or os.environ.get("ZG_ZFS") or "auto"
+    if choice not in BACKENDS:
+        raise ZfsError(f"ZG_ZFS={choice}: expected one of {', '.join(BACKENDS)}")
+    if choice == "cli":
+        return ZfsCli()
     try:
         import libzfs_core  # noqa: PLC0415 (optional dependency, absent with zfs-fuse)
-    except ImportError:
+    except ImportError as err:
+        if choice == "pyzfs":
+            raise ZfsMissingError(f"ZG_ZFS=pyzfs, but libzfs_core does not import ({err}): install python3-pyzfs")
         return ZfsCli()
     if not os.path.exists("/dev/zfs"):
+        if choice == "pyzfs":
+            raise ZfsMissingError("ZG_ZFS=pyzfs, but there is no /dev/zfs (no kernel ZFS here)")
         return ZfsCli()
     return PyzfsBackend(libzfs_core)

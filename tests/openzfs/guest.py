@@ -5,8 +5,9 @@ The image is a directory with ``root.img`` (raw ext4 root), ``vmlinuz``, ``initr
 and the throw-away ssh key ``id_ed25519``.  ``find_image()`` looks, in order, at ``$ZG_OZVM_IMAGE``
 (a directory), the cache directory (``$ZG_OZVM_CACHE``, default /var/tmp/zfsglacier-ozvm/image),
 and a packed ``.tar.zst`` of one (``$ZG_OZVM_PACKED``, else ../shared/tools/ozvm/ beside the
-clone), which it unpacks into the cache (~5 s).  Building an image from Debian packages is the
-next step of issue 11; until then a machine without any of these gets a clear skip.
+clone), which it unpacks into the cache (~5 s).  With none of them, ``build_image()`` makes one
+in the cache from Debian packages (``build-image.sh``, ~14 min on 2 cores), so a clone alone runs
+the tier; a machine that cannot (no apt, no QEMU) gets a clear skip with the reason.
 
 Measured here (2 cores, /dev/kvm is kvm_pvm, which Debian kernels cannot boot under, so QEMU
 emulates with TCG): boot to ssh 36-41 s, a command ~150 ms over the ssh control connection, ZFS
@@ -22,6 +23,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -49,8 +51,32 @@ def find_image() -> Path:
     for tar in packed:
         if tar.exists():
             return _unpack(tar, image)
-    raise Unavailable("no OpenZFS guest image: set ZG_OZVM_IMAGE to one, or ZG_OZVM_PACKED to a packed "
-                      f"one (.tar.zst), or put it in {image}")
+    return build_image(image)
+
+
+def build_image(image: Path) -> Path:
+    """Build the image into ``image`` from Debian packages (build-image.sh); its log goes to
+    ``image``.log.  Unavailable (a skip) where this machine has no apt to build with."""
+    if shutil.which("apt-get") is None and shutil.which("mmdebstrap") is None:
+        raise Unavailable("no OpenZFS guest image, and no apt here to build one from Debian packages: set "
+                          "ZG_OZVM_IMAGE to an image directory or ZG_OZVM_PACKED to a packed one")
+    image.parent.mkdir(parents=True, exist_ok=True)
+    log = image.with_name(image.name + ".log")
+    print(f"test-openzfs: no guest image: building one from Debian packages into {image} (~14 min; log {log})",
+          file=sys.stderr)
+    t0 = time.monotonic()
+    with open(log, "wb") as out:
+        done = subprocess.run(["bash", str(Path(__file__).with_name("build-image.sh")), str(image)],
+                              stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode or not all((image / f).exists() for f in IMAGE_FILES):
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise BuildFailed(f"building the guest image failed (exit {done.returncode}; {log}): {' | '.join(tail)}")
+    print(f"test-openzfs: image built in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    return image
+
+
+class BuildFailed(Exception):
+    """The machine could build an image, and the build failed: a failure, not a skip."""
 
 
 def _unpack(tar: Path, image: Path) -> Path:
@@ -133,6 +159,10 @@ class Guest:
                 "-o", "ConnectTimeout=5", "-o", "ControlMaster=auto", "-o", f"ControlPath={self.dir}/ssh.sock",
                 "-o", "ControlPersist=600", *extra, "root@127.0.0.1"]
 
+    def ssh_command(self) -> list[str]:
+        """The ssh command line that reaches the guest (for a person, or a script)."""
+        return self._ssh()
+
     def wait(self, timeout: float = 400) -> float:
         """Wait for ssh; returns the seconds it took."""
         t0 = time.monotonic()
@@ -170,3 +200,13 @@ class Guest:
         for f in self.dir.glob("disk*.img"):
             f.unlink()
         (self.dir / "root.qcow2").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":  # `python3 tests/openzfs/guest.py`: find or build the image, say where it is
+    try:
+        print(find_image())
+    except Unavailable as why:
+        print(f"test-openzfs: no image: {why}", file=sys.stderr)
+    except BuildFailed as why:
+        print(f"test-openzfs: FAILED: {why}", file=sys.stderr)
+        sys.exit(1)

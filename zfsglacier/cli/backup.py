@@ -29,8 +29,20 @@ def body(argv):
                    help="start a new chain when its full is older than AGE (e.g. 30d, 12w)")
     p.add_argument("-I", "--intermediates", action="store_true",
                    help="incrementals include every snapshot in between (zfs send -I), so they are restorable too")
+    p.add_argument("--hold", dest="hold", action="store_true", default=None,
+                   help="`zfs hold` the last archived snapshot (the next incremental's base) even where the pool "
+                        "has bookmarks (default: hold only where it has none, as on zfs-fuse; with bookmarks the "
+                        "base is bookmarked and may be destroyed)")
     p.add_argument("--no-hold", dest="hold", action="store_false",
-                   help="do not `zfs hold` the last archived snapshot (the next incremental's base)")
+                   help="do not hold it (and release this destination's holds); bookmarks are still made")
+    p.add_argument("--raw", action="store_true", default=None,
+                   help="zfs send -w: an encrypted dataset's blocks as stored, still under its ZFS key (automatic "
+                        "when the key is not loaded); the restore stays locked until `zfs load-key`")
+    p.add_argument("--props", action="store_true",
+                   help="zfs send -p: the dataset's properties travel with it (a new chain's full decides; "
+                        "zg-restore takes all but mountpoint)")
+    p.add_argument("--compressed-send", action="store_true",
+                   help="zfs send -c: blocks as ZFS compressed them (less CPU here, a worse zstd ratio)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (snapshots, full/incremental, size, "
                                                           "monthly cost) and change nothing")
     p.add_argument("--storage-class", help="S3 storage class (default DEEP_ARCHIVE)")
@@ -66,28 +78,31 @@ def body(argv):
             snap_name = backup.take_snapshot(zfs, args.dataset, snap_name, recursive=args.recursive)
         elif snap_name == "auto":
             snap_name = backup.auto_snapshot_name()
-        made = 0
+        made, warned = 0, set()
         for ds in datasets:
             try:
                 step = backup.plan_dataset(
                     zfs, cat, dest, ds, snapshot_name=snap_name if not args.dry_run else None,
                     planned_snapshot=snap_name if args.dry_run else None,
-                    full_every=args.full_every, full_if_older=args.full_if_older_than)
+                    full_every=args.full_every, full_if_older=args.full_if_older_than, raw=args.raw,
+                    compressed=args.compressed_send, props=args.props)
                 if step is None:
                     print(f"{ds}: up to date at {dest}")
                     continue
                 if args.dry_run:
                     print("plan: " + backup.describe_step(step, dest_class))
                     continue
+                escrow = backup.key_escrow_warning(step, warned)
+                if escrow:
+                    sys.stderr.write(f"zg-backup: warning: {escrow}\n")
                 start = time.monotonic()
                 info, result = backup.run_step(zfs, store, cat, dest, step, recips, algorithm=args.compression,
                                                level=level, jobs=n_jobs,
                                                intermediates=args.intermediates, sign=sign)
                 made += 1
                 secs = time.monotonic() - start
-                if args.hold:
-                    for w in backup.keep_bases(zfs, cat, ds):
-                        sys.stderr.write(f"zg-backup: warning: {w}\n")
+                for w in backup.keep_bases(zfs, cat, ds, hold=args.hold):
+                    sys.stderr.write(f"zg-backup: warning: {w}\n")
                 print(f"{info.id}  {ds}@{step.target.short}  {step.kind}"
                       f"{' from ' + step.base.short if step.base else ''}  {cost.human_bytes(info.size)} "
                       f"({cost.human_bytes(result.plaintext_length)} sent, {secs:.1f} s)")

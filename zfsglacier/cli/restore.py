@@ -34,8 +34,9 @@ def body(argv):
             return 0
         idents, _ = identities(args)
         progress = Progress("restore")
+        zfs = open_zfs()
         chain, skipped = restore.restore(
-            open_zfs(), store, cat, dest, args.snapshot, args.target, idents, policy=thaw_policy(args),
+            zfs, store, cat, dest, args.snapshot, args.target, idents, policy=thaw_policy(args),
             force=args.force, jobs=jobs(args, config), say=progress.say, signers=signers(args, config))
     progress.done()
     if skipped == len(chain.archives):
@@ -44,6 +45,9 @@ def body(argv):
         resumed = f", {skipped} of them already there" if skipped else ""
         print(f"restored {args.snapshot} into {args.target}: {len(chain.archives)} archives{resumed}")
     sys.stdout.flush()
+    locked = restore.locked_after(zfs, chain, args.target)
+    if locked:
+        sys.stderr.write(f"zg-restore: note: {locked}\n")
     return 0
 
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import re
 from dataclasses import asdict, dataclass, field
 
 from ..errors import CorruptArchiveError, ZgError
+from .header import read_header
+from .zfsstream import feature_names
 
 PUBLIC_VERSION = "1"  # zg-format: the archive format; the field set below is that of version 1
 CATALOG_COPY_VERSION = 1
@@ -29,6 +32,8 @@ MAX_GUID = (1 << 64) - 1
 MAX_NAME = 1024  # dataset@snapshot: ZFS allows 255 per component
 _DIGITS = re.compile(r"^[0-9]{1,20}$")
 _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+_SEND = re.compile(r"^-[A-Za-z]( -[A-Za-z]){0,15}$")
+_FEATURES = re.compile(r"^[a-z0-9_]{1,40}(,[a-z0-9_]{1,40}){0,31}$")
 
 
 class MetadataError(ZgError):
@@ -131,10 +136,38 @@ class PublicMetadata:
     stream: str | None = None
     header: bytes | None = None
     kind: str | None = None  # "catalog" for a catalog copy; absent for an archive
+    features: str | None = None  # a plain send stream's feature names, comma-separated ("raw,large_blocks")
+    send: str | None = None  # the zfs send flags its writer used ("-w", "-L -e"); absent: none or unknown
 
     _KEYS = {"format": "zg-format", "created": "zg-created", "compression": "zg-compression",
              "toguid": "zg-toguid", "fromguid": "zg-fromguid", "snap_created": "zg-snap-created",
-             "stream": "zg-stream", "header": "zg-header", "kind": "zg-kind"}
+             "stream": "zg-stream", "header": "zg-header", "kind": "zg-kind", "features": "zg-features",
+             "send": "zg-send"}
+
+    @property
+    def feature_set(self) -> frozenset:
+        """The stream's features by name: from ``zg-features``, else (archives from before 0.6, or
+        a store that dropped the field) from the header copy's public block, which covers plain
+        streams."""
+        if self.features:
+            return frozenset(self.features.split(","))
+        if self.header:
+            try:
+                snap = read_header(io.BytesIO(self.header)).snapshot
+            except ZgError:
+                return frozenset()
+            if snap is not None and not snap.compound:
+                return frozenset(feature_names((snap.versioninfo >> 2) & ((1 << 30) - 1)))
+        return frozenset()
+
+    @property
+    def send_flags(self) -> frozenset:
+        return frozenset((self.send or "").split())
+
+    @property
+    def raw(self) -> bool:
+        """A `zfs send -w` stream (the flag of a plain stream, or the writer's word for -I)."""
+        return "raw" in self.feature_set or "-w" in self.send_flags
 
     def fields(self):
         """As string fields for a store."""
@@ -172,6 +205,10 @@ class PublicMetadata:
                     raise MetadataError(f"metadata {key} is not base64") from None
             elif attr == "stream" and value not in ("plain", "compound"):
                 raise MetadataError(f"metadata {key} {printable(value)!r} is neither plain nor compound")
+            elif attr == "features" and not _FEATURES.match(value):
+                raise MetadataError(f"metadata {key} {printable(value)!r} is not a list of feature names")
+            elif attr == "send" and not _SEND.match(value):
+                raise MetadataError(f"metadata {key} {printable(value)!r} is not a list of zfs send flags")
             elif not value.isprintable():
                 raise MetadataError(f"metadata {key} has unprintable characters")
             setattr(m, attr, value)
@@ -191,11 +228,18 @@ class PublicMetadata:
 HEADER_COPY_LIMIT = 540  # raw bytes: base64 of it still fits a vault description beside the other fields
 
 
-def store_fields(header, *, declared=None, snap_created=None):
+def store_fields(header, *, declared=None, snap_created=None, send=None):
     """Public fields for a store's object metadata, plus a copy of the header when small enough:
     a key holder can then read names from a store listing without thawing anything.
-    ``declared`` = (toguid, fromguid) and ``snap_created`` describe a compound stream."""
+    ``declared`` = (toguid, fromguid) and ``snap_created`` describe a compound stream; ``send``
+    is the zfs send flags used (a chain keeps its full's; a compound stream's outer DRR_BEGIN
+    does not carry its substreams' raw flag).  A plain stream's features come from its DRR_BEGIN."""
     m = PublicMetadata.of_header(header)
+    if header.snapshot is not None and not header.snapshot.compound:
+        names = feature_names((header.snapshot.versioninfo >> 2) & ((1 << 30) - 1))
+        if names:
+            m.features = ",".join(sorted(n.replace(" ", "_") for n in names))
+    m.send = send or None
     if declared is not None:
         m.toguid, m.fromguid = declared
         m.stream = "compound"

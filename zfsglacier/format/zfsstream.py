@@ -72,6 +72,31 @@ _LAYOUTS = {"little": _layouts(Int32ul, Int64ul), "big": _layouts(Int32ub, Int64
 _MAGIC_BYTES = {"little": DRR_MAGIC.to_bytes(8, "little"), "big": DRR_MAGIC.to_bytes(8, "big")}
 
 
+# Send-stream feature flags (DMU_BACKUP_FEATURE_* in OpenZFS zfs_ioctl.h: bit -> name) and the pool
+# feature a receiver must have for each (dmu_recv_begin_check refuses the stream without it).
+# "spa_version>=24" is SA_SPILL's rule: pools from before system attributes (zfs-fuse: v23) lack it.
+STREAM_FEATURES = {
+    0: ("dedup", None), 1: ("dedupprops", None), 2: ("sa_spill", "spa_version>=24"),
+    16: ("embed_data", "embedded_data"), 17: ("lz4", "lz4_compress"), 19: ("large_blocks", "large_blocks"),
+    20: ("resuming", None), 21: ("redacted", "redacted_datasets"), 22: ("compressed", None),
+    23: ("large_dnode", "large_dnode"), 24: ("raw", "encryption"), 25: ("zstd", "zstd_compress"),
+    26: ("holds", None),
+}
+RAW = 1 << 24
+
+
+def feature_names(flags: int) -> list[str]:
+    """The stream features in ``flags`` (DMU_GET_FEATUREFLAGS of drr_versioninfo), by name;
+    a bit this table does not know is "bit N"."""
+    return [STREAM_FEATURES.get(b, (f"bit {b}",))[0] for b in range(30) if flags >> b & 1]
+
+
+def pool_features_needed(flags: int) -> dict[str, str]:
+    """stream feature name -> the pool feature a receiving pool needs for it."""
+    return {STREAM_FEATURES[b][0]: STREAM_FEATURES[b][1] for b in STREAM_FEATURES
+            if flags >> b & 1 and STREAM_FEATURES[b][1]}
+
+
 @dataclass(frozen=True)
 class StreamIdentity:
     """What a DRR_BEGIN record says about a stream (or, in a compound stream, a substream).
@@ -95,6 +120,11 @@ class StreamIdentity:
     @property
     def incremental(self) -> bool:
         return self.fromguid != 0
+
+    @property
+    def raw(self) -> bool:
+        """A `zfs send -w` stream: blocks as stored, still encrypted with the dataset's ZFS key."""
+        return bool(self.feature_flags & RAW)
 
 
 def _byteorder(buf) -> str | None:

@@ -17,6 +17,7 @@ from . import cost
 from ..errors import CatalogError, DatasetNotFoundError, NotFoundError, UsageError, ZfsMissingError, ZgError
 from ..format.metadata import CATALOG_KIND, CatalogCopy, PublicMetadata, store_fields
 from ..plumbing.pipes import PeekReader
+from ..zfs import SendFlags, Snapshot
 
 LEGACY_HOLD_TAG = "zfsglacier"  # zfsglacier < 0.4: one tag for every destination
 
@@ -28,15 +29,85 @@ def hold_tag(dest):
     return tag if len(tag) <= 200 else f"zfsglacier:{hashlib.sha256(dest.encode()).hexdigest()[:24]}"
 
 
+def bookmark_name(dest, snap):
+    """The bookmark zg-backup keeps of the last snapshot archived at ``dest``:
+    ``pool/ds#zg-<8 hex of the destination>-<snapshot>`` (a bookmark name has no room for a URL)."""
+    tag = hashlib.sha256(dest.encode()).hexdigest()[:8]
+    name = f"{snap.dataset}#zg-{tag}-{snap.short}"
+    return name if len(name) <= 255 else f"{snap.dataset}#zg-{tag}-{snap.guid:x}"
+
+
+def _bookmark_prefix(dest, dataset):
+    return f"{dataset}#zg-{hashlib.sha256(dest.encode()).hexdigest()[:8]}-"
+
+
+def has_bookmarks(zfs, dataset):
+    """Whether the pool of ``dataset`` can keep bookmarks (OpenZFS feature ``bookmarks``)."""
+    try:
+        features = zfs.pool_features(dataset.split("/", 1)[0])
+    except ZgError:
+        return False
+    return bool(features) and features.get("bookmarks") in ("enabled", "active")
+
+
+def sources(zfs, dataset, archives):
+    """What an incremental of ``dataset`` can start from, oldest first: its snapshots, and the
+    archived snapshots that are gone but live on as a bookmark (any bookmark with the snapshot's
+    guid: a bookmark keeps it), named as the archive names them."""
+    snaps = zfs.snapshots(dataset)
+    have = {s.guid for s in snaps}
+    archived = chains.by_toguid(archives)
+    kept = {}
+    for b in zfs.bookmarks(dataset):
+        if b.guid in have or b.guid not in archived or b.guid in kept:
+            continue
+        row = archived[b.guid][0]
+        kept[b.guid] = Snapshot(f"{dataset}@{row.snapshot or f'guid:{b.guid}'}", b.guid, b.creation, b.createtxg,
+                                bookmark=b.name)
+    return sorted(snaps + list(kept.values()), key=lambda s: (s.createtxg or 0, s.creation))
+
+
+def send_flags(zfs, dataset, chain_full=None, *, raw=None, compressed=False, props=False):
+    """(SendFlags, encryption properties or None, why raw) for the next archive of ``dataset``.
+
+    A chain keeps the flags of its full (``chain_full``: its catalog row), so that an incremental
+    never switches -L or -w under a chain a receiver started without them (switching -L on has
+    zeroed files on older receivers: OpenZFS's SWITCH_TO_LARGE_BLOCKS).  A full takes -L and -e
+    where the pool has large_blocks / embedded_data, -c only when asked (``compressed``: it hands
+    zstd blocks ZFS already compressed), and -w when asked (``raw``) or when the dataset is
+    encrypted and its key is not loaded (a plain send then cannot read it); -p when asked
+    (``props``: the dataset's properties travel too; zg-restore never takes ``mountpoint``)."""
+    enc = zfs.encryption(dataset)
+    locked = enc is not None and enc.get("keystatus") != "available"
+    if chain_full is not None:
+        used = chain_full.meta.send_flags
+        flags = SendFlags(raw=chain_full.meta.raw, large_blocks="-L" in used, embedded="-e" in used,
+                          compressed="-c" in used, props="-p" in used)
+        return flags, enc, ("the chain is raw" if flags.raw else "")
+    try:
+        features = zfs.pool_features(dataset.split("/", 1)[0]) or {}
+    except ZgError:
+        features = {}
+    on = {k for k, v in features.items() if v in ("enabled", "active")}
+    want_raw = bool(raw) or (raw is None and locked)
+    why = ("--raw" if raw else f"{dataset} is encrypted and its key is not loaded") if want_raw else ""
+    if want_raw:
+        return SendFlags(raw=True, props=props), enc, why
+    return SendFlags(large_blocks="large_blocks" in on, embedded="embedded_data" in on,
+                     compressed=compressed and "lz4_compress" in on, props=props), enc, why
+
+
 @dataclass
 class Step:
-    """One archive to make: ``target`` sent full, or incrementally from ``base``."""
+    """One archive to make: ``target`` sent full, or incrementally from ``base``, with ``flags``."""
 
     dataset: str
     target: object  # zfs.Snapshot
     base: object = None  # zfs.Snapshot or None
     reason: str = ""
     estimate: int | None = None
+    flags: SendFlags = SendFlags()
+    encryption: dict | None = None  # the dataset's encryption properties (zfs.encryption)
 
     @property
     def kind(self):
@@ -80,14 +151,14 @@ def take_snapshot(zfs, dataset, name, *, recursive=False):
 
 
 def plan_dataset(zfs, cat, dest, dataset, *, snapshot_name=None, full_every=None, full_if_older=None, now=None,
-                 planned_snapshot=None):
+                 planned_snapshot=None, raw=None, compressed=False, props=False):
     """The Step that brings ``dest`` up to date for ``dataset``, or None if it already is.
 
-    ``planned_snapshot``: a snapshot --dry-run would take first (it does not exist yet)."""
+    ``planned_snapshot``: a snapshot --dry-run would take first (it does not exist yet).
+    ``raw``/``compressed``: --raw / --compressed-send (see send_flags)."""
     now = now or time.time()
     snaps = zfs.snapshots(dataset)
     if planned_snapshot:
-        from ..zfs import Snapshot
         snaps.append(Snapshot(f"{dataset}@{planned_snapshot}", None, int(now), 1 << 62, planned=True))
         snapshot_name = planned_snapshot
     if snapshot_name:
@@ -102,15 +173,33 @@ def plan_dataset(zfs, cat, dest, dataset, *, snapshot_name=None, full_every=None
     archives = cat.archives(dest)
     if target.guid in chains.by_toguid(archives):
         return None
-    older = [s for s in snaps if (s.createtxg or 0, s.creation) < (target.createtxg or 0, target.creation)]
+    older = [s for s in sources(zfs, dataset, archives)
+             if (s.createtxg or 0, s.creation) < (target.createtxg or 0, target.creation)]
     base, reason = next_base(older, archives, dataset)
+    full = None
     if base is not None:
         chain = chains.chain_to(archives, base.guid)
+        full = chain.archives[0]
         if full_every and len(chain.archives) >= full_every:
             base, reason = None, f"the chain has {len(chain.archives)} archives (--full-every {full_every})"
         elif full_if_older and now - chain.archives[0].uploaded > full_if_older:
             base, reason = None, "the chain's full is older than --full-if-older-than"
-    return Step(dataset, target, base, reason, estimate_size(zfs, target, base))
+    flags, enc, why = send_flags(zfs, dataset, full if base is not None else None, raw=raw, compressed=compressed,
+                                 props=props)
+    if base is not None and not flags.raw and enc is not None and enc.get("keystatus") != "available":
+        # a chain of decrypted sends cannot go on while the key is unloaded; a raw full starts a new one
+        flags, enc, why = send_flags(zfs, dataset, None, raw=True, props=props)
+        base, reason = None, (f"{dataset}'s key is not loaded: a raw send (-w) starts a new chain (the chain at "
+                              f"{dest} holds decrypted sends; `zfs load-key {enc.get('encryptionroot', dataset)}` "
+                              f"would continue it)")
+    elif base is not None and raw and not flags.raw:
+        base, reason = None, "--raw: a raw chain starts with a full (the chain there holds decrypted sends)"
+        flags, enc, why = send_flags(zfs, dataset, None, raw=True, props=props)
+    if base is None and why:
+        reason = f"{reason}; raw (-w): {why}" if reason else f"raw (-w): {why}"
+    if base is not None and base.bookmark:
+        reason += f" (kept as bookmark {base.bookmark})"
+    return Step(dataset, target, base, reason, estimate_size(zfs, target, base), flags, enc)
 
 
 def next_base(snaps, archives, dataset):
@@ -140,7 +229,8 @@ def estimate_size(zfs, target, base):
         if base is None:  # a snapshot --dry-run has not taken yet refers to what the dataset refers to
             name = target.dataset if target.planned else target.name
             return int(zfs.get(name, "referenced")["referenced"])
-        return int(zfs.get(target.name, f"written@{base.short}")[f"written@{base.short}"])
+        since = base.source[len(base.dataset):]  # @snap or #bookmark: `written#bookmark` exists too
+        return int(zfs.get(target.name, f"written{since}")[f"written{since}"])
     except (ZgError, ValueError, KeyError):
         return None
 
@@ -151,21 +241,27 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
 
     With ``intermediates`` an incremental is `zfs send -I`: a compound stream whose header names no
     guids, so the archive's metadata carries the base's and the target's (the chain needs them)."""
-    intermediates = intermediates and step.base is not None
-    send = zfs.send(step.target.name, from_snap=step.base.name if step.base else None, intermediates=intermediates)
+    intermediates = intermediates and step.base is not None and not step.base.bookmark  # -I: never from a bookmark
+    send = zfs.send(step.target.name, from_snap=step.base.source if step.base else None,
+                    intermediates=intermediates, flags=step.flags)
+    compound = intermediates or step.flags.props  # -I and -p streams: an outer DRR_BEGIN without guids
     checked = False
     try:
         src = PeekReader(send.stdout)
-        declared = (step.target.guid, step.base.guid) if intermediates else None
-        prep = archive.prepare(src, recipients, algorithm=algorithm, level=level, declared=declared, sign=sign)
+        declared = (step.target.guid, step.base.guid if step.base else 0) if compound else None
+        extra = {}
+        if step.flags.raw and step.encryption:  # whose ZFS key opens it, when restored
+            extra["encryption_root"] = step.encryption.get("encryptionroot") or step.dataset
+        prep = archive.prepare(src, recipients, algorithm=algorithm, level=level, declared=declared, sign=sign,
+                               extra_metadata=extra)
         ident = prep.identity
         expected = ident is not None and (
-            (ident.header_type == "compound" and ident.toname == step.target.name) if intermediates
+            (ident.header_type == "compound" and ident.toname == step.target.name) if compound
             else ident.toguid == step.target.guid)
         if not expected:
             raise UsageError(f"zfs send of {step.target.name} did not produce the expected stream")
-        metadata = store_fields(prep.header, declared=declared,
-                                snap_created=step.target.creation if intermediates else None)
+        metadata = store_fields(prep.header, declared=declared, send=" ".join(step.flags.cli()),
+                                snap_created=step.target.creation if compound else None)
         token = secrets.token_hex(8)
         try:
             with store.open_upload(metadata, jobs=jobs) as up:
@@ -187,29 +283,41 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
     return info, result
 
 
-def keep_bases(zfs, cat, dataset):
-    """Hold, for each destination of the catalog, exactly the snapshot of ``dataset`` that its
-    next incremental starts from (next_base), with that destination's tag, and release that tag
-    from every other snapshot: a new chain, zg-rm and zg-prune call this too, so an old tip is
-    let go when no destination needs it any more.  The single tag of older versions is released
-    once the per-destination holds are in place.  Returns warnings (never fails the caller: the
-    archive is already recorded)."""
+def keep_bases(zfs, cat, dataset, *, hold=None):
+    """Keep, for each destination of the catalog, the snapshot of ``dataset`` that its next
+    incremental starts from (next_base), and let every other one go: a new chain, zg-rm and
+    zg-prune call this too, so an old tip is let go when no destination needs it any more.
+
+    Where the pool has bookmarks (OpenZFS), the base is bookmarked (bookmark_name: one per
+    destination) and that destination's older zg bookmarks are destroyed; the snapshot itself
+    may then be destroyed (sanoid-style rotation) without breaking the chain.  It is held with
+    the destination's tag when ``hold`` is True, or when ``hold`` is None (the default) and the
+    pool has no bookmarks (zfs-fuse) or the tag holds a snapshot already (a --hold stays chosen
+    for zg-rm and zg-prune, which pass None); otherwise that tag is released.  The single tag of older
+    versions is released once the per-destination holds are in place.  Returns warnings (never
+    fails the caller: the archive is already recorded)."""
     warnings = []
     try:
         snaps = zfs.snapshots(dataset)
         refs = zfs.userrefs_all(dataset) if snaps else {}
+        marks = has_bookmarks(zfs, dataset)
+        bookmarks = zfs.bookmarks(dataset) if marks else []
     except (DatasetNotFoundError, ZfsMissingError):  # not on this host: nothing here to hold
         return warnings
     except ZgError as err:
         return [f"{dataset}: holds not updated: {err}"]
-    guids = {s.guid for s in snaps}
+    guids = {s.guid for s in snaps} | {b.guid for b in bookmarks}
     dests = sorted({a.dest for a in cat.archives() if a.dataset == dataset or a.toguid in guids})
     for dest in dests:
-        base, _ = next_base(snaps, cat.archives(dest), dataset)
+        archives = cat.archives(dest)
+        base, _ = next_base(sources(zfs, dataset, archives) if marks else snaps, archives, dataset)
+        if marks:
+            warnings += _keep_bookmark(zfs, dest, dataset, base, bookmarks)
         tag = hold_tag(dest)
+        holding = hold if hold is not None else (not marks or _holds_tag(zfs, snaps, refs, tag))
         for s in snaps:
             try:
-                if base is not None and s.name == base.name:
+                if holding and base is not None and s.name == base.name:
                     zfs.hold(tag, s.name, exist_ok=True)
                 elif refs.get(s.name):
                     zfs.release(tag, s.name, missing_ok=True)
@@ -225,11 +333,61 @@ def keep_bases(zfs, cat, dataset):
     return warnings
 
 
+def _holds_tag(zfs, snaps, refs, tag):
+    """Whether ``tag`` holds any of ``snaps`` now (`zfs holds`: OpenZFS, where bookmarks exist)."""
+    return any(tag in (zfs.holds(s.name) or []) for s in snaps if refs.get(s.name))
+
+
+def _keep_bookmark(zfs, dest, dataset, base, bookmarks):
+    """Bookmark ``base`` for ``dest`` and destroy the destination's other zg bookmarks."""
+    warnings, keep = [], None
+    if base is not None:
+        keep = base.bookmark if base.bookmark else bookmark_name(dest, base)
+        if not base.bookmark:
+            try:
+                zfs.bookmark(base.name, keep)
+            except ZgError as err:
+                warnings.append(f"{base.name}: bookmark {keep} not made: {err}")
+                keep = None
+    prefix = _bookmark_prefix(dest, dataset)
+    for b in bookmarks:
+        if b.name.startswith(prefix) and b.name != keep and keep is not None:
+            try:
+                zfs.destroy_bookmark(b.name)
+            except ZgError as err:
+                warnings.append(f"{b.name}: old bookmark not destroyed: {err}")
+    return warnings
+
+
+def key_escrow_warning(step, warned):
+    """A raw archive opens only with the dataset's own ZFS key, which zfsglacier never sees: the
+    user must keep that key somewhere other than this host.  Once per encryption root (``warned``
+    remembers), say where the key is now and what to keep."""
+    if not step.flags.raw or not step.encryption:
+        return None
+    root = step.encryption.get("encryptionroot") or step.dataset
+    if root in warned:
+        return None
+    warned.add(root)
+    where = step.encryption.get("keylocation", "?")
+    form = step.encryption.get("keyformat", "?")
+    if where.startswith("file://"):
+        held = f"its key file {where[7:]} on this host"
+    elif where == "prompt":
+        held = f"its {form} (typed at `zfs load-key`)"
+    else:
+        held = f"its key ({where})"
+    return (f"{step.dataset} is backed up raw (zfs send -w): the archive is encrypted with {root}'s ZFS key too, "
+            f"and a restore stays locked without {held}; keep a copy of that {form} key away from this host "
+            f"(with your zfsglacier key), or the backup cannot be opened if the host is lost")
+
+
 def describe_step(step, dest_class):
     est = step.estimate
     size = cost.human_bytes(est) if est is not None else "unknown size"
     monthly = cost.dollars(cost.monthly_storage(est, dest_class)) + "/month" if est is not None else "?"
-    return f"{step.dataset}@{step.target.short}: {step.kind} ({step.reason}), about {size}, {monthly}"
+    flags = f", zfs send {' '.join(step.flags.cli())}" if step.flags.cli() else ""
+    return f"{step.dataset}@{step.target.short}: {step.kind} ({step.reason}){flags}, about {size}, {monthly}"
 
 
 # --- the catalog travels with the backups ------------------------------------------------------

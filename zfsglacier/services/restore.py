@@ -16,6 +16,7 @@ from ..errors import (IntegrityError, NoMatchingKeyError, NotFoundError, SignerE
                       ZgError)
 from ..format.header import read_header
 from ..format.metadata import Identity
+from ..format.zfsstream import STREAM_FEATURES
 from ..format.keys import check_signature, open_header
 
 
@@ -151,6 +152,46 @@ class _Hashing:
         return data
 
 
+def check_features(zfs, chain, start, target):
+    """The target's pool must have every pool feature the streams still to receive need (a raw
+    stream needs ``encryption``, a -L one with large blocks ``large_blocks``, ...; zfsstream.
+    STREAM_FEATURES).  zfs receive would refuse too, with "stream has unsupported feature,
+    feature flags = 1000000": this says which, and before anything is thawed or received."""
+    pool = target.split("/", 1)[0]
+    features = zfs.pool_features(pool)
+    enabled = {k for k, v in (features or {}).items() if v in ("enabled", "active")}
+    version = zfs.pool_version(pool) if features is None else None
+    for a in chain.archives[start:]:
+        names = set(a.meta.feature_set) | ({"raw"} if a.meta.raw else set())
+        needed = {n: f for b, (n, f) in STREAM_FEATURES.items() if n in names and f}
+        lacking = []
+        for name, feature in sorted(needed.items()):
+            if feature.startswith("spa_version>="):
+                if features is None and version is not None and version < int(feature.split(">=")[1]):
+                    lacking.append(f"{name} (needs pool version {feature.split('>=')[1]}, {pool} is {version})")
+            elif feature not in enabled:
+                lacking.append(f"{name} (pool feature {feature})")
+        if lacking:
+            kind = f"version {version}" if features is None and version else "feature flags"
+            raise ZfsError(f"{a.name} ({a.id}) is a stream with {', '.join(lacking)}, which pool {pool} ({kind}) "
+                           f"cannot receive: restore into a pool that has them (OpenZFS: `zpool set "
+                           f"feature@NAME=enabled {pool}`)")
+
+
+def locked_after(zfs, chain, target):
+    """A line for the user when a raw chain was restored: the dataset stays encrypted and locked
+    until its ZFS key (the source's, which zfsglacier never had) is loaded.  None otherwise."""
+    if not any(a.meta.raw for a in chain.archives):
+        return None
+    enc = zfs.encryption(target) or {}
+    if enc.get("keystatus") == "available":
+        return None
+    root = enc.get("encryptionroot") or target
+    return (f"{target} was received raw (zfs send -w) and stays encrypted and locked: unlock it with its source's "
+            f"ZFS key, `zfs load-key {root}` (keylocation {enc.get('keylocation', 'prompt')}; add -L file:///PATH "
+            f"for a key file), then `zfs mount {target}`")
+
+
 def check_chain(store, chain, start, identities, signers=()):
     """Every archive still to receive is the one the plan expects (check_before_receive), read
     before the first `zfs receive`: a bad link late in the chain must not leave a half-restored
@@ -168,7 +209,9 @@ def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, 
             vouched = a.checksum is not None and reader.verifies == a.checksum
             src = _Hashing(reader, None if vouched else a.sha256, a.id)
             opened = check_before_receive(src, a, identities, signers)  # again: the store may have changed it
-            recv = zfs.receive(target, force=force, mount=False)
+            # a -p stream carries the source's mountpoint: taken, the restore would mount over the original
+            exclude = ("mountpoint",) if "-p" in a.meta.send_flags else ()
+            recv = zfs.receive(target, force=force, mount=False, compound=a.stream == "compound", exclude=exclude)
             try:
                 archive.decrypt(src, recv.stdin, identities, opened=opened)
             except BrokenPipeError:
@@ -193,6 +236,7 @@ def restore(zfs, store, cat, dest, spec, target, identities, *, policy=None, for
     if exists and not force:
         check_continue(zfs, target, chain, done)
     check_keys(chain, identities, signers)
+    check_features(zfs, chain, done, target)
     thaw.thaw_all(store, dest, cat, [a.id for a in chain.archives[done:]], policy or thaw.Policy(), say)
     check_chain(store, chain, done, identities, signers)
     receive_chain(zfs, store, chain, done, target, identities, force=force and exists, jobs=jobs, say=say,
