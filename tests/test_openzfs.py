@@ -282,7 +282,10 @@ def test_a_chain_archived_on_zfs_fuse_restores_on_openzfs(zfs_pool, tmp_path):
     expected = json.loads((FUSE_CHAIN / "expected.json").read_text())
     shutil.copytree(FUSE_CHAIN / "store", tmp_path / "store")
     env = {"ZG_CATALOG": str(tmp_path / "catalog.db")}
-    dest, key = f"file://{tmp_path / 'store'}", FUSE_CHAIN / "test.key"
+    key = tmp_path / "test.key"  # git keeps no 0600, and zfsglacier refuses a key others can read
+    key.write_bytes((FUSE_CHAIN / "test.key").read_bytes())
+    key.chmod(0o600)
+    dest = f"file://{tmp_path / 'store'}"
     e = {"env": env}
     run(e, "catalog", "rebuild", dest, "--key", key)
     zfs = AdminZfs()

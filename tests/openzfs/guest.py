@@ -190,13 +190,19 @@ class Guest:
 
     def stop(self) -> None:
         if self._qemu.poll() is None:
-            self.run("systemctl poweroff", check=False, timeout=30)
+            try:
+                self.run("systemctl poweroff", check=False, timeout=30)
+            except subprocess.TimeoutExpired:
+                pass  # killed below
             try:
                 self._qemu.wait(30)
             except subprocess.TimeoutExpired:
                 self._qemu.kill()
                 self._qemu.wait()
-        subprocess.run(self._ssh("-O", "exit"), capture_output=True)
+        try:  # the control connection's master; it can hang on a guest that died under it
+            subprocess.run(self._ssh("-O", "exit"), capture_output=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
         for f in self.dir.glob("disk*.img"):
             f.unlink()
         (self.dir / "root.qcow2").unlink(missing_ok=True)
