@@ -265,7 +265,8 @@ def test_restore_refuses_a_pool_without_the_features_a_stream_needs(zfs_dataset,
     path = encrypted(zfs, ds, tmp_path / "k3")
     fill(path, 70, n=1)
     backup(env, ds, "e0", "--raw")
-    bare = sparse_pool("zgbare", "-d")  # no feature enabled: no encryption
+    bare = sparse_pool(f"zgbare{os.getpid()}", "-d")  # no feature enabled: no encryption (a name of this
+    # session: run.py runs one pytest per backend side by side in the guest)
     p = restore(env, f"{ds}@e0", f"{bare}/x", code=None)
     assert_one_line_error(p, errors.ZfsError.exit_code, "raw (pool feature encryption)", "zgbare")
     assert not zfs.exists(f"{bare}/x")
