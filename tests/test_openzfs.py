@@ -2,6 +2,7 @@
 sends, feature flags, -L/-e/-c), and pyzfs against the CLI backend.  These run in the OpenZFS
 tier's guest (`make test-openzfs`, tests/openzfs/); on zfs-fuse they skip, saying so."""
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ from zfsglacier import errors
 from zfsglacier.catalog.db import Catalog
 from zfsglacier.zfs import SendFlags, ZfsCli, open_zfs
 from zfsfuse import AdminZfs, kernel_zfs
-from tests.helpers import assert_one_line_error
+from tests.helpers import assert_one_line_error, file_destination
 from tests.test_chains_zfs import env, run  # noqa: F401 (env is a fixture)
 from tests.test_filters_zfs import fill, tree_digest
 
@@ -133,10 +134,46 @@ def test_bookmark_chain_survives_destroyed_snapshots(zfs_dataset, zfs_pool, env)
         zfs.destroy(f"{ds}@s{i}")  # and it goes
     plan = run(env, "backup", ds, env["dest"], "--key", env["pub"], "--snapshot", "auto", "--dry-run").stdout
     assert b"kept as bookmark" in plan
+    assert b"unknown size" not in plan, plan  # `zfs send -nP` estimates from a bookmark (`written#` cannot)
     assert [a.fromguid == 0 for a in rows(env)] == [True, False, False]
     target = f"{zfs_pool}/from-bookmarks"
     restore(env, f"{ds}@s2", target)
     assert tree_digest(zfs.mountpoint(target)) == want["s2"]
+    zfs.destroy(target, recursive=True)
+
+
+@openzfs_only
+def test_each_destination_keeps_its_own_bookmark_of_a_destroyed_base(zfs_dataset, zfs_pool, env, tmp_path):  # noqa: F811
+    """Two destinations whose base is the same destroyed snapshot: each keeps its own bookmark of
+    it, so that one moving on (and destroying its bookmark) never takes the other's chain along.
+    A third destination's backup is what makes zg-backup look at both while neither moves."""
+    zfs = AdminZfs()
+    ds = zfs_dataset.name
+    a, b, c = env["dest"], file_destination(tmp_path / "b"), file_destination(tmp_path / "c")
+
+    def backup_to(dest, snap=None):  # snap: take it first; else the newest snapshot
+        return run(env, "backup", ds, dest, "--key", env["pub"], *(["--snapshot", snap] if snap else [])).stdout.decode()
+
+    def own(dest):
+        tag = hashlib.sha256(dest.encode()).hexdigest()[:8]
+        return {m.name: m.guid for m in zfs.bookmarks(ds) if m.name.startswith(f"{ds}#zg-{tag}-")}
+
+    fill(zfs_dataset.path, 40, n=2)
+    backup_to(a, "s0")
+    assert "full" in backup_to(b)
+    s0 = zfs.guid(f"{ds}@s0")
+    zfs.destroy(f"{ds}@s0")
+    fill(zfs_dataset.path, 41, n=2)
+    backup_to(c, "s1")
+    assert list(own(a).values()) == [s0] and list(own(b).values()) == [s0], zfs.bookmarks(ds)
+    assert "incremental from s0" in backup_to(b)  # b moves on (to s1): its bookmark of s0 goes
+    assert list(own(a).values()) == [s0], zfs.bookmarks(ds)
+    fill(zfs_dataset.path, 42, n=2)
+    assert "incremental from s0" in backup_to(a, "s2")
+    want = tree_digest(zfs_dataset.path)
+    target = f"{zfs_pool}/two-dests"
+    restore(env, f"{ds}@s2", target)
+    assert tree_digest(zfs.mountpoint(target)) == want
     zfs.destroy(target, recursive=True)
 
 

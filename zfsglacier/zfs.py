@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from .format.zfsstream import RAW
 from .plumbing.concurrency import Source
-from .errors import DatasetNotFoundError, ZfsError, ZfsMissingError
+from .errors import DatasetNotFoundError, ZfsError, ZfsMissingError, ZgError
 
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 _DATA_RECORDS = {"WRITE", "WRITE_BYREF", "WRITE_EMBEDDED", "SPILL"}
@@ -81,18 +81,25 @@ class Bookmark:
 class SendFlags:
     """zfs send options beyond the source: -w (raw: blocks as stored, encrypted with the dataset's
     ZFS key), -L (records over 128 KiB stay whole), -e (WRITE_EMBEDDED records), -c (blocks
-    compressed as on disk), -p (properties: the stream becomes a compound one).  Only -p exists
-    on zfs-fuse."""
+    compressed as on disk), -p (properties: the stream becomes a compound one), -R (replication:
+    the dataset, every dataset under it, their properties and snapshots, as one compound stream).
+    Only -p and -R exist on zfs-fuse."""
 
     raw: bool = False
     large_blocks: bool = False
     embedded: bool = False
     compressed: bool = False
     props: bool = False  # -p: the dataset's properties too (a compound stream)
+    replicate: bool = False  # -R: the tree under the dataset (a compound stream)
 
     def cli(self) -> list[str]:
         return [f for f, on in (("-w", self.raw), ("-L", self.large_blocks), ("-e", self.embedded),
-                                ("-c", self.compressed), ("-p", self.props)) if on]
+                                ("-c", self.compressed), ("-p", self.props), ("-R", self.replicate)) if on]
+
+    @property
+    def compound(self) -> bool:
+        """-p and -R streams start with an outer DRR_BEGIN that names no guids."""
+        return self.props or self.replicate
 
     def lzc(self) -> list[str]:
         return [f for f, on in (("raw", self.raw), ("large_blocks", self.large_blocks),
@@ -166,6 +173,7 @@ class ZfsCli:
 
     def __init__(self, zfs: str | None = None):
         self._zfs = zfs
+        self._pools: dict[str, dict[str, str]] = {}  # _pool_props, once per pool per process
 
     @property
     def zfs(self) -> str:
@@ -301,7 +309,12 @@ class ZfsCli:
         self._run("destroy", bookmark)
 
     def _pool_props(self, pool: str) -> dict[str, str]:
-        """`zpool get all POOL` as property -> value (columns, no -H: zfs-fuse's zpool has none)."""
+        """`zpool get all POOL` as property -> value (columns, no -H: zfs-fuse's zpool has none).
+        Asked once per pool by this object: one zg-* command asks for the features and the version
+        several times (zg-backup once for each dataset's flags and bookmarks), and what it reads
+        (which features are enabled, the version) does not change while a command runs."""
+        if pool in self._pools:
+            return self._pools[pool]
         zpool = find_command("zpool")
         try:
             done = subprocess.run([zpool, "get", "all", pool], capture_output=True, text=True, errors="replace")
@@ -314,6 +327,7 @@ class ZfsCli:
             cols = line.split(None, 3)
             if len(cols) >= 3 and cols[0] == pool:
                 props[cols[1]] = cols[2]
+        self._pools[pool] = props
         return props
 
     def pool_features(self, pool: str) -> dict[str, str] | None:
@@ -424,25 +438,44 @@ class ZfsCli:
     # --- streams
 
     def send(self, snap: str, from_snap: str | None = None, intermediates: bool = False,
-             replicate: bool = False, props: bool = False, flags: SendFlags = SendFlags()) -> ZfsProcess:
+             flags: SendFlags = SendFlags()) -> ZfsProcess:
         """Start ``zfs send``; read ``.stdout`` to EOF, then call ``.check()``.
 
         ``from_snap`` (a snapshot, or a bookmark ``pool/ds#name``) makes it incremental (-i, or -I
-        with ``intermediates``, which a bookmark cannot be); ``replicate`` is -R and ``props`` is
-        -p (both give compound streams); ``flags`` adds -w/-L/-e/-c.
+        with ``intermediates``, which a bookmark cannot be); ``flags`` adds -w/-L/-e/-c/-p/-R.
         """
         if intermediates and from_snap is not None and "#" in from_snap:
             raise ZfsError("send: -I cannot start from a bookmark (zfs send allows only -i there)")
+        if flags.replicate and from_snap is not None and "#" in from_snap:
+            raise ZfsError("send: -R cannot start from a bookmark (every dataset of the tree needs the snapshot)")
         args = [self.zfs, "send", *flags.cli()]
-        if replicate:
-            args.append("-R")
-        if props and not flags.props:
-            args.append("-p")
         if from_snap is not None:
             args += ["-I" if intermediates else "-i", from_snap]
         elif intermediates:
             raise ZfsError("send: intermediates (-I) needs a from_snap")
         return ZfsProcess([*args, snap], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+
+    def send_size(self, snap: str, from_snap: str | None = None, flags: SendFlags = SendFlags()) -> int | None:
+        """Bytes ``zfs send`` of these arguments would write, as ZFS estimates them (`zfs send -nP`:
+        OpenZFS; from a bookmark too, where the ``written`` property cannot say); None where ZFS
+        cannot estimate (zfs-fuse has no -P)."""
+        args = ["send", "-n", "-P", *flags.cli(), *(["-i", from_snap] if from_snap else []), snap]
+        try:
+            lines = self._lines(*args)
+        except ZgError:
+            return None
+        sizes = [line.split()[1] for line in lines if line.startswith("size") and len(line.split()) == 2]
+        return int(sizes[-1]) if sizes and sizes[-1].isdigit() else None
+
+    def can_exclude_props(self) -> bool:
+        """Whether `zfs receive -x PROP` exists (OpenZFS 0.7+; not zfs-fuse): asked of zfs itself,
+        with a dry run (-n) of an empty stream, which fails either way, for its words."""
+        try:
+            done = subprocess.run([self.zfs, "receive", "-n", "-x", "mountpoint", "zfsglacier-probe/x"],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
+        except OSError as err:
+            raise ZfsError(f"cannot run {self.zfs}: {err}") from None
+        return "invalid option" not in done.stderr
 
     def receive(self, target: str, *, force: bool = False, mount: bool = True, compound: bool = False,
                 exclude: tuple = ()) -> ZfsProcess:
@@ -569,9 +602,9 @@ class PyzfsBackend(ZfsCli):
                                   int(p["createtxg"])))
         return sorted(marks, key=lambda b: (b.createtxg or 0, b.creation))
 
-    def send(self, snap, from_snap=None, intermediates=False, replicate=False, props=False, flags=SendFlags()):
-        if intermediates or replicate or props or flags.props:
-            return super().send(snap, from_snap, intermediates, replicate, props, flags)
+    def send(self, snap, from_snap=None, intermediates=False, flags=SendFlags()):
+        if intermediates or flags.compound:  # lzc_send makes one snapshot's stream
+            return super().send(snap, from_snap, intermediates, flags)
         if from_snap is not None and from_snap[0] in "@#":
             from_snap = snap.split("@", 1)[0] + from_snap
         source = from_snap.encode() if from_snap else None

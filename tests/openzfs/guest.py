@@ -1,13 +1,17 @@
 """A QEMU guest running real OpenZFS (Debian 12, OpenZFS 2.3 from bookworm-backports) for the
 OpenZFS test tier: the ZFS its users run, where zfs-fuse (pool v23) cannot stand in.
 
-The image is a directory with ``root.img`` (raw ext4 root), ``vmlinuz``, ``initrd.img``, ``kver``
-and the throw-away ssh key ``id_ed25519``.  ``find_image()`` looks, in order, at ``$ZG_OZVM_IMAGE``
-(a directory), the cache directory (``$ZG_OZVM_CACHE``, default /var/tmp/zfsglacier-ozvm/image),
-and a packed ``.tar.zst`` of one (``$ZG_OZVM_PACKED``, else ../shared/tools/ozvm/ beside the
-clone), which it unpacks into the cache (~5 s).  With none of them, ``build_image()`` makes one
-in the cache from Debian packages (``build-image.sh``, ~14 min on 2 cores), so a clone alone runs
-the tier; a machine that cannot (no apt, no QEMU) gets a clear skip with the reason.
+The image is a directory with ``root.img`` (raw ext4 root), ``vmlinuz``, ``initrd.img``, ``kver``,
+the throw-away ssh key ``id_ed25519``, and ``recipe`` (a digest of the build-image.sh that built
+it).  ``find_image()`` takes ``$ZG_OZVM_IMAGE`` (a directory) as the user says; else the cache
+(``$ZG_OZVM_CACHE``, default /var/tmp/zfsglacier-ozvm/image); else a packed ``.tar.zst`` of an
+image (``$ZG_OZVM_PACKED``, else ../shared/tools/ozvm/ beside the clone), unpacked into the cache
+(~5 s); else ``build_image()`` builds one into the cache from Debian packages (build-image.sh,
+~9 min alone, ~12 beside ``make test``), so a clone alone runs the tier.  A cached or packed image
+is used only if it is of this recipe, or, made elsewhere, holds every tool the tests run
+(``NEEDED``, looked up with debugfs): the CI run of 10e2410 took a packed image without pbzip2,
+and the 2013-recipe test failed in the guest for want of a tool, not of a fix.  A machine that
+cannot build or boot one (no apt, no QEMU) gets a clear skip with the reason.
 
 Measured here (2 cores, /dev/kvm is kvm_pvm, which Debian kernels cannot boot under, so QEMU
 emulates with TCG): boot to ssh 36-41 s, a command ~150 ms over the ssh control connection, ZFS
@@ -19,6 +23,7 @@ host reaches it on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -28,12 +33,46 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+BUILDER = Path(__file__).with_name("build-image.sh")
 CACHE = Path(os.environ.get("ZG_OZVM_CACHE", "/var/tmp/zfsglacier-ozvm"))
 IMAGE_FILES = ("root.img", "vmlinuz", "initrd.img", "kver", "id_ed25519")
 
 
 class Unavailable(Exception):
     """No image, no QEMU, or no way to run it: the tier is skipped with this reason."""
+
+
+def recipe() -> str:
+    """The digest an image built by this checkout's build-image.sh carries in its ``recipe`` file."""
+    return hashlib.sha256(BUILDER.read_bytes()).hexdigest()[:16]
+
+
+def _recipe_of(image: Path) -> str | None:
+    try:
+        return (image / "recipe").read_text().strip()
+    except OSError:
+        return None
+
+
+# What the tests run in the guest besides Python: an image from elsewhere is used only if it has them.
+NEEDED = ("/usr/sbin/zfs", "/usr/sbin/zpool", "/usr/bin/python3", "/usr/lib/python3/dist-packages/libzfs_core",
+          "/usr/bin/openssl", "/usr/bin/pbzip2", "/usr/bin/bzip2", "/usr/bin/zstd", "/usr/sbin/sshd")
+
+
+def unusable(image: Path) -> str | None:
+    """Why ``image`` will not do, or None: complete and of this recipe, or complete with NEEDED."""
+    if not all((image / f).exists() for f in IMAGE_FILES):
+        return f"it lacks one of {', '.join(IMAGE_FILES)}"
+    made = _recipe_of(image)
+    if made == recipe():
+        return None
+    if made is not None:
+        return f"it was built by another build-image.sh (recipe {made}, this one is {recipe()})"
+    if shutil.which("debugfs") is None:
+        return None  # cannot look inside; the tests will say what is missing
+    missing = [f for f in NEEDED if subprocess.run(["debugfs", "-R", f"stat {f}", str(image / "root.img")],
+                                                   capture_output=True).stderr.count(b"not found")]
+    return f"it lacks {', '.join(missing)}" if missing else None
 
 
 def find_image() -> Path:
@@ -44,13 +83,19 @@ def find_image() -> Path:
             raise Unavailable(f"$ZG_OZVM_IMAGE={path} lacks one of {', '.join(IMAGE_FILES)}")
         return path
     image = CACHE / "image"
-    if all((image / f).exists() for f in IMAGE_FILES):
-        return image
+    if image.exists():
+        why = unusable(image)
+        if why is None:
+            return image
+        print(f"test-openzfs: not using the cached image {image}: {why}", file=sys.stderr)
     packed = [Path(p) for p in [os.environ.get("ZG_OZVM_PACKED")] if p] + \
         sorted((REPO.parent / "shared" / "tools" / "ozvm").glob("*.tar.zst"))
     for tar in packed:
         if tar.exists():
-            return _unpack(tar, image)
+            why = unusable(_unpack(tar, image))
+            if why is None:
+                return image
+            print(f"test-openzfs: not using the packed image {tar}: {why}", file=sys.stderr)
     return build_image(image)
 
 
@@ -66,11 +111,11 @@ def build_image(image: Path) -> Path:
           file=sys.stderr)
     t0 = time.monotonic()
     with open(log, "wb") as out:
-        done = subprocess.run(["bash", str(Path(__file__).with_name("build-image.sh")), str(image)],
-                              stdout=out, stderr=subprocess.STDOUT)
+        done = subprocess.run(["bash", str(BUILDER), str(image)], stdout=out, stderr=subprocess.STDOUT)
     if done.returncode or not all((image / f).exists() for f in IMAGE_FILES):
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
         raise BuildFailed(f"building the guest image failed (exit {done.returncode}; {log}): {' | '.join(tail)}")
+    (image / "recipe").write_text(recipe() + "\n")
     print(f"test-openzfs: image built in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     return image
 
@@ -86,7 +131,7 @@ def _unpack(tar: Path, image: Path) -> Path:
     with subprocess.Popen(["zstd", "-dc", str(tar)], stdout=subprocess.PIPE) as z:
         subprocess.run(["tar", "-xf", "-", "--sparse", "-C", str(tmp)], stdin=z.stdout, check=True)
     if z.returncode or not all((tmp / f).exists() for f in IMAGE_FILES):
-        raise Unavailable(f"{tar} is not a packed guest image (needs {', '.join(IMAGE_FILES)})")
+        raise BuildFailed(f"{tar} is not a packed guest image (needs {', '.join(IMAGE_FILES)})")
     (tmp / "id_ed25519").chmod(0o600)
     shutil.rmtree(image, ignore_errors=True)
     tmp.rename(image)

@@ -7,7 +7,7 @@ import time
 from ..services import backup, cost
 from ..format import compression
 from ..catalog.db import catalog_path
-from ..errors import PartialFailureError, ZgError
+from ..errors import PartialFailureError, UsageError, ZgError
 from ..zfs import open_zfs
 from .common import parser, run
 from .keyargs import add_key_options, add_sign_option, recipients as key_recipients, signing_key
@@ -41,6 +41,10 @@ def body(argv):
     p.add_argument("--props", action="store_true",
                    help="zfs send -p: the dataset's properties travel with it (a new chain's full decides; "
                         "zg-restore takes all but mountpoint)")
+    p.add_argument("--replicate", action="store_true",
+                   help="zfs send -R: DATASET and every dataset under it, with their properties, in one archive per "
+                        "run (clones stay clones); --snapshot is taken recursively; the chain's bases are held in "
+                        "every dataset; zg-restore brings the whole tree back (not with -r)")
     p.add_argument("--compressed-send", action="store_true",
                    help="zfs send -c: blocks as ZFS compressed them (less CPU here, a worse zstd ratio)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (snapshots, full/incremental, size, "
@@ -52,6 +56,9 @@ def body(argv):
     p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run of the same dataset and destination (default: fail at once)")
     args = p.parse_args(argv)
+    if args.replicate and args.recursive:
+        raise UsageError("--replicate sends every dataset under DATASET in one stream already: drop -r (which makes "
+                         "one chain per dataset instead)")
     recips = key_recipients(args)
     level = compression.check(args.compression, args.level)
     config, store, dest = open_dest(args, storage_class=args.storage_class)
@@ -59,7 +66,7 @@ def body(argv):
     zfs = open_zfs()
     n_jobs = jobs(args, config)
     dest_class = store.price_class()
-    datasets = zfs.list_datasets(args.dataset, recursive=args.recursive)
+    datasets = zfs.list_datasets(args.dataset, recursive=args.recursive)  # (with --replicate, one)
     store.check_ready()  # an unmounted disk: refused before any snapshot is taken
     path = catalog_path(args.catalog, config)
     if not os.path.exists(path):
@@ -75,7 +82,7 @@ def body(argv):
             locks.take(dest, UPLOADS, "zg-backup", shared=True)
         snap_name = args.snapshot
         if snap_name and not args.dry_run:
-            snap_name = backup.take_snapshot(zfs, args.dataset, snap_name, recursive=args.recursive)
+            snap_name = backup.take_snapshot(zfs, args.dataset, snap_name, recursive=args.recursive or args.replicate)
         elif snap_name == "auto":
             snap_name = backup.auto_snapshot_name()
         made, warned = 0, set()
@@ -85,7 +92,7 @@ def body(argv):
                     zfs, cat, dest, ds, snapshot_name=snap_name if not args.dry_run else None,
                     planned_snapshot=snap_name if args.dry_run else None,
                     full_every=args.full_every, full_if_older=args.full_if_older_than, raw=args.raw,
-                    compressed=args.compressed_send, props=args.props)
+                    compressed=args.compressed_send, props=args.props, replicate=args.replicate)
                 if step is None:
                     print(f"{ds}: up to date at {dest}")
                     continue

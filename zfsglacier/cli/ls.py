@@ -27,7 +27,8 @@ def _print_chains(out, archived, now):
         gone = next((i for i, a in enumerate(chain) if a.missing), None)
         broken = "" if gone is None else (f", BROKEN at {chain[gone].id}: snapshots from "
                                           f"{chain[gone].snapshot or chain[gone].toguid} on cannot be restored")
-        out(f"  chain {n}: {head.dataset or '?'}, {len(chain)} archives, "
+        tree = " and every dataset under it (zfs send -R)" if "-R" in head.meta.send_flags else ""
+        out(f"  chain {n}: {head.dataset or '?'}{tree}, {len(chain)} archives, "
             f"{cost.human_bytes(sum(a.size for a in chain))}{broken}\n")
         for i, a in enumerate(chain):
             shown.add(a.id)

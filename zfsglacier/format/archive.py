@@ -60,18 +60,20 @@ class Prepared:
     src: PeekReader
     check: "zfsstream.StreamCheck | None" = None
     declared: tuple | None = None
+    tree: frozenset | None = None  # a -R stream: the snapshot guid of every dataset it must carry
 
 
 def prepare(src, recipients, *, algorithm=compression.DEFAULT, level=None, chunk_size=DEFAULT_CHUNK_SIZE,
-            extra_metadata=None, check_stream=True, declared=None, sign=None):
+            extra_metadata=None, check_stream=True, declared=None, tree=None, sign=None):
     """Sniff ``src`` for a ZFS stream and build the header, so that the public fields are known
     (e.g. for object metadata) before the first body byte is written.
 
     A ZFS stream is checked as it is encrypted (``check_stream``: see write_archive).  Its
     identity goes into the authenticated private metadata (``metadata.Identity``): from its
     DRR_BEGIN for a plain stream; for a compound one, whose outer BEGIN names no guid, from
-    ``declared`` = (toguid, fromguid), which the check then holds the substreams to.  ``sign``
-    (a keys.SigningKey) signs the header."""
+    ``declared`` = (toguid, fromguid), which the check then holds the substreams to; for a
+    replication (-R) stream also ``tree``, the guids of every dataset's snapshot it must hold.
+    ``sign`` (a keys.SigningKey) signs the header."""
     level = compression.check(algorithm, level)
     src = src if isinstance(src, PeekReader) else PeekReader(src)
     ident = zfsstream.parse_begin(src.peek(zfsstream.BEGIN_RECORD_SIZE))
@@ -93,7 +95,8 @@ def prepare(src, recipients, *, algorithm=compression.DEFAULT, level=None, chunk
         header.signer = sign.signer().public
     seal_header(header, lambda covered: header_mac(file_key, file_salt, covered), sign and sign.sign)
     check = zfsstream.StreamCheck() if ident is not None and check_stream else None
-    return Prepared(header, file_key, ident, src, check, declared if ident is not None else None)
+    return Prepared(header, file_key, ident, src, check, declared if ident is not None else None,
+                    frozenset(tree) if tree is not None else None)
 
 
 def write_archive(prep, out, *, threads=-1):
@@ -128,17 +131,28 @@ def _checked(prep, block):
         else:
             summary = check.finish()
             if prep.declared is not None:
-                _check_declared(summary, *prep.declared)
+                _check_declared(summary, *prep.declared, tree=prep.tree)
     except BrokenStreamError as err:
         raise BrokenStreamError(f"{err}: the archive was left unfinished (no trailer), so it cannot be "
                                 f"stored or restored as complete") from None
     return block
 
 
-def _check_declared(summary, toguid, fromguid):
-    """A compound stream must run from the declared base to the declared snapshot."""
+def _check_declared(summary, toguid, fromguid, tree=None):
+    """A compound stream must run from the declared base to the declared snapshot.  A `zfs send -I`
+    one is one dataset's substreams, in order; a -R one (``tree``) is every dataset's, parents
+    first (libzfs sends a tree's root first), so it starts from the base, reaches the snapshot
+    somewhere, and holds a substream ending at every snapshot of the tree."""
     subs = summary.substreams
-    got = (subs[-1].toguid, subs[0].fromguid) if subs else (None, None)
+    if tree is None:
+        got = (subs[-1].toguid, subs[0].fromguid) if subs else (None, None)
+    else:
+        tos = {s.toguid for s in subs}
+        got = (toguid if toguid in tos else None, subs[0].fromguid if subs else None)
+        lost = sorted(tree - tos)
+        if got == (toguid, fromguid) and lost:
+            raise BrokenStreamError(f"ZFS replication stream lacks the snapshot guids {', '.join(map(str, lost))} of "
+                                    f"its tree")
     if got != (toguid, fromguid):
         raise BrokenStreamError(f"ZFS stream runs from guid {got[1]} to {got[0]}, not from {fromguid} to "
                                 f"{toguid} as declared")

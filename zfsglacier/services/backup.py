@@ -50,15 +50,16 @@ def has_bookmarks(zfs, dataset):
     return bool(features) and features.get("bookmarks") in ("enabled", "active")
 
 
-def sources(zfs, dataset, archives):
+def sources(zfs, dataset, archives, snaps=None, bookmarks=None):
     """What an incremental of ``dataset`` can start from, oldest first: its snapshots, and the
     archived snapshots that are gone but live on as a bookmark (any bookmark with the snapshot's
-    guid: a bookmark keeps it), named as the archive names them."""
-    snaps = zfs.snapshots(dataset)
+    guid: a bookmark keeps it), named as the archive names them.  ``snaps`` and ``bookmarks``:
+    the dataset's, when the caller has listed them already (keep_bases, once per destination)."""
+    snaps = zfs.snapshots(dataset) if snaps is None else snaps
     have = {s.guid for s in snaps}
     archived = chains.by_toguid(archives)
     kept = {}
-    for b in zfs.bookmarks(dataset):
+    for b in zfs.bookmarks(dataset) if bookmarks is None else bookmarks:
         if b.guid in have or b.guid not in archived or b.guid in kept:
             continue
         row = archived[b.guid][0]
@@ -67,7 +68,7 @@ def sources(zfs, dataset, archives):
     return sorted(snaps + list(kept.values()), key=lambda s: (s.createtxg or 0, s.creation))
 
 
-def send_flags(zfs, dataset, chain_full=None, *, raw=None, compressed=False, props=False):
+def send_flags(zfs, dataset, chain_full=None, *, raw=None, compressed=False, props=False, replicate=False):
     """(SendFlags, encryption properties or None, why raw) for the next archive of ``dataset``.
 
     A chain keeps the flags of its full (``chain_full``: its catalog row), so that an incremental
@@ -76,13 +77,14 @@ def send_flags(zfs, dataset, chain_full=None, *, raw=None, compressed=False, pro
     where the pool has large_blocks / embedded_data, -c only when asked (``compressed``: it hands
     zstd blocks ZFS already compressed), and -w when asked (``raw``) or when the dataset is
     encrypted and its key is not loaded (a plain send then cannot read it); -p when asked
-    (``props``: the dataset's properties travel too; zg-restore never takes ``mountpoint``)."""
+    (``props``: the dataset's properties travel too; zg-restore never takes ``mountpoint``); -R
+    when asked (``replicate``: the dataset and its tree, see plan_dataset)."""
     enc = zfs.encryption(dataset)
     locked = enc is not None and enc.get("keystatus") != "available"
     if chain_full is not None:
         used = chain_full.meta.send_flags
         flags = SendFlags(raw=chain_full.meta.raw, large_blocks="-L" in used, embedded="-e" in used,
-                          compressed="-c" in used, props="-p" in used)
+                          compressed="-c" in used, props="-p" in used, replicate="-R" in used)
         return flags, enc, ("the chain is raw" if flags.raw else "")
     try:
         features = zfs.pool_features(dataset.split("/", 1)[0]) or {}
@@ -92,9 +94,9 @@ def send_flags(zfs, dataset, chain_full=None, *, raw=None, compressed=False, pro
     want_raw = bool(raw) or (raw is None and locked)
     why = ("--raw" if raw else f"{dataset} is encrypted and its key is not loaded") if want_raw else ""
     if want_raw:
-        return SendFlags(raw=True, props=props), enc, why
+        return SendFlags(raw=True, props=props, replicate=replicate), enc, why
     return SendFlags(large_blocks="large_blocks" in on, embedded="embedded_data" in on,
-                     compressed=compressed and "lz4_compress" in on, props=props), enc, why
+                     compressed=compressed and "lz4_compress" in on, props=props, replicate=replicate), enc, why
 
 
 @dataclass
@@ -108,6 +110,7 @@ class Step:
     estimate: int | None = None
     flags: SendFlags = SendFlags()
     encryption: dict | None = None  # the dataset's encryption properties (zfs.encryption)
+    tree: dict | None = None  # --replicate: replicated_tree
 
     @property
     def kind(self):
@@ -151,11 +154,16 @@ def take_snapshot(zfs, dataset, name, *, recursive=False):
 
 
 def plan_dataset(zfs, cat, dest, dataset, *, snapshot_name=None, full_every=None, full_if_older=None, now=None,
-                 planned_snapshot=None, raw=None, compressed=False, props=False):
+                 planned_snapshot=None, raw=None, compressed=False, props=False, replicate=False):
     """The Step that brings ``dest`` up to date for ``dataset``, or None if it already is.
 
     ``planned_snapshot``: a snapshot --dry-run would take first (it does not exist yet).
-    ``raw``/``compressed``: --raw / --compressed-send (see send_flags)."""
+    ``raw``/``compressed``/``props``: --raw / --compressed-send / --props (see send_flags).
+    ``replicate`` (--replicate): `zfs send -R`, the dataset and every dataset under it in one
+    stream.  A replication chain is its own: it starts with a full, continues only from a snapshot
+    (-R cannot start from a bookmark), only with --replicate (a single-dataset incremental on it
+    would leave the tree behind), and only when every dataset of the tree has the snapshot (-R
+    leaves out, without a word, a dataset that lacks it)."""
     now = now or time.time()
     snaps = zfs.snapshots(dataset)
     if planned_snapshot:
@@ -184,22 +192,51 @@ def plan_dataset(zfs, cat, dest, dataset, *, snapshot_name=None, full_every=None
             base, reason = None, f"the chain has {len(chain.archives)} archives (--full-every {full_every})"
         elif full_if_older and now - chain.archives[0].uploaded > full_if_older:
             base, reason = None, "the chain's full is older than --full-if-older-than"
+    if base is not None and "-R" in full.meta.send_flags and not replicate:
+        raise UsageError(f"{dataset}'s chain at {dest} is a replication stream (zfs send -R: {dataset} and every "
+                         f"dataset under it): back it up with --replicate to continue it, or start a chain of "
+                         f"single-dataset sends with --full-every 1")
+    if base is not None and replicate and "-R" not in full.meta.send_flags:
+        base, reason = None, "--replicate: a replication chain starts with a full (the chain there is of single sends)"
+    elif base is not None and replicate and base.bookmark:
+        base, reason = None, (f"@{base.short} is gone (only its bookmark is left) and zfs send -R starts only from "
+                              f"a snapshot of every dataset: hold the bases of a replication chain (zg-backup does)")
+    tree = replicated_tree(zfs, dataset, target) if replicate and not target.planned else None
     flags, enc, why = send_flags(zfs, dataset, full if base is not None else None, raw=raw, compressed=compressed,
-                                 props=props)
+                                 props=props, replicate=replicate)
     if base is not None and not flags.raw and enc is not None and enc.get("keystatus") != "available":
         # a chain of decrypted sends cannot go on while the key is unloaded; a raw full starts a new one
-        flags, enc, why = send_flags(zfs, dataset, None, raw=True, props=props)
+        flags, enc, why = send_flags(zfs, dataset, None, raw=True, props=props, replicate=replicate)
         base, reason = None, (f"{dataset}'s key is not loaded: a raw send (-w) starts a new chain (the chain at "
                               f"{dest} holds decrypted sends; `zfs load-key {enc.get('encryptionroot', dataset)}` "
                               f"would continue it)")
     elif base is not None and raw and not flags.raw:
         base, reason = None, "--raw: a raw chain starts with a full (the chain there holds decrypted sends)"
-        flags, enc, why = send_flags(zfs, dataset, None, raw=True, props=props)
+        flags, enc, why = send_flags(zfs, dataset, None, raw=True, props=props, replicate=replicate)
     if base is None and why:
         reason = f"{reason}; raw (-w): {why}" if reason else f"raw (-w): {why}"
     if base is not None and base.bookmark:
         reason += f" (kept as bookmark {base.bookmark})"
-    return Step(dataset, target, base, reason, estimate_size(zfs, target, base), flags, enc)
+    return Step(dataset, target, base, reason, estimate_size(zfs, target, base, flags), flags, enc, tree)
+
+
+def replicated_tree(zfs, dataset, target):
+    """{dataset under ``dataset`` (relative, "" for itself): guid of its @snapshot} for a -R send
+    of ``target``; zg-restore checks every one after receiving.  Refused when a dataset of the
+    tree lacks the snapshot: zfs send -R would leave it out of the backup without a word."""
+    tree, lacking = {}, []
+    for ds in zfs.list_datasets(dataset, recursive=True):
+        match = [s for s in zfs.snapshots(ds) if s.short == target.short]
+        if match:
+            tree[ds[len(dataset):].lstrip("/")] = str(match[0].guid)  # decimal strings, as SPEC's guids
+        else:
+            lacking.append(ds)
+    if lacking:
+        raise UsageError(f"--replicate: {', '.join(lacking[:3])}{' ...' if len(lacking) > 3 else ''} "
+                         f"{'has' if len(lacking) == 1 else 'have'} no @{target.short}, and zfs send -R would leave "
+                         f"{'it' if len(lacking) == 1 else 'them'} out: take the snapshot recursively "
+                         f"(`zfs snapshot -r {target.name}`, or zg-backup --replicate --snapshot NAME)")
+    return tree
 
 
 def next_base(snaps, archives, dataset):
@@ -222,15 +259,27 @@ def next_base(snaps, archives, dataset):
     return None, "no earlier snapshot of it is archived"
 
 
-def estimate_size(zfs, target, base):
-    """Bytes the send will roughly produce (zfs-fuse has no `zfs send -nP`): referenced for a full,
-    `written@base` for an incremental where the property exists."""
+def estimate_size(zfs, target, base, flags=SendFlags()):
+    """Bytes the send will roughly produce: ZFS's own estimate (`zfs send -nP`, which knows the
+    flags and starts from a bookmark too) where ZFS has one; else `referenced` for a full and
+    `written@base` for an incremental (zfs-fuse has neither -P nor, from a bookmark, anything),
+    summed over the tree for -R.  A snapshot --dry-run has not taken yet is estimated from its
+    datasets as they are now."""
+    if not target.planned:
+        size = zfs.send_size(target.name, base.source if base is not None else None, flags)
+        if size is not None:
+            return size
     try:
-        if base is None:  # a snapshot --dry-run has not taken yet refers to what the dataset refers to
-            name = target.dataset if target.planned else target.name
-            return int(zfs.get(name, "referenced")["referenced"])
-        since = base.source[len(base.dataset):]  # @snap or #bookmark: `written#bookmark` exists too
-        return int(zfs.get(target.name, f"written{since}")[f"written{since}"])
+        datasets = zfs.list_datasets(target.dataset) if flags.replicate else [target.dataset]
+        total = 0
+        for ds in datasets:
+            name = ds if target.planned else f"{ds}@{target.short}"
+            since = base.source[len(base.dataset):] if base is not None else None  # @snap, or #bookmark
+            if since is not None and (ds == target.dataset or zfs.exists(ds + since)):
+                total += int(zfs.get(name, f"written{since}")[f"written{since}"])
+            else:  # a full, or a dataset of the tree newer than the base: sent whole
+                total += int(zfs.get(name, "referenced")["referenced"])
+        return total
     except (ZgError, ValueError, KeyError):
         return None
 
@@ -244,7 +293,7 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
     intermediates = intermediates and step.base is not None and not step.base.bookmark  # -I: never from a bookmark
     send = zfs.send(step.target.name, from_snap=step.base.source if step.base else None,
                     intermediates=intermediates, flags=step.flags)
-    compound = intermediates or step.flags.props  # -I and -p streams: an outer DRR_BEGIN without guids
+    compound = intermediates or step.flags.compound  # -I, -p and -R streams: an outer DRR_BEGIN without guids
     checked = False
     try:
         src = PeekReader(send.stdout)
@@ -252,8 +301,11 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
         extra = {}
         if step.flags.raw and step.encryption:  # whose ZFS key opens it, when restored
             extra["encryption_root"] = step.encryption.get("encryptionroot") or step.dataset
+        if step.tree is not None:  # every dataset of a -R stream, for zg-restore's guid checks
+            extra["replicated"] = step.tree
         prep = archive.prepare(src, recipients, algorithm=algorithm, level=level, declared=declared, sign=sign,
-                               extra_metadata=extra)
+                               extra_metadata=extra,
+                               tree={int(g) for g in step.tree.values()} if step.tree is not None else None)
         ident = prep.identity
         expected = ident is not None and (
             (ident.header_type == "compound" and ident.toname == step.target.name) if compound
@@ -294,8 +346,9 @@ def keep_bases(zfs, cat, dataset, *, hold=None):
     the destination's tag when ``hold`` is True, or when ``hold`` is None (the default) and the
     pool has no bookmarks (zfs-fuse) or the tag holds a snapshot already (a --hold stays chosen
     for zg-rm and zg-prune, which pass None); otherwise that tag is released.  The single tag of older
-    versions is released once the per-destination holds are in place.  Returns warnings (never
-    fails the caller: the archive is already recorded)."""
+    versions is released once the per-destination holds are in place.  A replication chain
+    (--replicate) holds its base in every dataset of the tree, bookmarks or not (-R starts only
+    from snapshots).  Returns warnings (never fails the caller: the archive is already recorded)."""
     warnings = []
     try:
         snaps = zfs.snapshots(dataset)
@@ -306,23 +359,34 @@ def keep_bases(zfs, cat, dataset, *, hold=None):
         return warnings
     except ZgError as err:
         return [f"{dataset}: holds not updated: {err}"]
-    guids = {s.guid for s in snaps} | {b.guid for b in bookmarks}
+    guids = {s.guid for s in snaps} | {b.guid for b in bookmarks}  # before any is destroyed
     dests = sorted({a.dest for a in cat.archives() if a.dataset == dataset or a.toguid in guids})
     for dest in dests:
         archives = cat.archives(dest)
-        base, _ = next_base(sources(zfs, dataset, archives) if marks else snaps, archives, dataset)
-        if marks:
+        if marks:  # listed again for each destination: the one before may have destroyed some
+            bookmarks = zfs.bookmarks(dataset)
+        base, _ = next_base(sources(zfs, dataset, archives, snaps, bookmarks) if marks else snaps, archives,
+                            dataset)
+        # a replication chain (-R) starts only from a snapshot of every dataset of the tree: those are
+        # held, each (`zfs hold -r` and `release -r` are all or nothing: one child without the tag,
+        # and none is released), and bookmarks would not do
+        replicated = any("-R" in a.meta.send_flags for a in archives if a.dataset == dataset)
+        tree = _tree(zfs, dataset) if replicated else [dataset]
+        if marks and not replicated:
             warnings += _keep_bookmark(zfs, dest, dataset, base, bookmarks)
         tag = hold_tag(dest)
-        holding = hold if hold is not None else (not marks or _holds_tag(zfs, snaps, refs, tag))
+        holding = hold if hold is not None else (not marks or replicated or _holds_tag(zfs, snaps, refs, tag))
         for s in snaps:
-            try:
-                if holding and base is not None and s.name == base.name:
-                    zfs.hold(tag, s.name, exist_ok=True)
-                elif refs.get(s.name):
-                    zfs.release(tag, s.name, missing_ok=True)
-            except ZgError as err:
-                warnings.append(f"{s.name}: hold {tag!r} not updated: {err}")
+            for name in [f"{d}@{s.short}" for d in tree]:
+                try:
+                    if holding and base is not None and s.name == base.name:
+                        zfs.hold(tag, name, exist_ok=True)
+                    elif refs.get(s.name):
+                        zfs.release(tag, name, missing_ok=True)
+                except DatasetNotFoundError:
+                    pass  # a dataset of the tree made after this snapshot
+                except ZgError as err:
+                    warnings.append(f"{name}: hold {tag!r} not updated: {err}")
     if not warnings:  # the old tag goes only once every new hold is in place
         for s in snaps:
             if refs.get(s.name):
@@ -333,23 +397,36 @@ def keep_bases(zfs, cat, dataset, *, hold=None):
     return warnings
 
 
+def _tree(zfs, dataset):
+    try:
+        return zfs.list_datasets(dataset, recursive=True)
+    except ZgError:
+        return [dataset]
+
+
 def _holds_tag(zfs, snaps, refs, tag):
     """Whether ``tag`` holds any of ``snaps`` now (`zfs holds`: OpenZFS, where bookmarks exist)."""
     return any(tag in (zfs.holds(s.name) or []) for s in snaps if refs.get(s.name))
 
 
 def _keep_bookmark(zfs, dest, dataset, base, bookmarks):
-    """Bookmark ``base`` for ``dest`` and destroy the destination's other zg bookmarks."""
+    """Bookmark ``base`` for ``dest`` and destroy the destination's other zg bookmarks.
+
+    Each destination keeps its own bookmark of its base, even when the base is gone and lives on
+    only in another destination's bookmark (sources() names the first bookmark with the guid):
+    that one goes when the other destination moves on.  A bookmark is copied from a bookmark
+    (OpenZFS 2.0+) when the snapshot is gone."""
     warnings, keep = [], None
-    if base is not None:
-        keep = base.bookmark if base.bookmark else bookmark_name(dest, base)
-        if not base.bookmark:
-            try:
-                zfs.bookmark(base.name, keep)
-            except ZgError as err:
-                warnings.append(f"{base.name}: bookmark {keep} not made: {err}")
-                keep = None
     prefix = _bookmark_prefix(dest, dataset)
+    if base is not None:
+        own = [b.name for b in bookmarks if b.name.startswith(prefix) and b.guid == base.guid]
+        keep = own[0] if own else bookmark_name(dest, base)
+        if not own:
+            try:
+                zfs.bookmark(base.bookmark or base.name, keep)
+            except ZgError as err:
+                warnings.append(f"{base.bookmark or base.name}: bookmark {keep} not made: {err}")
+                keep = None
     for b in bookmarks:
         if b.name.startswith(prefix) and b.name != keep and keep is not None:
             try:

@@ -33,6 +33,12 @@ def find_snapshot(cat, dest, spec):
         match = [r for r in rows if str(r.toguid) == snap[5:]]
     else:
         match = [r for r in rows if r.dataset == dataset and r.snapshot == snap]
+    trees = [r for r in rows if r.snapshot == snap and r.dataset and dataset.startswith(r.dataset + "/")
+             and "-R" in r.meta.send_flags]
+    if not match and trees:  # a dataset inside a replicated tree: the tree is one stream
+        top = max(trees, key=lambda r: len(r.dataset)).dataset
+        raise NotFoundError(f"{dataset} is inside the replicated tree of {top} (zfs send -R: one stream for the "
+                            f"tree): restore {top}@{snap} to a new TARGET, and find it at TARGET{dataset[len(top):]}")
     if not match:
         known = sorted({r.snapshot for r in rows if r.dataset == dataset and r.snapshot})
         hint = f" (known: {', '.join(known[-5:])})" if known else \
@@ -209,8 +215,8 @@ def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, 
             vouched = a.checksum is not None and reader.verifies == a.checksum
             src = _Hashing(reader, None if vouched else a.sha256, a.id)
             opened = check_before_receive(src, a, identities, signers)  # again: the store may have changed it
-            # a -p stream carries the source's mountpoint: taken, the restore would mount over the original
-            exclude = ("mountpoint",) if "-p" in a.meta.send_flags else ()
+            tree = archive.read_private_metadata(*opened).get("replicated") or {}
+            exclude = ("mountpoint",) if carries_props(a) else ()
             recv = zfs.receive(target, force=force, mount=False, compound=a.stream == "compound", exclude=exclude)
             try:
                 archive.decrypt(src, recv.stdin, identities, opened=opened)
@@ -224,6 +230,28 @@ def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, 
         got = {s.guid for s in zfs.snapshots(target)}
         if a.toguid not in got:
             raise ZfsError(f"after receiving {a.id}, {target} has no snapshot with guid {a.toguid}")
+        check_tree(zfs, a, target, tree)
+
+
+def carries_props(a):
+    """A -p or -R stream carries the source's properties, its mountpoint too: taken, the restore
+    would mount over the original (or over what is there now)."""
+    return bool({"-p", "-R"} & set(a.meta.send_flags))
+
+
+def check_tree(zfs, a, target, tree):
+    """Every dataset a replication archive holds (its authenticated ``replicated`` list: relative
+    name -> guid) came back under ``target`` with that snapshot: zfs receive of a -R stream
+    that lost a child would otherwise look complete."""
+    for rel, guid in sorted(tree.items()):
+        name = f"{target}/{rel}" if rel else target
+        try:
+            have = {s.guid for s in zfs.snapshots(name)}
+        except ZgError:
+            have = set()
+        if int(guid) not in have:
+            raise ZfsError(f"after receiving {a.id}, {name} has no snapshot with guid {guid}: the replicated tree "
+                           f"did not come back whole")
 
 
 def restore(zfs, store, cat, dest, spec, target, identities, *, policy=None, force=False, jobs=4,
@@ -237,14 +265,20 @@ def restore(zfs, store, cat, dest, spec, target, identities, *, policy=None, for
         check_continue(zfs, target, chain, done)
     check_keys(chain, identities, signers)
     check_features(zfs, chain, done, target)
+    if any(carries_props(a) for a in chain.archives[done:]) and not zfs.can_exclude_props():
+        raise ZfsError(f"{spec} was sent with its properties (zfs send -p/-R), and this zfs cannot receive them without "
+                       f"the source's mountpoint (no `zfs receive -x`, OpenZFS 0.7+; zfs-fuse has none): restore it "
+                       f"where OpenZFS runs, or the restore would mount over the original")
     thaw.thaw_all(store, dest, cat, [a.id for a in chain.archives[done:]], policy or thaw.Policy(), say)
     check_chain(store, chain, done, identities, signers)
     receive_chain(zfs, store, chain, done, target, identities, force=force and exists, jobs=jobs, say=say,
                   signers=signers)
     for a in chain.archives:
         cat.thaw_done(dest, a.id)
-    try:
-        zfs.mount(target)
-    except ZgError:
-        pass
+    tree = zfs.list_datasets(target) if any("-R" in a.meta.send_flags for a in chain.archives) else [target]
+    for name in tree:  # received unmounted (-u): the tree is whole now
+        try:
+            zfs.mount(name)
+        except ZgError:
+            pass
     return chain, done
