@@ -107,7 +107,7 @@ def build_image(image: Path) -> Path:
                           "ZG_OZVM_IMAGE to an image directory or ZG_OZVM_PACKED to a packed one")
     image.parent.mkdir(parents=True, exist_ok=True)
     log = image.with_name(image.name + ".log")
-    print(f"test-openzfs: no guest image: building one from Debian packages into {image} (~14 min; log {log})",
+    print(f"test-openzfs: building a guest image from Debian packages into {image} (~12 min; log {log})",
           file=sys.stderr)
     t0 = time.monotonic()
     with open(log, "wb") as out:
