@@ -56,3 +56,21 @@ def test_bad_data_of_every_codec_is_damage_and_every_codec_round_trips(name):
         # plaintext is all there is, exactly what this trailer commits to.)
         assert plain.startswith(got.getvalue())
     assert refused >= 3
+
+
+@pytest.mark.parametrize("algorithm,level", [("zstd", 3), ("zstd", 19), ("bz2", 1)])
+def test_an_unclosed_writer_writes_nothing_when_collected(algorithm, level):
+    """A compressing writer nobody closed is an aborted archive's: neither abort() nor the garbage
+    collector compresses or writes its buffered blocks (io.IOBase's finalizer would close() it,
+    from whatever thread the collector interrupted: that once hung `make test` on a pool lock)."""
+    import gc
+    for how in ("abort", "collect"):
+        out = io.BytesIO()
+        w = compression.writer(algorithm, level, out, threads=2)
+        w.write(b"x" * 1000)  # less than a block: buffered (or inside the zstd stream)
+        if how == "abort":
+            w.abort()
+            assert w.closed
+        del w
+        gc.collect()
+        assert out.getvalue() == b"", (how, len(out.getvalue()))

@@ -113,6 +113,9 @@ def write_archive(prep, out, *, threads=-1):
             length += len(block)
             comp.write(block)
         comp.close()
+    except BaseException:
+        comp.abort()  # an aborted archive: what is buffered is never compressed or written
+        raise
     finally:
         ahead.close()
     chunks.finish(length, digest.digest())

@@ -67,7 +67,23 @@ def _zstd_frames_at(level):
     return zstd_frame
 
 
-class ParallelCompressor(io.RawIOBase):
+class _Abortable(io.RawIOBase):
+    """A compressing writer that nobody closed belongs to an aborted archive: ``abort()`` drops
+    its buffered blocks, and so does its finalizer.  io.IOBase's own finalizer would call close(),
+    which compresses and writes them, from whatever thread the garbage collector interrupted.  Found
+    when `make test` hung for good: the collector ran inside ThreadPoolExecutor.submit, which holds
+    a lock that every pool's submit takes, and close() submitted to this writer's pool."""
+
+    def abort(self):
+        if not self.closed:
+            self._drop()
+            io.RawIOBase.close(self)  # closed, without this class's close(): nothing is written
+
+    def __del__(self):
+        self.abort()
+
+
+class ParallelCompressor(_Abortable):
     """Writable: compresses BLOCK_SIZE blocks on ``workers`` threads, writes frames to ``out`` in order.
 
     Each worker also hashes its block for ``digest`` (a digest.BlockDigest), in input order."""
@@ -131,8 +147,14 @@ class ParallelCompressor(io.RawIOBase):
                 self._map.close()
             super().close()
 
+    def _drop(self):
+        if getattr(self, "_buf", None) is not None:
+            self._buf.clear()
+        if getattr(self, "_map", None) is not None:
+            self._map.abandon()
 
-class LongZstdWriter(io.RawIOBase):
+
+class LongZstdWriter(_Abortable):
     """Writable: one zstd stream with long-distance matching, on zstd's own worker threads."""
 
     def __init__(self, level, out, workers=-1, digest=None):
@@ -155,6 +177,9 @@ class LongZstdWriter(io.RawIOBase):
         if not self.closed:
             self._writer.close()
             super().close()
+
+    def _drop(self):
+        pass  # the zstd writer is let go unflushed
 
 
 def writer(algorithm, level, out, threads=-1, digest=None):

@@ -82,6 +82,14 @@ class OrderedMap:
         self._queue.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def abandon(self) -> None:
+        """Drop everything and wait for nothing: for a finalizer, which must take no lock that
+        another pool may hold in the thread the garbage collector interrupted."""
+        for _, future in self._queue:
+            future.cancel()
+        self._queue.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def __enter__(self):
         return self
 
