@@ -3,6 +3,8 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := .make/installed
 DEB_PACKAGES := zfs-fuse pbzip2 openssl zstd bzip2 rclone
+# A real S3 server for the tests, which start it themselves (tests/servers/ceph_rgw.py)
+CEPH_PACKAGES := radosgw ceph-mon ceph-osd
 
 .PHONY: help install check test test-openzfs openzfs-image openzfs-deps bench demo clean vectors backup restore verify
 
@@ -20,7 +22,7 @@ help:
 	@echo "make install   system packages (zfs-fuse, pbzip2, ...) and the Python package, editable"
 	@echo "make demo      a real ZFS dataset backed up to file:// and restored, verified file by file"
 	@echo "make check     what CI runs: make test, then make test-openzfs (the guest image is built meanwhile)"
-	@echo "make test      the test suite on zfs-fuse, moto and the vault stand-in (~12 min)"
+	@echo "make test      the test suite on zfs-fuse, moto, Ceph RGW and the vault stand-in (~15 min)"
 	@echo "make test-openzfs   the ZFS tests in a QEMU guest with OpenZFS 2.3 (builds the guest image if none is cached)"
 	@echo "make bench     the benchmark suite: speed and memory against the 2013 recipe and native tools"
 	@echo "make backup DATASET=tank/db [DEST=offsite PUB=~/.zg/offsite.pub]         back a dataset up (recursively)"
@@ -32,6 +34,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py zfsglacier/plumbing/_fletcher.c
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES) >/dev/null
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CEPH_PACKAGES) >/dev/null
 	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@mkdir -p .make && touch $@
 

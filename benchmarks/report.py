@@ -39,6 +39,11 @@ TRANSFER_BOUND_MIB = 60 + 2 * (JOBS + 1) * PART_MIB  # zg-upload --help: "60 MiB
 UP_ZG, UP_AWS, UP_RCLONE = "up/zg-upload", "up/aws", "up/rclone"
 UP_AWS_SHA = "up/aws-sha256"  # awscli asked for the same per-part checksum as zg (S3's work differs by algorithm)
 DOWN_ZG, DOWN_AWS = "down/zg-fetch", "down/aws"
+# a real S3 server (issue 12): Ceph RGW, each zg row against the awscli row of the same direction
+RGW_UP_ZG, RGW_UP_AWS = "rgw/zg-upload", "rgw/aws-upload"
+RGW_DOWN_ZG, RGW_DOWN_AWS = "rgw/zg-fetch", "rgw/aws-fetch"
+RGW_FILE_ZG, RGW_FILE_AWS = "rgw/zg-fetch-file", "rgw/aws-fetch-file"
+RGW_PAIRS = {RGW_UP_ZG: RGW_UP_AWS, RGW_DOWN_ZG: RGW_DOWN_AWS, RGW_FILE_ZG: RGW_FILE_AWS}
 XMEM_UP_FLOOR, XMEM_DOWN_FLOOR = "xmem/zg-upload-floor", "xmem/zg-fetch-floor"
 XMEM_SIZES = ("1gb", "4gb")  # xmem/zg-upload-1gb, xmem/zg-fetch-4gb, ...
 # chains (issue 4)
@@ -57,11 +62,13 @@ SECTIONS = {
     "cold": "Cold: a DEEP_ARCHIVE object, thawed then fetched",
     "xmem": "Memory: zg-upload --raw / zg-fetch of large inputs",
     "chain": "Chains on real ZFS (zfs-fuse): one full backup / restore of the corpus dataset",
+    "rgw": "S3 on Ceph RGW: upload from stdin, fetch to a pipe and to a file",
 }
 PARTS = {  # part of the report -> its sections
     "filters": ("ref", "enc", "dec", "mem", "lvl"),
     "transfers": ("up", "down", "cold", "xmem"),
     "chains": ("chain",),
+    "rgw": ("rgw",),
 }
 
 
@@ -388,6 +395,33 @@ def transfer_table() -> str:
     return head + "\n" + "\n".join(lines)
 
 
+def rgw_table() -> str:
+    """Issue 12's rows: MB/s against Ceph RGW, each zg row's ratio to the awscli row of its direction."""
+    head = ("| row | MB/s | MB moved | vs aws s3 cp | peak RSS MiB (per stage) | client cores | rgw cores | "
+            "others' load | rounds |\n|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    lines = []
+    for r in _part_rows("rgw"):
+        aws = ROWS.get(RGW_PAIRS.get(r.key, ""))
+        vs = _ratio(r.mbps, aws.mbps) if aws else None
+        lines.append(f"| {_cell(r.label)} | {r.mbps:.1f} | {r.plain_bytes / 1e6:.1f} | {_fmt(vs, '.2f')}"
+                     f"{'x' if vs else ''} | {_rss(r)} | {_cores(r)} | {_helper_cores(r)} | "
+                     f"{_fmt(r.best.others_cores, '.2f')} | {len(r.results)} |")
+    return head + "\n" + "\n".join(lines)
+
+
+def rgw_targets() -> list[tuple[str, str, str]]:
+    R = ROWS.get
+    out = []
+    for zg_key, aws_key, text in ((RGW_UP_ZG, RGW_UP_AWS, "zg-upload from stdin"),
+                                  (RGW_DOWN_ZG, RGW_DOWN_AWS, "zg-fetch to a pipe"),
+                                  (RGW_FILE_ZG, RGW_FILE_AWS, "zg-fetch -o FILE")):
+        v = _ratio(R(zg_key).mbps, R(aws_key).mbps) if R(zg_key) and R(aws_key) else None
+        out.append((f"{text} >= 1.0x `aws s3 cp` against RGW",
+                    "not measured" if v is None else f"{v:.2f}x ({R(zg_key).mbps:.0f} vs {R(aws_key).mbps:.0f} MB/s)",
+                    _verdict(None if v is None else v >= 1.0)))
+    return out
+
+
 def chain_table() -> str:
     """Issue 4's rows: wall time, stream MB/s, time over the bare zfs command of the same direction."""
     R = ROWS.get
@@ -482,6 +516,21 @@ def _transfers_part() -> list[str]:
     ]
 
 
+def _rgw_part() -> list[str]:
+    t = CONTEXT.get("rgw") or {}
+    return [
+        "## S3 on a real server (issue 12): zg-upload / zg-fetch against awscli on Ceph RGW",
+        "",
+        f"**Setup:** one {t.get('rgw', 'radosgw')} (a mon, a memstore OSD, radosgw; 127.0.0.1; "
+        f"tests/servers/ceph_rgw.py) for both clients, on the same 2 cores; {PART_MIB} MiB parts, {JOBS} in "
+        f"flight, as the moto rows ({t.get('aws', 'aws')}); the zg-encrypt archive of the corpus, STANDARD. "
+        "RGW lists no part checksums: zg-fetch checks the whole against the SHA-256 its catalog recorded at "
+        "upload, hashing each byte once. rgw cores = radosgw's CPU / wall meanwhile.",
+        "",
+        *_results("rgw", rgw_table(), rgw_targets()),
+    ]
+
+
 def _chains_part() -> list[str]:
     ch = CONTEXT.get("chains") or {}
     return [
@@ -509,7 +558,8 @@ def render() -> str:
         + " ".join(f"{x:.2f}" for x in m["loadavg"]) + ".",
         "",
     ]
-    for part, body in (("filters", _filters_part), ("transfers", _transfers_part), ("chains", _chains_part)):
+    for part, body in (("filters", _filters_part), ("transfers", _transfers_part), ("rgw", _rgw_part),
+                       ("chains", _chains_part)):
         if _part_rows(part):
             parts += body()
     return "\n".join(parts)

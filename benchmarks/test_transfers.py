@@ -47,20 +47,21 @@ FLOOR_BYTES = 1 << 20
 
 @dataclass
 class Clients:
-    moto: MotoServer
+    server: MotoServer  # or anything with its url, pid, client() and clear(bucket): the RGW rows' server
     dir: Path  # configs, catalog, scratch
     zg_env: dict
     aws_env: dict
     rclone_env: dict
     last_id: str = ""  # the archive a memory row uploaded, for the fetch row after it
+    helper: str = "moto"  # what the server's CPU is reported as
 
     def s3(self):
-        return self.moto.client()
+        return self.server.client()
 
     def clear(self) -> None:
         """Empty the bucket, then flush dirty pages (earlier rows wrote gigabytes) so that the disk's
         write-back does not stall the server's spool files in the middle of the next round."""
-        self.moto.clear(BUCKET)
+        self.server.clear(BUCKET)
         os.sync()
 
     def objects(self) -> list[dict]:
@@ -145,28 +146,37 @@ def _upload_row(benchmark, clients, key, label, command, stages, env, source, *,
 
     return report.measure(benchmark, key, label, command, stages, rounds=rounds, setup=clients.clear, after=after,
                           source=source, repeat=repeat, sink=clients.dir / "stdout", env=env,
-                          helpers=(clients.moto.pid,), helper="moto")
+                          helpers=(clients.server.pid,), helper=clients.helper)
 
 
 def _fetch_row(benchmark, clients, key, label, command, stages, env, size, *, rounds=FAST, setup=None):
     return report.measure(benchmark, key, label, command, stages, rounds=rounds, setup=setup, source=None,
-                          plain_bytes=size, expect_out=size, env=env, helpers=(clients.moto.pid,), helper="moto")
+                          plain_bytes=size, expect_out=size, env=env, helpers=(clients.server.pid,), helper=clients.helper)
 
 
 # ---------------------------------------------------------------- upload from stdin
 
 
-def test_up_zg(benchmark, clients, zg_archive):
-    _upload_row(benchmark, clients, report.UP_ZG, f"zg-upload --jobs {report.JOBS}",
-                f"zg-upload {DEST} --jobs {report.JOBS} < archive (part_size 16 MiB in config)",
+def up_zg(benchmark, clients, zg_archive, key, config="part_size 16 MiB in config"):
+    """zg-upload of the archive from stdin (the moto and RGW rows)."""
+    _upload_row(benchmark, clients, key, f"zg-upload --jobs {report.JOBS}",
+                f"zg-upload {DEST} --jobs {report.JOBS} < archive ({config})",
                 [zg("upload", DEST, "--jobs", report.JOBS)], clients.zg_env, zg_archive)
 
 
-def test_up_aws(benchmark, clients, zg_archive):
-    _upload_row(benchmark, clients, report.UP_AWS, "aws s3 cp - s3://...",
+def up_aws(benchmark, clients, zg_archive, key):
+    _upload_row(benchmark, clients, key, "aws s3 cp - s3://...",
                 "aws s3 cp - s3://bucket/key < archive",
-                [["aws", "s3", "cp", "-", f"s3://{BUCKET}/aws/archive", "--endpoint-url", clients.moto.url,
+                [["aws", "s3", "cp", "-", f"s3://{BUCKET}/aws/archive", "--endpoint-url", clients.server.url,
                   "--only-show-errors"]], clients.aws_env, zg_archive, expect_key="aws/archive")
+
+
+def test_up_zg(benchmark, clients, zg_archive):
+    up_zg(benchmark, clients, zg_archive, report.UP_ZG)
+
+
+def test_up_aws(benchmark, clients, zg_archive):
+    up_aws(benchmark, clients, zg_archive, report.UP_AWS)
 
 
 def test_up_aws_sha256(benchmark, clients, zg_archive):
@@ -175,7 +185,7 @@ def test_up_aws_sha256(benchmark, clients, zg_archive):
     _upload_row(benchmark, clients, report.UP_AWS_SHA, "aws s3 cp --checksum-algorithm SHA256 - s3://...",
                 "aws s3 cp --checksum-algorithm SHA256 - s3://bucket/key < archive",
                 [["aws", "s3", "cp", "--checksum-algorithm", "SHA256", "-", f"s3://{BUCKET}/aws/archive",
-                  "--endpoint-url", clients.moto.url, "--only-show-errors"]], clients.aws_env, zg_archive,
+                  "--endpoint-url", clients.server.url, "--only-show-errors"]], clients.aws_env, zg_archive,
                 expect_key="aws/archive")
 
 
@@ -201,18 +211,27 @@ def stored(clients, zg_archive) -> tuple[str, str, int]:
     return archive_id, obj["Key"], obj["Size"]
 
 
-def test_down_zg(benchmark, clients, stored):
+def down_zg(benchmark, clients, stored, key, suffix=""):
+    """zg-fetch of the stored archive to stdout (the moto and RGW rows)."""
     archive_id, _, size = stored
-    _fetch_row(benchmark, clients, report.DOWN_ZG, f"zg-fetch --jobs {report.JOBS}",
+    _fetch_row(benchmark, clients, key, f"zg-fetch --jobs {report.JOBS}{suffix}",
                f"zg-fetch {DEST} ID --jobs {report.JOBS} > /dev/null",
                [zg("fetch", DEST, archive_id, "--jobs", report.JOBS)], clients.zg_env, size)
 
 
-def test_down_aws(benchmark, clients, stored):
-    _, key, size = stored
-    _fetch_row(benchmark, clients, report.DOWN_AWS, "aws s3 cp s3://... -", "aws s3 cp s3://bucket/key - > /dev/null",
-               [["aws", "s3", "cp", f"s3://{BUCKET}/{key}", "-", "--endpoint-url", clients.moto.url,
+def down_aws(benchmark, clients, stored, key, suffix=""):
+    _, obj, size = stored
+    _fetch_row(benchmark, clients, key, f"aws s3 cp s3://... -{suffix}", "aws s3 cp s3://bucket/key - > /dev/null",
+               [["aws", "s3", "cp", f"s3://{BUCKET}/{obj}", "-", "--endpoint-url", clients.server.url,
                  "--only-show-errors"]], clients.aws_env, size)
+
+
+def test_down_zg(benchmark, clients, stored):
+    down_zg(benchmark, clients, stored, report.DOWN_ZG)
+
+
+def test_down_aws(benchmark, clients, stored):
+    down_aws(benchmark, clients, stored, report.DOWN_AWS)
 
 
 def test_cold_zg(benchmark, clients, zg_archive):

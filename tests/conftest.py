@@ -82,6 +82,23 @@ def zfs_dataset(zfs_pool, tmp_path):
 
 # --- Amazon stand-ins: moto (S3) and the strict vault stand-in, on 127.0.0.1 ---------------------
 
+@pytest.fixture(scope="session")
+def rgw():
+    """Ceph's radosgw, a second and real S3 implementation, on 127.0.0.1 for the whole session
+    (tests/servers/ceph_rgw.py; ~15 s to start).  Destinations reach it with ``endpoint=rgw.url``
+    and the test credentials."""
+    from tests.servers.ceph_rgw import ACCESS_KEY, CephRgw, RgwUnavailable
+
+    assert AWS_TEST_ENV["AWS_ACCESS_KEY_ID"] == ACCESS_KEY
+    server = CephRgw()
+    try:
+        server.start()
+    except RgwUnavailable as err:
+        pytest.fail(f"Ceph RGW unavailable: {err}", pytrace=False)
+    yield server
+    server.stop()
+
+
 @dataclass
 class AwsServers:
     """Endpoints of the test servers; ``env`` is what a zg-* subprocess needs to reach them."""
@@ -139,7 +156,8 @@ _dest_names = itertools.count(1)
 
 @pytest.fixture
 def destination(request, tmp_path):
-    """(destination URL, environment for subprocesses) of the kind in request.param: file, s3, vault."""
+    """(destination URL, environment for subprocesses) of the kind in request.param: file, s3 (moto),
+    rgw (S3 on Ceph's radosgw, its endpoint in the subprocesses' environment), vault."""
     kind = request.param
     n = next(_dest_names)
     env = {"ZG_CATALOG": str(tmp_path / "catalog.db"), "ZG_POLL_SECONDS": "0.1"}
@@ -148,6 +166,12 @@ def destination(request, tmp_path):
     servers = request.getfixturevalue("aws")
     env.update(servers.env)
     import boto3
+    if kind == "rgw":
+        rgw = request.getfixturevalue("rgw")
+        bucket = f"zg-dest-{n}"
+        boto3.client("s3", endpoint_url=rgw.url).create_bucket(Bucket=bucket)
+        env["AWS_ENDPOINT_URL_S3"] = rgw.url
+        return f"s3://{bucket}/backups", env
     if kind == "s3":
         bucket = f"zg-dest-{n}"
         boto3.client("s3", endpoint_url=servers.s3_url).create_bucket(Bucket=bucket)

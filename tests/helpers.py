@@ -49,9 +49,9 @@ def mixed_data(size, seed=1):
     return bytes(out[:size])
 
 
-AWS_TEST_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
+AWS_TEST_ENV = {  # moto takes any keys; these are also the Ceph RGW test user's (tests/servers/ceph_rgw.py)
+    "AWS_ACCESS_KEY_ID": "zgrgwaccess",
+    "AWS_SECRET_ACCESS_KEY": "zgrgwsecretzgrgwsecret",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,

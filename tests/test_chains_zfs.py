@@ -16,7 +16,7 @@ from tests.test_filters_zfs import fill, tree_digest
 pytestmark = pytest.mark.zfs
 
 
-ALL_DESTINATIONS = pytest.mark.parametrize("destination", ["file", "s3", "vault"], indirect=True)
+ALL_DESTINATIONS = pytest.mark.parametrize("destination", ["file", "s3", "rgw", "vault"], indirect=True)
 
 
 @pytest.fixture

@@ -207,3 +207,31 @@ def test_a_killed_upload_to_a_directory_is_collectable(site):  # noqa: F811
     assert p.returncode == 0 and "1 incomplete uploads aborted" in p.stdout.decode(), p.stderr.decode()
     assert not [f for f in os.listdir(site.store.path) if ".partial" in f]
     assert "incomplete" not in zg("ls", site.dest, env=site.env).stdout.decode()
+
+
+def test_the_newest_catalog_copy_is_told_by_its_own_time_not_the_stores_second(tmp_path):
+    """Two copies made within one second: a store's time (S3's LastModified, whole seconds) cannot
+    order them, and the older one (without the newest archive) was taken about half the time, so a
+    hidden archive went unnoticed (seen as a flaky hostile-store test on moto).  Either order of
+    listing gives the copy written last."""
+    import io
+    from dataclasses import replace
+
+    from zfsglacier.format import archive
+    from zfsglacier.format.keys import SecretKey
+    from zfsglacier.format.metadata import CatalogCopy
+    from zfsglacier.services.rebuild import newest_catalog_copy
+    from zfsglacier.stores import open_store
+    from tests.helpers import file_destination
+
+    key = SecretKey.generate()
+    store = open_store(file_destination(tmp_path / "d"))
+    infos = []
+    for written, rows in ((1000.25, [{"id": "a"}]), (1000.75, [{"id": "a"}, {"id": "b"}])):
+        out = io.BytesIO()
+        archive.encrypt(io.BytesIO(CatalogCopy("d", rows, written=written).encode()), out, [key.recipient()])
+        info = store.upload(io.BytesIO(out.getvalue()), {})
+        infos.append(replace(info, created=1000.0))  # the same second, as the store dates them
+    for listed in (infos, infos[::-1]):
+        copy = newest_catalog_copy(store, listed, [key])
+        assert copy.written == 1000.75

@@ -181,7 +181,7 @@ def test_one_run_per_dataset_and_destination(zfs_dataset, env, tmp_path):  # noq
         assert len(cat.archives(env["dest"])) == 1, outs
     assert sorted(code for code, _, _ in outs)[0] == 0
     loser = [o for o in outs if "full" not in o[1]][0]
-    assert loser[0] == errors.LockedError.exit_code and "is locked by pid" in loser[2] or "up to date" in loser[1]
+    assert (loser[0] == errors.LockedError.exit_code and "is locked by pid" in loser[2]) or "up to date" in loser[1], outs
     # the lock taken by someone else: refused before any snapshot is taken
     locks = Locks(lock_directory(env["catalog"]))
     locks.take(env["dest"], ds, "a test")

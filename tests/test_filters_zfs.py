@@ -139,7 +139,7 @@ def test_2013_recipe_archive_restores(zfs_dataset, zfs_pool, tmp_path):
             zfs.destroy(target, recursive=True)
 
 
-@pytest.mark.parametrize("destination", ["file", "s3", "vault"], indirect=True)
+@pytest.mark.parametrize("destination", ["file", "s3", "rgw", "vault"], indirect=True)
 def test_unix_pipeline_through_each_store(zfs_dataset, zfs_pool, keys, destination):
     """zfs send | zg-encrypt | zg-upload, then zg-fetch | zg-decrypt | zfs receive, for real."""
     key, pub = keys

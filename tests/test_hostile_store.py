@@ -1,7 +1,7 @@
 """The store is hostile: a provider that holds the archives (no key) and relabels, swaps, replays,
 hides or edits objects and their metadata.  Each case is either detected with a clear error and a
 documented exit code before any `zfs receive` (the target is never created), or shown harmless.
-Real zfs-fuse, on every store: file://, S3 on moto, the vault stand-in (whose listing is an
+Real zfs-fuse, on every store: file://, S3 on moto and on Ceph RGW, the vault stand-in (whose listing is an
 inventory job and whose catalog copy needs a retrieval job: rebuild() runs again until both are done)."""
 
 import base64
@@ -66,9 +66,9 @@ class FileProvider:
 class S3Provider:
     """The bucket's owner: objects re-put with consistent checksums, any metadata."""
 
-    def __init__(self, dest, aws):
+    def __init__(self, dest, url):
         bucket, _, self.prefix = dest[len("s3://"):].partition("/")
-        self.bucket, self.c = bucket, boto3.client("s3", endpoint_url=aws.s3_url)
+        self.bucket, self.c = bucket, boto3.client("s3", endpoint_url=url)
 
     def key(self, i):
         return f"{self.prefix}/{i}.zg"
@@ -76,7 +76,10 @@ class S3Provider:
     def _get(self, i):
         head = self.c.head_object(Bucket=self.bucket, Key=self.key(i))
         if head.get("StorageClass", "STANDARD") in ("GLACIER", "DEEP_ARCHIVE"):
-            self.c.restore_object(Bucket=self.bucket, Key=self.key(i), RestoreRequest={"Days": 1})
+            try:
+                self.c.restore_object(Bucket=self.bucket, Key=self.key(i), RestoreRequest={"Days": 1})
+            except self.c.exceptions.ClientError:
+                pass  # a server without RestoreObject (RGW) serves the class at once
         body = self.c.get_object(Bucket=self.bucket, Key=self.key(i))["Body"].read()
         return body, head["Metadata"], head.get("StorageClass", "STANDARD")
 
@@ -137,8 +140,12 @@ class VaultProvider:
 
 def provider(env, request):
     kind = request.node.callspec.params["destination"]
+    if kind == "rgw":
+        return S3Provider(env["dest"], request.getfixturevalue("rgw").url)
     aws = request.getfixturevalue("aws") if kind != "file" else None
-    return {"file": FileProvider, "s3": S3Provider, "vault": VaultProvider}[kind](env["dest"], aws)
+    if kind == "s3":
+        return S3Provider(env["dest"], aws.s3_url)
+    return {"file": FileProvider, "vault": VaultProvider}[kind](env["dest"], aws)
 
 
 def rebuild(env, *args, code=0, fresh=False):
@@ -188,8 +195,11 @@ def test_swapped_bytes_under_the_same_ids_are_refused(zfs_dataset, zfs_pool, des
     make_chain(zfs, zfs_dataset, env, n_incr=1)
     ids = archive_ids(env, zfs_dataset.name)
     provider(env, request).swap_bytes(ids["s0"], ids["s1"])
+    # a vault's retrieval job names the archive's size: one that is not the size uploaded is refused
+    # by the store itself, as it is read; elsewhere the header the archive carries gives it away
+    vault = request.node.callspec.params["destination"] == "vault"
     refused_before_receive(zfs, env, f"{zfs_dataset.name}@s1", f"{zfs_pool}/swapped",
-                           errors.IntegrityError.exit_code, "not receiving it")
+                           errors.IntegrityError.exit_code, "were uploaded" if vault else "not receiving it")
 
 
 @LISTABLE

@@ -282,3 +282,18 @@ def test_storage_class_given_as_one_name():
             row("g2", uploaded=NOW - DAY, created=NOW - 2 * DAY)]
     p = plan(rows, Rules(last=1), NOW, storage_class="VAULT")
     assert ids(p.deferred) == ["g1"] and p.deferred[0].cls == "VAULT"
+
+
+def test_a_restore_plan_prices_each_archive_in_its_own_class():
+    """A chain whose full is in DEEP_ARCHIVE and whose incremental is in STANDARD: each is priced
+    and timed from its own class (STANDARD: at once), not both from the destination's."""
+    from types import SimpleNamespace as NS
+    from zfsglacier.services import restore
+
+    full = NS(id="a1", fromguid=None, size=2 << 30, name="tank@s0", storage_class="DEEP_ARCHIVE")
+    incr = NS(id="a2", fromguid=1, size=1 << 30, name="tank@s1", storage_class="STANDARD")
+    text = restore.describe(NS(archives=[full, incr], size=3 << 30), lambda a: a.storage_class)
+    assert "from DEEP_ARCHIVE (1 archive, 2.0 GiB)" in text and "from STANDARD (1 archive, 1.0 GiB)" in text
+    deep = cost.retrieval_options(2 << 30, "DEEP_ARCHIVE")
+    assert all(cost.dollars(r.dollars) in text for r in deep)
+    assert "immediate" in text and "at once" in text

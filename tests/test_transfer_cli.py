@@ -17,7 +17,7 @@ from tests.helpers import BIN, assert_one_line_error, mixed_data, zg
 from tests.servers.faultproxy import FaultProxy
 
 MiB = 1 << 20
-PART = {"file": MiB, "s3": 5 * MiB, "vault": MiB}
+PART = {"file": MiB, "s3": 5 * MiB, "rgw": 5 * MiB, "vault": MiB}
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def up(s, *extra, input=None, code=0):
     return p.stdout.decode().strip() if code == 0 else p
 
 
-@pytest.mark.parametrize("destination", ["file", "s3", "vault"], indirect=True)
+@pytest.mark.parametrize("destination", ["file", "s3", "rgw", "vault"], indirect=True)
 def test_upload_fetch_ls_rm(setup):
     s = setup
     archive_id = up(s, "--name", "tank/db@monday")
@@ -228,3 +228,26 @@ def test_missing_bucket_fails_at_once(setup):
     s = setup
     p = zg("upload", s["dest"].replace("zg-dest", "no-such-bucket"), input=s["blob"], env=s["env"])
     assert_one_line_error(p, errors.StoreError.exit_code)
+
+
+@pytest.mark.parametrize("destination", ["s3"], indirect=True)
+def test_costs_are_those_of_the_class_each_archive_is_in(destination, tmp_path):
+    """An archive stored in STANDARD (a destination configured so) is priced as STANDARD by zg-ls
+    through a destination whose class is DEEP_ARCHIVE: the class is the archive's, not the
+    destination's (it used to be priced, and timed, as DEEP_ARCHIVE)."""
+    from zfsglacier.services import cost
+
+    dest, env = destination
+    config = tmp_path / "config.toml"
+    config.write_text(f'[destinations.hot]\nurl = "{dest}"\nstorage_class = "STANDARD"\n'
+                      f'[destinations.cold]\nurl = "{dest}"\n')
+    env = dict(env, ZG_CONFIG=str(config))
+    blob = os.urandom(3 * MiB)
+    assert zg("upload", "--raw", "hot", input=blob, env=env).returncode == 0
+    listing = zg("ls", "cold", env=env).stdout.decode()
+    want = cost.dollars(cost.monthly_storage(len(blob), "STANDARD", 1))
+    assert f"about {want}/month (STANDARD," in listing.splitlines()[0], listing
+    assert zg("upload", "--raw", "cold", input=blob, env=env).returncode == 0
+    listing = zg("ls", "cold", env=env).stdout.decode()
+    both = cost.monthly_storage(len(blob), "STANDARD", 1) + cost.monthly_storage(len(blob), "DEEP_ARCHIVE", 1)
+    assert f"about {cost.dollars(both)}/month (DEEP_ARCHIVE 1, STANDARD 1," in listing.splitlines()[0], listing

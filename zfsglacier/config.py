@@ -8,7 +8,9 @@
     url = "s3://my-bucket/backups"   # or glacier://vault, file:///path
     storage_class = "DEEP_ARCHIVE"   # S3 only: GLACIER, GLACIER_IR, STANDARD_IA, STANDARD
     profile = "backup"               # AWS profile; region = "eu-west-1" likewise
+    endpoint = "https://s3.example.net"  # an S3-compatible server (Ceph RGW...); default: AWS's
     jobs = 4                         # parts in flight
+    part_size = "64M"                # first upload part (S3: 5M..5G; a vault: a power of two)
 
 Credentials never go here: boto3's own chain (AWS_PROFILE, ~/.aws, environment) provides them.
 Unknown keys in a destination are refused (a typo must not silently pick a default storage class).
@@ -22,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .errors import UsageError
+from .plumbing.parts import parse_size
 
 # Keys a [destinations.NAME] table may hold besides url; the stores' options plus CLI settings.
 DESTINATION_KEYS = {
-    "storage_class", "part_size", "profile", "region", "retry_mode", "max_attempts", "connect_attempts",
+    "storage_class", "part_size", "profile", "region", "endpoint", "retry_mode", "max_attempts", "connect_attempts",
     "connect_timeout", "read_timeout", "jobs",
     "sign", "signer",  # the signing key zg-backup signs with; the signer file readers require
 }
@@ -109,6 +112,11 @@ def load_config(path: Optional[str] = None) -> Config:
             raise bad(f"[destinations.{name}]: unknown key(s) {', '.join(sorted(unknown))} "
                       f"(known: url, {', '.join(sorted(DESTINATION_KEYS))})")
         options = {k: v for k, v in table.items() if k != "url"}
+        if "part_size" in options:
+            try:  # a number of bytes, or a size like "64M"
+                options["part_size"] = parse_size(options["part_size"])
+            except ValueError as exc:
+                raise bad(f"[destinations.{name}]: part_size: {exc}") from None
         destinations[name] = Destination(name, table["url"], options)
     if default is not None and default not in destinations:
         raise bad(f"default_destination {default!r} is not under [destinations]")

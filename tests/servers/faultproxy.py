@@ -16,6 +16,8 @@ to whole requests:
   http500        | canned 500 InternalError (S3 XML, or JSON ServiceUnavailableException for "json")
   http503        | canned 503 SlowDown (S3 XML, or JSON ThrottlingException for "json")
   truncate       | answer headers and ``after_bytes`` of the body (default: half), then close
+  flip_body      | request forwarded with one byte of its body flipped (damage on the way in:
+                 |   what Content-MD5 or a checksum header lets the server refuse)
 
 ``proxy.inject("reset", count=2, when=...)``: ``when`` is a regex searched in the request line
 (``"^PUT .*partNumber=3"``) or a callable taking a ``RequestInfo``. The first scheduled fault
@@ -45,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
-KINDS = ("drop", "drop_response", "reset", "stall", "stall_body", "http500", "http503", "truncate")
+KINDS = ("drop", "drop_response", "reset", "stall", "stall_body", "http500", "http503", "truncate", "flip_body")
 HEAD_LIMIT = 64 * 1024
 PIECE = 64 * 1024
 
@@ -489,7 +491,10 @@ class _Conn:
         self._connect()
         self.upstream.sendall(_head(req.request_line, req.headers, drop=("expect",)))
         self._continue_if_expected(req)
+        flip = kind == "flip_body"
         for piece in _body(self.cs, req.headers, until_close=False):
+            if flip and piece:  # the first body byte (of the first chunk's framing, if chunked)
+                piece, flip = bytes([piece[0] ^ 0x01]) + piece[1:], False
             self.upstream.sendall(piece)
         with self.proxy._lock:
             self.proxy.forwarded += 1
@@ -514,8 +519,8 @@ class _Conn:
             self._settle("applied")
             return False
         cut = self._cut_point(headers) if kind in ("truncate", "stall_body") else None
-        if cut is None:
-            self._settle("passed")  # before the client can see the answer complete
+        if cut is None:  # before the client can see the answer complete
+            self._settle("applied" if kind == "flip_body" else "passed")
         drop = ("connection", "keep-alive") if keep else ()
         self.client.sendall(_head(" ".join(start), headers, drop, close=not keep))
         if cut is not None:

@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS thaws (    -- restores asked of a cold class, until r
 CREATE TABLE IF NOT EXISTS catalog_copies (  -- encrypted copies of this catalog at a destination
     dest TEXT NOT NULL, id TEXT NOT NULL, uploaded REAL NOT NULL, PRIMARY KEY (dest, id)
 );
+CREATE TABLE IF NOT EXISTS capabilities (    -- what zg-doctor found a destination's server can do
+    dest TEXT PRIMARY KEY, probed REAL NOT NULL, found TEXT NOT NULL  -- JSON: Store.capabilities()
+);
 """
 
 
@@ -111,7 +114,7 @@ _CORE_COLUMNS = {"dest", "id", "size", "uploaded", "public"}
 _NULLABLE_COLUMNS = {"sha256": "TEXT", "checksum": "TEXT", "storage_class": "TEXT", "toguid": "TEXT",
                      "fromguid": "TEXT", "snap_created": "INTEGER", "stream": "TEXT", "dataset": "TEXT",
                      "snapshot": "TEXT", "deleted": "REAL", "identity": "TEXT", "missing": "REAL"}
-_OUR_TABLES = {"archives", "uploads", "thaws", "catalog_copies"}
+_OUR_TABLES = {"archives", "uploads", "thaws", "catalog_copies", "capabilities"}
 
 
 def _rebuild_hint(path):
@@ -313,6 +316,11 @@ class Catalog:
 
     # --- copies of the catalog itself ---------------------------------------------------------
 
+    def probed(self, dest, found):
+        """Record what zg-doctor found (``Store.capabilities()``) for ``dest``."""
+        self.db.execute("INSERT INTO capabilities VALUES (?,?,?) ON CONFLICT (dest) DO UPDATE SET "
+                        "probed=excluded.probed, found=excluded.found", (dest, time.time(), json.dumps(found)))
+
     def copy_uploaded(self, dest, copy_id):
         self.db.execute("INSERT OR REPLACE INTO catalog_copies VALUES (?,?,?)", (dest, copy_id, time.time()))
 
@@ -331,6 +339,25 @@ class Catalog:
 
     def copy_deleted(self, dest, copy_id):
         self.db.execute("DELETE FROM catalog_copies WHERE dest=? AND id=?", (dest, copy_id))
+
+
+def probed_capabilities(path, dest):
+    """What zg-doctor recorded for ``dest`` in the catalog at ``path``, read without opening it as a
+    Catalog: read-only, no migration, no check, nothing written, so that it can run before a
+    command takes its lock (a Catalog's open writes its schema, and two runs at once raced there).
+    Anything unreadable is "nothing recorded"."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return {}
+    try:
+        row = db.execute("SELECT found FROM capabilities WHERE dest=?", (dest,)).fetchone()
+        found = json.loads(row[0]) if row else {}
+        return found if isinstance(found, dict) else {}
+    except (sqlite3.Error, ValueError, TypeError):
+        return {}
+    finally:
+        db.close()
 
 
 def catalog_path(path=None, config=None):

@@ -54,8 +54,9 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().parse_args(args, namespace)
 
 
-def parser(prog, description):
-    p = ArgumentParser(prog=prog, description=description)
+def parser(prog, description, epilog=None):
+    p = ArgumentParser(prog=prog, description=description, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter)
     p.add_argument("--version", action="version", version=f"zfsglacier {__version__}")
     return p
 

@@ -4,6 +4,7 @@ import hashlib
 import os
 
 from ..services import thaw
+from ..stores import vouches
 from ..errors import IntegrityError, OutputClosedError, UsageError
 from ..plumbing.pipes import IO_SIZE, big_buffers_from_mmap, widen_pipe
 from .common import binary_stdout, output_file, parser, refuse_terminal_output, run
@@ -31,7 +32,8 @@ def body(argv):
             out = binary_stdout()
             refuse_terminal_output(out, "zg-fetch")
             widen_pipe(out)
-            copy_verified(store.open_read(args.id, jobs=jobs(args, config)), out, known, args.id, progress)
+            copy_verified(store.open_read(args.id, jobs=jobs(args, config), recorded=known), out, known, args.id,
+                          progress)
         cat.thaw_done(dest, args.id)
     return 0
 
@@ -42,7 +44,7 @@ def copy_verified(reader, out, known, archive_id, progress, digest=None, done=0)
     at upload, that is the check; otherwise (a resumed read, or a store checksum that changed, as
     when an object is copied in place to another storage class) the bytes are hashed here and
     compared with the SHA-256 recorded at upload."""
-    vouched = known is not None and known.checksum is not None and reader.verifies == known.checksum
+    vouched = known is not None and vouches(reader, known.checksum, known.sha256)
     try:
         if digest is None and not vouched and known is not None and known.sha256:
             digest = hashlib.sha256()
@@ -58,6 +60,9 @@ def copy_verified(reader, out, known, archive_id, progress, digest=None, done=0)
     if digest is not None and known is not None and known.sha256 and digest.hexdigest() != known.sha256:
         raise IntegrityError(f"archive {archive_id}: SHA-256 of the bytes read differs from the one recorded "
                              f"at upload: it was replaced or damaged in the store")
+    if known is not None and done != known.size:  # a store that says "empty" has nothing to verify
+        raise IntegrityError(f"archive {archive_id}: {done} bytes read, {known.size} were uploaded: it was "
+                             f"replaced or damaged in the store")
     return done
 
 
@@ -78,7 +83,7 @@ def fetch_to_file(store, args, n_jobs, known, progress):
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if have else os.O_TRUNC)
     with os.fdopen(os.open(partial, flags, 0o600), "wb") as f:  # 0600 whatever the umask: it is an archive
         out = output_file(f, partial)
-        reader = store.open_read(args.id, jobs=n_jobs, start=have) if have else store.open_read(args.id, jobs=n_jobs)
+        reader = store.open_read(args.id, jobs=n_jobs, start=have, recorded=known)
         try:
             copy_verified(reader, out, known, args.id, progress, digest, have)
         except IntegrityError as err:

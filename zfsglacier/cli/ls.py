@@ -4,6 +4,7 @@ import datetime
 import json
 import sys
 import time
+from types import SimpleNamespace
 
 from ..services import backup, cost
 from ..catalog import chains
@@ -128,10 +129,11 @@ def body(argv):
         sys.stdout.write("\n")
         return 0
     out = sys.stdout.write
-    cls = store.price_class()
+    groups = cost.by_class([SimpleNamespace(**r) for r in rows], lambda r: store.price_class(r.storage_class))
     total = sum(r["size"] for r in rows)
+    names = cost.class_names(groups) if groups else store.price_class()
     out(f"{dest}: {len(rows)} archives, {cost.human_bytes(total)}, about "
-        f"{cost.dollars(cost.monthly_storage(total, cls, len(rows)))}/month ({cls}, {cost.as_of()})\n")
+        f"{cost.dollars(cost.monthly_by_class(groups))}/month ({names}, {cost.as_of()})\n")
     if args.remote:
         for r in rows:
             try:

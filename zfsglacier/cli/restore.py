@@ -30,7 +30,7 @@ def body(argv):
             rows, row = restore.find_snapshot(cat, dest, args.snapshot)
             chain = chains.chain_to(rows, row.toguid, args.snapshot)
             print(f"{args.snapshot} -> {args.target}:")
-            print(restore.describe(chain, store.price_class()))
+            print(restore.describe(chain, lambda a: store.price_class(a.storage_class)))
             return 0
         idents, _ = identities(args)
         progress = Progress("restore")

@@ -3,14 +3,14 @@
 import argparse
 import re
 
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+from ..plumbing import parts
 
 
 def parse_size(text):
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*", text, re.I)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 2G, 1.5T)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    try:
+        return parts.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 _AGES = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}

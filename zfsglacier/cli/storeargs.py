@@ -5,7 +5,7 @@ import sys
 
 from ..services import cost, thaw
 from .. import stores
-from ..catalog.db import open_catalog
+from ..catalog.db import catalog_path, open_catalog, probed_capabilities
 from ..config import load_config
 from ..errors import UsageError
 
@@ -24,10 +24,19 @@ def open_dest(args, **options):
     config = load_config()
     cost.use_prices(os.environ.get(PRICES_ENV))
     store = stores.open_store(args.dest, config=config, **options)
+    assume_probed(store, args, config)
     warning = store.warning()
     if warning:
         sys.stderr.write(f"{os.path.basename(sys.argv[0]) or 'zg'}: warning: {warning}\n")
     return config, store, store.url
+
+
+def assume_probed(store, args, config):
+    """What zg-doctor recorded about this destination's server, given to the store (nothing asked
+    again).  A catalog that cannot be read is left to the command, which says why if it needs it."""
+    path = catalog_path(getattr(args, "catalog", None), config)
+    if os.path.exists(path):
+        store.assume(probed_capabilities(path, store.url))
 
 
 def catalog(args, config, *, write=True, create=True):

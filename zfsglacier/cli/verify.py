@@ -43,7 +43,7 @@ class _Hashing:
 
 
 def verify_one(store, row, idents, n_jobs, signers=()):
-    reader = _Hashing(store.open_read(row.id, jobs=n_jobs))
+    reader = _Hashing(store.open_read(row.id, jobs=n_jobs, recorded=row))
     try:
         if idents:
             archive.decrypt(reader, None, idents, signers=signers)

@@ -1,4 +1,4 @@
-"""Threads, in three shapes only: every module that overlaps work uses these, and nothing else.
+"""Threads, in four shapes only: every module that overlaps work uses these, and nothing else.
 
 ``OrderedMap``  fn(item) on N worker threads, results handed out in the order items went in, at
                 most ``depth`` items in and not yet handed out (that is the memory bound).
@@ -8,6 +8,9 @@
 ``Source`` / ``Sink``  one function on one thread of its own, joined to the caller by a short
                 queue: a Source's thread produces items the caller takes, a Sink's thread consumes
                 items the caller puts.
+``InOrder``     consume(piece) on pieces numbered 1, 2, 3... in that order, run by whichever
+                worker completes the sequence (a sequential hash of ranges fetched in parallel,
+                off the reading thread); ``wait(n)`` until piece n is consumed.
 
 The rules, the same everywhere:
 - An error of a thread is raised in the caller, in order: by OrderedMap.next() when that item's
@@ -265,6 +268,54 @@ class Sink:
             self._thread.join()
         if self._error is not None:
             raise self._error
+
+
+class InOrder:
+    """Feed pieces numbered 1, 2, 3... from any threads, in any order; ``consume`` sees them in
+    number order, called by the thread whose piece made the sequence contiguous (the others leave
+    theirs and go on), one call at a time.  ``wait(n)`` blocks until piece n has been consumed:
+    a reader that waits for each piece before handing it out never holds more than the pieces
+    in flight.  Measured (zg-fetch of 512 MB from Ceph RGW): the whole object's SHA-256 took
+    0.6 s on the reading thread, now spread over the fetching threads while they wait on the
+    network."""
+
+    def __init__(self, consume: Callable[[Any], None], first: int = 1):
+        self._consume = consume
+        self._next = first  # the number consume needs next
+        self._waiting: dict[int, Any] = {}
+        self._busy = False  # a thread is consuming (outside the lock)
+        self._cond = threading.Condition()
+        self._error: Optional[BaseException] = None
+
+    def feed(self, n: int, piece) -> None:
+        with self._cond:
+            self._waiting[n] = piece
+            if self._busy:
+                return
+            self._busy = True
+        while True:
+            with self._cond:
+                piece = self._waiting.pop(self._next, None) if self._error is None else None
+                if piece is None:
+                    self._busy = False
+                    self._cond.notify_all()
+                    return
+            try:
+                self._consume(piece)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+                with self._cond:
+                    self._error = exc
+            with self._cond:
+                self._next += 1
+                self._cond.notify_all()
+
+    def wait(self, n: int) -> None:
+        """Until piece n is consumed; its consumer's error, if it failed."""
+        with self._cond:
+            while self._next <= n and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
 
 
 class _Failure:

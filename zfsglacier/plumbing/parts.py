@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -62,6 +63,17 @@ def human(n: float) -> str:
             value = n / size
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.2f} {unit}"
     return f"{int(n)} B"
+
+
+_UNITS = {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": TiB, "P": 1024 * TiB}
+
+
+def parse_size(text: str) -> int:
+    """``512M``, ``2G``, ``1.5T``, ``64MiB`` (powers of 1024) -> bytes; ValueError otherwise."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*", str(text), re.I)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (e.g. 512M, 2G, 1.5T)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
 def _round_up(n: int, unit: int) -> int:

@@ -58,6 +58,29 @@ def monthly_storage(size, cls, objects=1):
     return cold / GB * c["storage_per_gb_month"] + over_std / GB * std
 
 
+def by_class(items, class_of):
+    """{price class: (bytes, count)} of archives (anything with ``size``; ``class_of(item)`` its
+    class): each archive is priced as the class it is stored in, not the destination's."""
+    out: dict = {}
+    for item in items:
+        cls = class_of(item)
+        size, n = out.get(cls, (0, 0))
+        out[cls] = (size + item.size, n + 1)
+    return out
+
+
+def monthly_by_class(groups):
+    """Dollars per month of ``by_class`` groups."""
+    return sum(monthly_storage(size, cls, n) for cls, (size, n) in groups.items())
+
+
+def class_names(groups):
+    """"DEEP_ARCHIVE", or "DEEP_ARCHIVE 3, STANDARD 1" for a mix."""
+    if len(groups) == 1:
+        return next(iter(groups))
+    return ", ".join(f"{cls} {n}" for cls, (_, n) in sorted(groups.items()))
+
+
 @dataclass
 class Retrieval:
     tier: str

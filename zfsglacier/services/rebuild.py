@@ -51,11 +51,23 @@ def identity_from_header_copy(raw, identities, signers=()):
     return (ident, header) if ident is not None else None
 
 
+SAME_SECOND = 2.0  # seconds: store dates this close cannot order two copies
+
+
 def newest_catalog_copy(store, copies, identities, signers=(), report=None):
     """The newest catalog copy a key opens, as a CatalogCopy (None when there is none).  A copy in
     a cold class (a vault) is asked to thaw, and ``report.copy_pending`` names it: until it is
-    readable, hidden archives cannot be told from deleted ones."""
+    readable, hidden archives cannot be told from deleted ones.
+
+    Newest by the time written inside the copy (authenticated, sub-second): a store's own time has
+    one-second steps (S3's LastModified), and two copies made within a second came back in either
+    order, so the older one (without the newest archive) was taken about half the time and a
+    hidden archive went unnoticed.  Copies the store dates within SAME_SECOND of the first
+    readable one are read too, and the latest written wins."""
+    best = None
     for info in sorted(copies, key=lambda a: -a.created):
+        if best is not None and info.created < best[0] - SAME_SECOND:
+            break
         status = store.thaw_status(info.id)
         if status.state not in ("ready", "thawed"):
             if status.state == "frozen":
@@ -71,8 +83,9 @@ def newest_catalog_copy(store, copies, identities, signers=(), report=None):
         except ZgError:
             continue
         copy.written = copy.written or info.created
-        return copy
-    return None
+        if best is None or copy.written > best[1].written:
+            best = (info.created if best is None else best[0], copy)
+    return best[1] if best is not None else None
 
 
 def _copy_identity(row):

@@ -14,6 +14,7 @@ from ..catalog import chains
 from . import cost, thaw
 from ..errors import (IntegrityError, NoMatchingKeyError, NotFoundError, SignerError, TargetExistsError, ZfsError,
                       ZgError)
+from ..stores import vouches
 from ..format.header import read_header
 from ..format.metadata import Identity
 from ..format.zfsstream import STREAM_FEATURES
@@ -62,15 +63,19 @@ def check_keys(chain, identities, signers=()):
             raise NoMatchingKeyError(f"the key given does not open {a.id} ({a.name}): wrong key") from None
 
 
-def describe(chain, cls):
-    """The chain to retrieve, and what each retrieval tier costs from price class ``cls``."""
+def describe(chain, class_of):
+    """The chain to retrieve, and what each retrieval tier costs from the price class each archive
+    is stored in (``class_of(archive)``)."""
     lines = []
     for a in chain.archives:
         lines.append(f"  {a.id}  {'incr' if a.fromguid else 'full'}  {cost.human_bytes(a.size):>10}  {a.name}")
-    lines.append(f"  {len(chain.archives)} archives, {cost.human_bytes(chain.size)} to retrieve from {cls}:")
-    for r in cost.retrieval_options(chain.size, cls, objects=len(chain.archives)):
-        wait = "at once" if r.hours == 0 else f"~{r.hours:g} h"
-        lines.append(f"    {r.tier:10} {wait:>8}  {cost.dollars(r.dollars)}  ({cost.as_of()})")
+    groups = cost.by_class(chain.archives, class_of)
+    lines.append(f"  {len(chain.archives)} archives, {cost.human_bytes(chain.size)} to retrieve:")
+    for cls, (size, n) in sorted(groups.items()):
+        lines.append(f"   from {cls} ({n} archive{'s' if n > 1 else ''}, {cost.human_bytes(size)}):")
+        for r in cost.retrieval_options(size, cls, objects=n):
+            wait = "at once" if r.hours == 0 else f"~{r.hours:g} h"
+            lines.append(f"    {r.tier:10} {wait:>8}  {cost.dollars(r.dollars)}  ({cost.as_of()})")
     return "\n".join(lines)
 
 
@@ -203,7 +208,7 @@ def check_chain(store, chain, start, identities, signers=()):
     before the first `zfs receive`: a bad link late in the chain must not leave a half-restored
     target behind.  Reads each archive's start only (one range)."""
     for a in chain.archives[start:]:
-        with store.open_read(a.id, jobs=1) as reader:
+        with store.open_read(a.id, jobs=1, recorded=a) as reader:
             check_before_receive(reader, a, identities, signers)
 
 
@@ -211,8 +216,8 @@ def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, 
     """Fetch, decrypt and receive archives[start:] into target; check each snapshot's guid."""
     for i, a in enumerate(chain.archives[start:], start):
         say(f"receiving {i + 1}/{len(chain.archives)}: {a.name} ({cost.human_bytes(a.size)})")
-        with store.open_read(a.id, jobs=jobs) as reader:
-            vouched = a.checksum is not None and reader.verifies == a.checksum
+        with store.open_read(a.id, jobs=jobs, recorded=a) as reader:
+            vouched = vouches(reader, a.checksum, a.sha256)
             src = _Hashing(reader, None if vouched else a.sha256, a.id)
             opened = check_before_receive(src, a, identities, signers)  # again: the store may have changed it
             tree = archive.read_private_metadata(*opened).get("replicated") or {}

@@ -11,14 +11,14 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 from ..errors import UsageError
-from .base import (STATES, TIERS, ArchiveInfo, IncompleteUpload, Properties, Store,
+from .base import (STATES, TIERS, ArchiveInfo, Check, IncompleteUpload, Properties, Store, vouches,
                    ThawStatus, Upload, id_time)
 
 # Options each kind of store takes (others given through a config destination are for the CLI).
 STORE_OPTIONS = {
-    "s3": {"storage_class", "part_size", "profile", "region", "retry_mode", "max_attempts", "connect_attempts",
-           "connect_timeout", "read_timeout"},
-    "glacier": {"part_size", "profile", "region", "retry_mode", "max_attempts", "connect_attempts",
+    "s3": {"storage_class", "part_size", "profile", "region", "endpoint", "retry_mode", "max_attempts",
+           "connect_attempts", "connect_timeout", "read_timeout"},
+    "glacier": {"part_size", "profile", "region", "endpoint", "retry_mode", "max_attempts", "connect_attempts",
                 "connect_timeout", "read_timeout"},
     "file": {"part_size"},
 }
@@ -95,5 +95,6 @@ def store_jobs(dest: str, *, config=None, default: int = 4) -> int:
     return value
 
 
-__all__ = ["open_store", "store_jobs", "destination_setting", "Store", "Upload", "ArchiveInfo", "Properties", "ThawStatus",
-           "IncompleteUpload", "STATES", "TIERS", "id_time"]
+__all__ = ["open_store", "store_jobs", "destination_setting", "Store", "Upload", "ArchiveInfo", "Check", "Properties",
+           "ThawStatus",
+           "IncompleteUpload", "STATES", "TIERS", "id_time", "vouches"]

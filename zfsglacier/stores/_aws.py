@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import logging
+import time
 from typing import Optional
 
 from ..errors import NotFoundError, StoreError, UsageError, ZgError
+from .base import Check
 
 AUTH_CODES = {
     "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "AccessDeniedException",
@@ -37,14 +40,17 @@ def b64(digest: bytes) -> str:
 
 
 def make_client(service: str, *, profile: Optional[str] = None, region: Optional[str] = None,
-                retry_mode: str = "standard", max_attempts: int = 8, connect_attempts: int = 3,
+                endpoint: Optional[str] = None, retry_mode: str = "standard", max_attempts: int = 8, connect_attempts: int = 3,
                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT):
     """A boto3 client from the standard chain (AWS_PROFILE, AWS_ENDPOINT_URL[_S3|_GLACIER],
-    ~/.aws/config...), with bounded retries and timeouts."""
+    ~/.aws/config...), with bounded retries and timeouts; ``endpoint`` (the destination's own)
+    wins over the chain's."""
     import boto3
     import botocore.config
     import botocore.exceptions as bx
 
+    if endpoint is not None and not str(endpoint).startswith(("http://", "https://")):
+        raise UsageError(f"endpoint {endpoint!r}: use http://host[:port] or https://host[:port]")
     if retry_mode not in ("standard", "adaptive"):
         raise UsageError(f"retry_mode {retry_mode!r}: use standard or adaptive")
     try:
@@ -54,7 +60,7 @@ def make_client(service: str, *, profile: Optional[str] = None, region: Optional
             connect_timeout=float(connect_timeout), read_timeout=float(read_timeout),
             max_pool_connections=POOL, user_agent_extra="zfsglacier",
             s3=_s3_settings(session) if service == "s3" else None)
-        client = session.client(service, config=config)
+        client = session.client(service, config=config, endpoint_url=endpoint)
     except bx.ProfileNotFound as exc:
         raise StoreError(f"AWS profile not found: {exc.kwargs.get('profile', profile)}") from None
     except bx.NoRegionError:
@@ -175,3 +181,16 @@ def call(fn, what: str, *, not_found: Optional[str] = None, retry_drops: bool = 
         if retry_drops:
             return retry_call(lambda: fn(**kw), transient=is_transient)
         return fn(**kw)
+
+
+def clock_check(resp: dict) -> Check:
+    """The server's Date header against this host's clock: SigV4 refuses 15 minutes of skew."""
+    date = (resp.get("ResponseMetadata", {}).get("HTTPHeaders") or {}).get("date")
+    parsed = email.utils.parsedate_tz(date) if date else None
+    if parsed is None:
+        return Check("clock", "info", "the server sent no Date to compare with")
+    skew = time.time() - email.utils.mktime_tz(parsed)
+    status = "ok" if abs(skew) < 60 else "warn" if abs(skew) < 900 else "fail"
+    words = f"this host's clock is {abs(skew):.0f} s {'ahead of' if skew >= 0 else 'behind'} the server's"
+    return Check("clock", status, words + ("" if status == "ok" else ": set it (NTP); AWS refuses requests "
+                                                                   "15 minutes off"))

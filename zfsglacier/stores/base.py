@@ -110,6 +110,17 @@ class IncompleteUpload:
 
 
 @dataclass
+class Check:
+    """One finding of ``Store.doctor``: ``status`` ok (as zfsglacier needs it), warn (works, but
+    the user should know: a lifecycle rule, a clock off by minutes), fail (backups cannot work
+    as configured) or info; ``detail`` one line, saying what to do where something is wrong."""
+
+    name: str
+    status: str
+    detail: str
+
+
+@dataclass
 class ExistingPart:
     """A part an interrupted upload already stored; ``check`` is whatever the store can verify
     it with (S3 checksum or ETag, vault tree hash, file offset)."""
@@ -441,6 +452,23 @@ class Store(ABC):
         """Raise StoreError now if the destination cannot be used at all (a file:// directory
         without its marker: an unmounted disk), before a command changes anything."""
 
+    def doctor(self) -> list[Check]:
+        """Probe the destination once (zg-doctor): what it is, what it lacks, what would hurt the
+        backups.  Writes nothing that stays.  What was learned is then in ``capabilities()``."""
+        try:
+            self.check_ready()
+        except StoreError as err:
+            return [Check("destination", "fail", str(err))]
+        return [Check("destination", "ok", f"{self.url} is ready")]
+
+    def capabilities(self) -> dict:
+        """What this store has found out about its server (JSON-able; zg-doctor records it in
+        the catalog, and the commands give it back through ``assume``)."""
+        return {}
+
+    def assume(self, found: dict) -> None:
+        """Take what an earlier probe found (``capabilities()``): nothing asked again."""
+
     def init(self) -> str:
         """Prepare a new destination for use (zg-init); returns what was done, as a sentence."""
         raise UsageError(f"{self.url}: zg-init prepares file:// destinations; create a bucket or vault with "
@@ -525,12 +553,17 @@ class Store(ABC):
         """Where a thaw stands (ready, frozen, thawing, thawed)."""
 
     @abstractmethod
-    def open_read(self, id: str, *, jobs: int = 4, start: int = 0) -> io.RawIOBase:
+    def open_read(self, id: str, *, jobs: int = 4, start: int = 0, recorded=None) -> io.RawIOBase:
         """Readable binary stream of the archive: ranges fetched ``jobs`` at a time, delivered in
         order, each verified (IntegrityError); the last bytes are delivered only after the whole
         archive's checksum matched.  RestorePendingError when the archive is not thawed.
         ``start`` > 0 resumes a download at that offset: every range is still verified, but the
-        whole-archive check is then the caller's (it holds the bytes before ``start``)."""
+        whole-archive check is then the caller's (it holds the bytes before ``start``).
+        ``recorded`` is what a catalog recorded at upload (anything with ``size``, ``sha256``
+        (hex) and ``checksum``: a catalog row, an ArchiveInfo): a store uses it only where the
+        server names nothing to check against itself (an S3-compatible server that lists no
+        parts, a vault job without its tree hash or size); the reader's ``verifies`` says which
+        check it made."""
 
     def read_all(self, id: str, *, jobs: int = 4) -> bytes:
         with self.open_read(id, jobs=jobs) as r:
@@ -538,6 +571,13 @@ class Store(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
+
+
+def vouches(reader, checksum: Optional[str], sha256: Optional[str]) -> bool:
+    """Did ``reader`` check the whole archive against what was recorded at upload (its store
+    checksum, or its SHA-256)?  Otherwise the caller hashes the bytes itself."""
+    made = getattr(reader, "verifies", None)
+    return made is not None and made in (checksum, f"sha256:{sha256}" if sha256 else None)
 
 
 def check_tier(tier: str) -> str:
@@ -554,7 +594,7 @@ def verify_equal(what: str, local, remote) -> None:
 
 
 __all__ = [
-    "ArchiveInfo", "Properties", "ThawStatus", "IncompleteUpload", "ExistingPart", "Store", "Upload",
+    "ArchiveInfo", "Check", "Properties", "ThawStatus", "IncompleteUpload", "ExistingPart", "Store", "Upload",
     "UploadSession", "check_metadata", "check_id", "new_archive_id", "copy_into",
-    "THAW_WAIT", "STATES", "TIERS",
+    "THAW_WAIT", "STATES", "TIERS", "vouches",
 ]

@@ -450,7 +450,7 @@ class FileStore(Store):
         self._side(id)
         return ThawStatus(id, "ready", "local file: readable at once")
 
-    def open_read(self, id: str, *, jobs: int = 4, start: int = 0) -> OrderedReader:
+    def open_read(self, id: str, *, jobs: int = 4, start: int = 0, recorded=None) -> OrderedReader:
         side = self._side(id)
         path = self._path(id, SUFFIX)
         try:

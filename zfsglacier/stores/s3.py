@@ -13,6 +13,23 @@ GetObjectAttributes (AWS), or else its MD5 ETag from HEAD ?partNumber=N (moto, w
 partNumber on GET and lists no part checksums); the whole object's checksum is checked before
 the last range is delivered.  GLACIER and DEEP_ARCHIVE objects must be restored first
 (RestorePendingError says what to run); GLACIER_IR and STANDARD* read at once.
+
+S3-compatible servers lack parts of this, and each lack is detected, never guessed from a name
+(measured on Ceph RGW 16.2, Debian bookworm):
+- GetObjectAttributes is ignored: RGW answers ``GET ?attributes`` with the whole object, which
+  botocore took for a broken XML reply and fetched 8 times (132 s, 4.6 GB for 512 MB).  Its answer
+  is looked at before its body is read: anything but XML is closed unread, never retried, and the
+  server is taken to have no part listing.
+- ``HEAD ?partNumber=N`` is ignored (the whole object's length comes back): then the layout is
+  zfsglacier's own: the plan recorded in the object's ``zg-parts`` metadata at upload, checked by
+  the MD5-of-MD5s ETag, or the whole is checked against the SHA-256 recorded at upload (the
+  ``sha256`` the caller passes from its catalog).  With neither, the read is refused, naming what
+  the server lacks.
+- ``x-amz-checksum-sha256`` is ignored (a wrong value is stored with 200) and no composite checksum
+  is kept: where CreateMultipartUpload does not acknowledge SHA256, each part carries Content-MD5,
+  which RGW does check (BadDigest, resent), and the MD5 ETags are compared after.
+- RestoreObject is refused (501 NotImplemented) while GET serves the cold class at once: a ranged
+  one-byte GET tells the two apart, and such an object is read without a thaw.
 """
 
 from __future__ import annotations
@@ -22,16 +39,17 @@ import calendar
 import email.utils
 import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from ..plumbing.concurrency import parallel_map
-from ..errors import IntegrityError, NotFoundError, StoreError, UsageError
+from ..plumbing.concurrency import InOrder, parallel_map
+from ..errors import IntegrityError, NotFoundError, RestorePendingError, StoreError, UsageError
 from ..plumbing.parts import (MAX_PARTS, S3_MAX_PART, S3_MIN_PART, MiB, OrderedReader, Part, PartDone, PartPlan,
                               retry_call, s3_plan)
 from . import _aws
 from ._aws import aws_errors, b64, call, error_code
-from .base import (THAW_WAIT, ArchiveInfo, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus,
+from .base import (THAW_WAIT, ArchiveInfo, Check, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus,
                    UploadSession, check_id, check_tier, metadata_size, new_archive_id, pending,
                    refuse_large_metadata)
 
@@ -41,6 +59,8 @@ METADATA_LIMIT = 2048
 READ_RANGE = 16 * MiB  # range size for objects stored in one piece
 SUFFIX = ".zg"
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+PLAN_KEY = "zg-parts"  # object metadata: the part plan of a multipart upload (first/grow_after/grow_every/cap)
+ATTRIBUTES_LIMIT = 8 * MiB  # a GetObjectAttributes answer larger than this is not one
 _KMS = ("aws:kms", "aws:kms:dsse")
 
 
@@ -106,31 +126,39 @@ class S3Session(UploadSession):
         return f"{self.store.url}: {action} {self.id}"
 
     def begin(self) -> None:
-        resp = call(self.c.create_multipart_upload, self._what("start upload of"),
-                    Bucket=self.store.bucket, Key=self.key, Metadata=self.metadata,
-                    StorageClass=self.store.storage_class, ChecksumAlgorithm="SHA256",
-                    ContentType="application/octet-stream")
+        p = self.plan
+        metadata = {**self.metadata, PLAN_KEY: f"{p.first}/{p.grow_after}/{p.grow_every}/{p.cap}"}
+        try:
+            resp = call(self.c.create_multipart_upload, self._what("start upload of"),
+                        Bucket=self.store.bucket, Key=self.key, Metadata=metadata,
+                        StorageClass=self.store.storage_class, ChecksumAlgorithm="SHA256",
+                        ContentType="application/octet-stream")
+        except StoreError as exc:
+            raise self.store.class_refused(exc) from None
         self.upload_id = resp["UploadId"]
+        # A server that keeps no SHA-256 of its own does not say SHA256 back (RGW 16.2).
         self.composite_promised = resp.get("ChecksumAlgorithm") == "SHA256"
 
     def send_part(self, part: Part) -> dict:
+        # Where the server checks no SHA-256 header, Content-MD5 makes it refuse a body damaged on
+        # the way (BadDigest: the part is sent again) instead of the whole upload failing after.
+        local = None if self.composite_promised else hashlib.md5(part.data).digest()
         resp = call(self.c.upload_part, self._what(f"upload part {part.number} of"),
                     retry_drops=True, Bucket=self.store.bucket, Key=self.key,
                     UploadId=self.upload_id, PartNumber=part.number, Body=part.data,
-                    ChecksumSHA256=b64(part.sha256))
+                    ChecksumSHA256=b64(part.sha256), **({"ContentMD5": b64(local)} if local else {}))
         receipt = {"ETag": resp["ETag"], "ChecksumSHA256": b64(part.sha256), "md5": None}
         echoed = resp.get("ChecksumSHA256")
         if echoed:
             if echoed != receipt["ChecksumSHA256"]:
                 raise IntegrityError(f"{self._what('upload of')}: S3 stored part {part.number} "
                                      f"with another SHA-256 than was sent")
-        elif not self.composite_promised:  # only the ETag (an MD5) can tell what was stored
+        elif local is not None:  # only the ETag (an MD5) can tell what was stored
             md5 = _plain_md5(resp)
-            local = hashlib.md5(part.data).hexdigest()
-            if md5 is not None and md5 != local:
+            if md5 is not None and md5 != local.hex():
                 raise IntegrityError(f"{self._what('upload of')}: S3 stored part {part.number} "
                                      f"with another MD5 than was sent")
-            receipt["md5"] = local
+            receipt["md5"] = local.hex()
         return receipt
 
     def reuse_part(self, existing: ExistingPart, part: Part) -> Optional[dict]:
@@ -145,14 +173,18 @@ class S3Session(UploadSession):
         return None
 
     def put_single(self, data: bytes, sha256: bytes) -> ArchiveInfo:
-        resp = call(self.c.put_object, self._what("upload"), retry_drops=True,
-                    Bucket=self.store.bucket, Key=self.key, Body=data,
-                    ChecksumSHA256=b64(sha256), Metadata=self.metadata,
-                    StorageClass=self.store.storage_class,
-                    ContentType="application/octet-stream")
+        md5 = hashlib.md5(data).digest()  # the ETag check needs it anyway; Content-MD5 is checked everywhere
+        try:
+            resp = call(self.c.put_object, self._what("upload"), retry_drops=True,
+                        Bucket=self.store.bucket, Key=self.key, Body=data,
+                        ChecksumSHA256=b64(sha256), ContentMD5=b64(md5), Metadata=self.metadata,
+                        StorageClass=self.store.storage_class,
+                        ContentType="application/octet-stream")
+        except StoreError as exc:
+            raise self.store.class_refused(exc) from None
         if resp.get("ChecksumSHA256") and resp["ChecksumSHA256"] != b64(sha256):
             self._discard_object("its SHA-256 differs from what was sent")
-        return self._verify(len(data), b64(sha256), hashlib.md5(data).hexdigest())
+        return self._verify(len(data), b64(sha256), md5.hex())
 
     def complete(self, parts: list[PartDone], size: int, sha256: bytes) -> ArchiveInfo:
         listing = [{"PartNumber": p.number, "ETag": p.receipt["ETag"],
@@ -224,7 +256,7 @@ class S3Store(Store):
 
     def __init__(self, bucket: str, prefix: str = "", *, storage_class: str = "DEEP_ARCHIVE",
                  part_size: Optional[int] = None, profile: Optional[str] = None,
-                 region: Optional[str] = None, retry_mode: str = "standard",
+                 region: Optional[str] = None, endpoint: Optional[str] = None, retry_mode: str = "standard",
                  max_attempts: int = 8, connect_attempts: int = 3, connect_timeout: float = _aws.CONNECT_TIMEOUT,
                  read_timeout: float = _aws.READ_TIMEOUT, url: Optional[str] = None, client=None):
         storage_class = str(storage_class).upper()
@@ -237,7 +269,10 @@ class S3Store(Store):
         self.part_size = part_size
         self.url = url or f"s3://{bucket}/{self.prefix}".rstrip("/")
         self._client = client
-        self._client_args = dict(profile=profile, region=region, retry_mode=retry_mode,
+        self._cold_served: Optional[bool] = None  # learned: GET serves a cold class unrestored (RGW)
+        self._lists_parts = True  # learned: False once the server proved it has no GetObjectAttributes
+        self._heads_parts = True  # learned: False once it answered HEAD ?partNumber=1 with the whole
+        self._client_args = dict(profile=profile, region=region, endpoint=endpoint, retry_mode=retry_mode,
                                  max_attempts=max_attempts, connect_attempts=connect_attempts,
                                  connect_timeout=connect_timeout, read_timeout=read_timeout)
         s3_plan(first=part_size)  # refuse a bad part size now, not mid-stream
@@ -258,7 +293,28 @@ class S3Store(Store):
         """The boto3 S3 client (created on first use: no network before that)."""
         if self._client is None:
             self._client = _aws.make_client("s3", **self._client_args)
+        client = self._client
+        client.meta.events.register("before-send.s3.GetObjectAttributes",
+                                    lambda request, **_: _attributes_or_nothing(client, request),
+                                    unique_id="zfsglacier-attributes")
         return self._client
+
+    def class_refused(self, exc: StoreError) -> StoreError:
+        """An upload refused with InvalidArgument: find out (with an upload started and aborted
+        at once, no body) whether the storage class is what the server lacks, and say so."""
+        if exc.code != "InvalidArgument" or self.storage_class == "STANDARD":
+            return exc
+        try:
+            probe = self.client.create_multipart_upload(Bucket=self.bucket, Key=f"{self._key_prefix}"
+                                                        f"zg-class-probe-{secrets.token_hex(4)}")
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=probe["Key"], UploadId=probe["UploadId"])
+        except Exception:  # noqa: BLE001 - refused without the class too: the first error stands
+            return exc
+        return StoreError(f"{self.url}: the server does not offer storage class {self.storage_class} "
+                          f"(it refuses it with InvalidArgument, and accepts the same upload without it): "
+                          f"set storage_class for this destination to one it offers, or add the class "
+                          f"to the server (Ceph RGW: radosgw-admin zonegroup/zone placement add "
+                          f"--storage-class {self.storage_class})", code="StorageClassNotOffered")
 
     def key(self, archive_id: str) -> str:
         name = check_id(archive_id) + SUFFIX
@@ -274,12 +330,176 @@ class S3Store(Store):
         candidate = key[len(self._key_prefix): -len(SUFFIX)]
         return candidate if "/" not in candidate and candidate else None
 
+    # ---- what the server is (zg-doctor)
+    def capabilities(self) -> dict:
+        return {"lists_parts": self._lists_parts, "heads_parts": self._heads_parts, "serves_cold": self._cold_served}
+
+    def assume(self, found: dict) -> None:
+        if found.get("lists_parts") is False:
+            self._lists_parts = False
+        if found.get("heads_parts") is False:
+            self._heads_parts = False
+        if isinstance(found.get("serves_cold"), bool):
+            self._cold_served = found["serves_cold"]
+
+    def doctor(self) -> list[Check]:
+        """Bucket and credentials, clock, versioning, Object Lock, lifecycle rules over the prefix,
+        the storage class (and STANDARD, for catalog copies), flexible checksums, the part-count
+        limit, part listings and cold reads.  Each write is an upload started and aborted (no
+        object) or a one-byte STANDARD object deleted at once; nothing is thawed."""
+        c, out = self.client, []
+        try:
+            head = call(c.head_bucket, f"{self.url}: bucket {self.bucket}", not_found="missing",
+                        Bucket=self.bucket)
+        except (StoreError, NotFoundError) as err:
+            why = f"bucket {self.bucket} does not exist" if isinstance(err, NotFoundError) else str(err)
+            return [Check("bucket", "fail", why)]
+        out.append(Check("bucket", "ok", f"{self.bucket} answers with these credentials"))
+        out.append(_aws.clock_check(head))
+        versioning = self._ask(c.get_bucket_versioning, "versioning")
+        out.append(Check("versioning", "info", "not permitted to ask" if "_denied" in versioning else
+                         versioning.get("Status") or "never enabled"))
+        lock = self._ask(c.get_object_lock_configuration, "Object Lock", absent="ObjectLockConfigurationNotFoundError")
+        denied = "_denied" in lock
+        lock = lock.get("ObjectLockConfiguration") or {}
+        default = (lock.get("Rule") or {}).get("DefaultRetention")
+        if lock.get("ObjectLockEnabled") == "Enabled":
+            out.append(Check("object lock", "info", "enabled" + (f", default retention {default}" if default else
+                                                                  ", no default retention")))
+        else:
+            out.append(Check("object lock", "info", "not permitted to ask" if denied else "not enabled on this bucket"))
+        rules = self._ask(c.get_bucket_lifecycle_configuration, "lifecycle", absent="NoSuchLifecycleConfiguration")
+        if "_denied" in rules:
+            out.append(Check("lifecycle", "warn", "not permitted to read the lifecycle rules: a rule may expire archives"))
+        else:
+            out += _lifecycle(rules.get("Rules") or [], self._key_prefix)
+        classes = [self.storage_class] + (["STANDARD"] if self.storage_class != "STANDARD" else [])
+        for cls in classes:
+            out += self._probe_class(cls, limit=cls == self.storage_class)
+        if default:
+            out.append(Check("reads", "info", "not probed: the bucket's default retention would keep a probe object"))
+        else:
+            out.append(self._probe_reads())
+        out.append(self._probe_cold())
+        return out
+
+    def _ask(self, method, what: str, absent: Optional[str] = None) -> dict:
+        try:
+            return call(method, f"{self.url}: {what}", Bucket=self.bucket)
+        except StoreError as err:
+            if absent and err.code == absent:
+                return {}
+            if err.code in _aws.AUTH_CODES:
+                return {"_denied": True}
+            raise
+
+    def _probe_key(self) -> str:
+        return f"{self._key_prefix}zg-doctor-{secrets.token_hex(4)}"
+
+    def _probe_class(self, cls: str, *, limit: bool) -> list[Check]:
+        """An upload in ``cls`` started and aborted: the class, flexible checksums and (``limit``)
+        whether part 10,000 is taken and 10,001 refused, with one byte each."""
+        key, c = self._probe_key(), self.client
+        try:
+            up = call(c.create_multipart_upload, f"{self.url}: start an upload in {cls}", Bucket=self.bucket,
+                      Key=key, StorageClass=cls, ChecksumAlgorithm="SHA256")
+        except StoreError as err:
+            what = "refused" if err.code != "InvalidArgument" else "not offered (InvalidArgument)"
+            need = "new archives" if limit else "catalog copies (kept readable at once)"
+            return [Check(f"class {cls}", "fail", f"{what}: {need} need it; {err}")]
+        out = [Check(f"class {cls}", "ok", "accepted")]
+        try:
+            if limit:
+                flexible = up.get("ChecksumAlgorithm") == "SHA256"
+                out.append(Check("checksums", "ok" if flexible else "info",
+                                 "SHA-256 part checksums kept by the server" if flexible else
+                                 "no SHA-256 checksums (x-amz-checksum-* ignored): parts carry Content-MD5, checked "
+                                 "by MD5 ETags"))
+                parts = []
+                for n in (MAX_PARTS, MAX_PARTS + 1):
+                    try:
+                        c.upload_part(Bucket=self.bucket, Key=key, UploadId=up["UploadId"], PartNumber=n, Body=b"z",
+                                      ContentMD5=b64(hashlib.md5(b"z").digest()))
+                        parts.append(True)
+                    except Exception:  # noqa: BLE001 - refused: what is asked
+                        parts.append(False)
+                detail = {(True, False): f"{MAX_PARTS:,} parts, as AWS",
+                          (True, True): f"more than {MAX_PARTS:,} parts (zfsglacier plans for {MAX_PARTS:,})",
+                          }.get(tuple(parts), f"part {MAX_PARTS:,} refused: uploads need fewer parts (bigger part_size)")
+                out.append(Check("part limit", "ok" if parts[0] else "warn", detail))
+        finally:
+            try:
+                c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=up["UploadId"])
+            except Exception:  # noqa: BLE001 - zg-rm --incomplete lists it
+                out.append(Check("cleanup", "warn", f"could not abort the probe upload {key}: zg-rm --incomplete"))
+        return out
+
+    def _probe_reads(self) -> Check:
+        """A two-part STANDARD object (5 MiB and one byte), deleted at once: does the server list
+        parts (GetObjectAttributes) or answer for one part (HEAD ?partNumber=1)?"""
+        c, probe = self.client, S3Session(self, "zg-doctor-probe", {}, s3_plan(first=S3_MIN_PART))
+        probe.key = self._probe_key()
+        body = secrets.token_bytes(S3_MIN_PART + 1)
+        try:
+            probe.begin()
+            parts = [probe.send_part(Part(n, off, body[off:off + size], hashlib.sha256(body[off:off + size]).digest()))
+                     for n, off, size in ((1, 0, S3_MIN_PART), (2, S3_MIN_PART, 1))]
+            call(c.complete_multipart_upload, f"{self.url}: complete a probe upload", Bucket=self.bucket,
+                 Key=probe.key, UploadId=probe.upload_id, MultipartUpload={"Parts": [
+                     {"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]}
+                     for n, r in enumerate(parts, 1)]})
+            probe.upload_id = None
+        except StoreError as err:
+            probe.abort()
+            return Check("reads", "fail", f"cannot write a probe object: {err}")
+        try:
+            self._lists_parts = self._attribute_parts(probe.key, 2) is not None
+            self._heads_parts = call(c.head_object, f"{self.url}: stat part 1", Bucket=self.bucket, Key=probe.key,
+                                     PartNumber=1)["ContentLength"] == S3_MIN_PART
+        finally:
+            try:
+                c.delete_object(Bucket=self.bucket, Key=probe.key)
+            except Exception:  # noqa: BLE001
+                return Check("reads", "warn", f"could not delete the probe object {probe.key}: delete it by hand")
+        if self._lists_parts:
+            return Check("reads", "ok", "GetObjectAttributes lists parts: each is checked by its own checksum")
+        if self._heads_parts:
+            return Check("reads", "ok", "HEAD ?partNumber answers: each part is checked by its MD5 ETag")
+        return Check("reads", "info", "no part listings (GetObjectAttributes, HEAD ?partNumber): parts come from the "
+                                      "plan each upload records, the whole checked by the MD5 ETag or the catalog's "
+                                      "SHA-256")
+
+    def _probe_cold(self) -> Check:
+        """Whether the server serves a cold class without a restore, asked of an archive already
+        there (a ranged one-byte GET; nothing is thawed)."""
+        try:
+            page = call(self.client.list_objects_v2, f"{self.url}: list", Bucket=self.bucket,
+                        Prefix=self._key_prefix, MaxKeys=1000)
+            for o in page.get("Contents") or []:
+                archive_id = self._id_of(o["Key"])
+                if archive_id is None or o.get("StorageClass") not in COLD:
+                    continue
+                head = self._head(o["Key"], archive_id)
+                if parse_restore(head.get("Restore"))[0] != "frozen":
+                    continue
+                self._cold_served = None
+                if self._serves_cold(o["Key"], archive_id):
+                    return Check("cold reads", "info", f"{o['StorageClass']} is served at once (no RestoreObject "
+                                                       f"needed: the class is a label here)")
+                return Check("cold reads", "ok", f"{o['StorageClass']} needs a restore first, as at AWS")
+        except (StoreError, NotFoundError) as err:
+            return Check("cold reads", "warn", f"not probed: {err}")
+        return Check("cold reads", "info", "not probed: no frozen archive here yet (the first read finds out)")
+
     # ---- uploads
     def _plan(self, expected_size=None) -> PartPlan:
         return s3_plan(expected_size, first=self.part_size)
 
     def _new_session(self, metadata, expected_size) -> S3Session:
-        refuse_large_metadata(metadata, metadata_size(metadata), METADATA_LIMIT,
+        if PLAN_KEY in metadata:
+            raise UsageError(f"metadata key {PLAN_KEY!r} is zfsglacier's own (the part plan)")
+        plan_size = len(PLAN_KEY) + 4 * 11  # four numbers and their slashes, at most
+        refuse_large_metadata(metadata, metadata_size(metadata) + plan_size, METADATA_LIMIT,
                               "S3 user metadata")
         return S3Session(self, new_archive_id(), metadata, self._plan(expected_size))
 
@@ -364,9 +584,9 @@ class S3Store(Store):
             checksum = (f"sha256-composite:{_strip_count(checksum)}-"
                         f"{_etag(head.get('ETag')).rsplit('-', 1)[-1]}" if multipart
                         else f"sha256:{sha}")
+        metadata = {k: v for k, v in (head.get("Metadata") or {}).items() if k != PLAN_KEY}
         return ArchiveInfo(archive_id, head["ContentLength"], sha,
-                           head["LastModified"].timestamp(), dict(head.get("Metadata") or {}),
-                           cls, state, checksum)
+                           head["LastModified"].timestamp(), metadata, cls, state, checksum)
 
     def stat(self, id: str) -> ArchiveInfo:
         return self._info(id, self._head(self.key(id), id, ChecksumMode="ENABLED"))
@@ -408,10 +628,26 @@ class S3Store(Store):
                      Bucket=self.bucket, Key=self.key(id),
                      RestoreRequest={"Days": int(days), "GlacierJobParameters": {"Tier": tier}})
             except StoreError as exc:
-                if exc.code != "RestoreAlreadyInProgress":
+                if exc.code == "RestoreAlreadyInProgress":
+                    pass
+                elif exc.code in _aws.AUTH_CODES or not self._serves_cold(self.key(id), id):
                     raise
+                else:  # RGW 16.2: 501 NotImplemented, or 400 InvalidArgument (taken for a form upload)
+                    return ThawStatus(id, "ready", f"{cls}: this server has no RestoreObject "
+                                                   f"({exc.code}) and serves the object at once")
             head = self._head(self.key(id), id)
         return self._status(id, head, tier)
+
+    def _serves_cold(self, key: str, archive_id: str) -> bool:
+        """Does a GET serve this cold, unrestored object?  One ranged one-byte GET tells (AWS
+        answers 403 InvalidObjectState, free of retrieval charges); learned once per store."""
+        if self._cold_served is None:
+            try:
+                self._get_range(key, archive_id, _Range(0, 0, 1))
+                self._cold_served = True
+            except RestorePendingError:
+                self._cold_served = False
+        return self._cold_served
 
     def thaw_status(self, id: str) -> ThawStatus:
         return self._status(id, self._head(self.key(id), id), "Standard")
@@ -432,66 +668,105 @@ class S3Store(Store):
         return ThawStatus(id, state, f"{cls}: not restored; request a restore first")
 
     # ---- reads
-    def open_read(self, id: str, *, jobs: int = 4, start: int = 0) -> OrderedReader:
+    def open_read(self, id: str, *, jobs: int = 4, start: int = 0, recorded=None) -> OrderedReader:
         key = self.key(id)
         head = self._head(key, id, ChecksumMode="ENABLED")
         cls = head.get("StorageClass") or "STANDARD"
         if cls in COLD:
             state = parse_restore(head.get("Restore"))[0]
-            if state != "thawed":
+            if state == "thawing" or (state == "frozen" and not self._serves_cold(key, id)):
                 detail = ("its restore is still in progress" if state == "thawing"
                           else "is not restored")
                 raise pending(self.url, id, cls, detail)
         size = head["ContentLength"]
         etag = _etag(head.get("ETag"))
         checksum = _strip_count(head.get("ChecksumSHA256"))
+        verifies = self._info(id, head).checksum if checksum else None
+        sha256 = getattr(recorded, "sha256", None)
         if "-" in etag:
-            ranges = self._part_ranges(key, id, int(etag.rsplit("-", 1)[1]), jobs)
-            if sum(r.size for r in ranges) != size:
-                raise IntegrityError(f"{self.url}: archive {id}: its parts do not add up to "
-                                     f"its size")
-            whole = _Composite(checksum, etag if all(r.md5 for r in ranges) else None)
+            count = int(etag.rsplit("-", 1)[1])
+            ranges = self._part_ranges(key, id, count, size, jobs)
+            if ranges is not None:
+                if sum(r.size for r in ranges) != size:
+                    raise IntegrityError(f"{self.url}: archive {id}: its parts do not add up to "
+                                         f"its size")
+                whole = _Composite(checksum, etag if all(r.md5 for r in ranges) else None)
+            elif sha256 and not checksum:  # the catalog's SHA-256 of the whole, in even ranges
+                ranges, whole = _even_ranges(size), _Whole(b64(bytes.fromhex(sha256)), None)
+                verifies = f"sha256:{sha256}"
+            else:
+                ranges = self._recorded_ranges(id, head, count, size)
+                whole = _Composite(checksum, None if checksum else etag)
         else:
-            ranges = [_Range(i + 1, off, min(READ_RANGE, size - off))
-                      for i, off in enumerate(range(0, size, READ_RANGE))]
+            ranges = _even_ranges(size)
             whole = _Whole(checksum, _plain_md5(head))
         if not whole.can_check():
             raise IntegrityError(f"{self.url}: archive {id}: S3 reports no checksum to verify "
                                  f"it against")
         if size == 0:
             whole.check_empty(f"{self.url}: archive {id}")
-        digests: dict[int, tuple[bytes, Optional[bytes]]] = {}
+        # The whole's check takes the ranges in order, on the fetching threads (InOrder): a
+        # whole-object SHA-256 is sequential, and on the reading thread it held the output up.
+        order = InOrder(lambda got: whole.add(*got), first=ranges[0].number) if ranges and not start else None
 
         def fetch(r: _Range) -> bytes:
+            # Each byte is hashed once per check that needs it: a part's own digest only when the
+            # part or a composite checksum needs it, the whole's hash of the bytes (in order).
             for attempt in (1, 2):  # a mismatch may be damage in transit: fetch once more
                 data = self._get_range(key, id, r)
-                sha = hashlib.sha256(data).digest()
-                md5 = hashlib.md5(data).digest() if whole.wants_md5 or r.md5 else None
+                sha = hashlib.sha256(data).digest() if r.sha256 is not None or whole.part_sha else None
+                md5 = hashlib.md5(data).digest() if r.md5 is not None or whole.part_md5 else None
                 bad = ((r.sha256 is not None and sha != r.sha256)
                        or (r.md5 is not None and md5.hex() != r.md5))
                 if not bad:
-                    digests[r.number] = (sha, md5)
+                    if order is not None:
+                        order.feed(r.number, (data, sha, md5))
                     return data
             raise IntegrityError(f"{self.url}: archive {id}: part {r.number} (bytes {r.offset}-"
                                  f"{r.offset + r.size - 1}) does not match its checksum")
 
         def deliver(r: _Range, data: bytes, last: bool) -> None:
-            whole.add(data, *digests.pop(r.number))
+            order.wait(r.number)  # never ahead of the check: at most the ranges in flight wait in it
             if last:
                 whole.verify(f"{self.url}: archive {id}")
 
         reader = OrderedReader(ranges, fetch, jobs=jobs, start=start,
                                deliver=None if start else deliver)
         if not start and whole.sha:
-            reader.verifies = self._info(id, head).checksum
+            reader.verifies = verifies
         return reader
+
+    def _recorded_ranges(self, archive_id: str, head: dict, count: int, size: int) -> list[_Range]:
+        """The parts of an object whose server lists none: as zfsglacier's upload planned them
+        (``zg-parts`` metadata).  Untrusted like all metadata: a wrong plan fails the ETag check."""
+        raw = (head.get("Metadata") or {}).get(PLAN_KEY, "")
+        lacks = (f"{self.url}: archive {archive_id}: the server lists no part sizes (no GetObjectAttributes, "
+                 f"HEAD ?partNumber ignored)")
+        try:
+            first, grow_after, grow_every, cap = (int(x) for x in raw.split("/"))
+            plan = PartPlan(first, grow_after, grow_every, cap)
+            if first < 1 or cap < 0 or grow_every < 1:
+                raise ValueError
+        except ValueError:
+            raise StoreError(f"{lacks} and the object records no part plan ({PLAN_KEY}) of its upload: "
+                             f"read it with the catalog that uploaded it (its SHA-256 checks the whole)",
+                             code="NoPartLayout") from None
+        ranges, offset = [], 0
+        for n in range(1, count + 1):
+            part = plan.size(n) if n < count else size - offset
+            if part <= 0 or part > plan.size(n):
+                raise IntegrityError(f"{lacks}, and the part plan its metadata records does not fit its "
+                                     f"size and {count} parts: read it with the catalog that uploaded it")
+            ranges.append(_Range(n, offset, part))
+            offset += part
+        return ranges
 
     def _get_range(self, key: str, archive_id: str, r: _Range) -> bytes:
         def once() -> bytes:
             resp = self.client.get_object(Bucket=self.bucket, Key=key,
                                           Range=f"bytes={r.offset}-{r.offset + r.size - 1}")
-            with resp["Body"] as body:
-                return body.read()
+            with resp["Body"] as body:  # never more than the range: a server may send the whole object
+                return body.read(r.size + 1)
 
         try:
             with aws_errors(f"{self.url}: read {archive_id}",
@@ -502,13 +777,16 @@ class S3Store(Store):
                 raise pending(self.url, archive_id, "cold storage", "is not restored (any more)") from None
             raise
         if len(data) != r.size:
-            raise IntegrityError(f"{self.url}: archive {archive_id}: got {len(data)} bytes for "
-                                 f"part {r.number}, expected {r.size}")
+            got = f"more than {r.size}" if len(data) > r.size else str(len(data))
+            raise IntegrityError(f"{self.url}: archive {archive_id}: got {got} bytes for "
+                                 f"part {r.number} (bytes {r.offset}-{r.offset + r.size - 1}), expected {r.size}")
         return data
 
-    def _part_ranges(self, key: str, archive_id: str, count: int, jobs: int) -> list[_Range]:
+    def _part_ranges(self, key: str, archive_id: str, count: int, size: int,
+                     jobs: int) -> Optional[list[_Range]]:
         """Sizes and expected checksums of each part: GetObjectAttributes when S3 lists part
-        checksums, else HEAD ?partNumber=N for each part (size and, where it is one, MD5 ETag)."""
+        checksums, else HEAD ?partNumber=N for each part (size and, where it is one, MD5 ETag);
+        None when the server answers neither (a part as long as the whole: partNumber ignored)."""
         parts = self._attribute_parts(key, count)
         if parts is None:
             what = f"{self.url}: stat parts of {archive_id}"
@@ -517,7 +795,13 @@ class S3Store(Store):
                 return call(self.client.head_object, what, Bucket=self.bucket, Key=key,
                             PartNumber=n)
 
-            heads = parallel_map(head_part, range(1, count + 1), jobs)
+            if not self._heads_parts:
+                return None
+            first = head_part(1)
+            if count > 1 and first["ContentLength"] >= size:
+                self._heads_parts = False
+                return None
+            heads = [first] + parallel_map(head_part, range(2, count + 1), jobs)
             parts = [(n, h["ContentLength"], None, _plain_md5(h))
                      for n, h in enumerate(heads, 1)]
         ranges, offset = [], 0
@@ -527,6 +811,8 @@ class S3Store(Store):
         return ranges
 
     def _attribute_parts(self, key: str, count: int):
+        if not self._lists_parts:
+            return None
         out, marker = [], 0
         try:
             while True:
@@ -542,6 +828,9 @@ class S3Store(Store):
                 if not block.get("IsTruncated"):
                     break
                 marker = block.get("NextPartNumberMarker", 0)
+        except _NotAttributes:
+            self._lists_parts = False
+            return None
         except Exception as exc:  # noqa: BLE001 - unsupported, or not permitted: fall back
             if error_code(exc) in _aws.AUTH_CODES - {"AccessDenied", "403", "Forbidden"}:
                 raise _aws.translate(exc, f"{self.url}: stat parts") from None  # bad keys
@@ -551,13 +840,66 @@ class S3Store(Store):
         return out
 
 
+def _even_ranges(size: int) -> list[_Range]:
+    return [_Range(i + 1, off, min(READ_RANGE, size - off)) for i, off in enumerate(range(0, size, READ_RANGE))]
+
+
+def _lifecycle(rules: list, prefix: str) -> list[Check]:
+    """Rules that reach zfsglacier's keys: an expiration deletes archives a chain needs; a
+    transition moves them to another class (priced as it, but perhaps not readable at once)."""
+    out = []
+    for rule in rules:
+        if rule.get("Status") != "Enabled":
+            continue
+        flt = rule.get("Filter") or {}
+        rp = rule.get("Prefix", flt.get("Prefix", (flt.get("And") or {}).get("Prefix", ""))) or ""
+        if not (prefix.startswith(rp) or rp.startswith(prefix)):
+            continue
+        name = rule.get("ID") or rp or "(all keys)"
+        exp = rule.get("Expiration") or {}
+        if exp.get("Days") or exp.get("Date"):
+            when = f"{exp['Days']} days" if exp.get("Days") else str(exp["Date"])
+            out.append(Check("lifecycle", "fail", f"rule {name} deletes objects under {rp or '/'} after {when}: a "
+                                                  f"chain would lose its full; exclude {prefix or 'the bucket'}"))
+        for t in rule.get("Transitions") or []:
+            out.append(Check("lifecycle", "warn", f"rule {name} moves objects to {t.get('StorageClass')} after "
+                                                  f"{t.get('Days', t.get('Date'))} days (reads may need a thaw)"))
+        abort = (rule.get("AbortIncompleteMultipartUpload") or {}).get("DaysAfterInitiation")
+        if abort is not None:
+            out.append(Check("lifecycle", "info", f"rule {name} aborts unfinished uploads after {abort} days "
+                                                  f"(a resume must come before)"))
+    return out or [Check("lifecycle", "ok", "no rule expires or moves zfsglacier's objects")]
+
+
+class _NotAttributes(Exception):
+    """The server answered GetObjectAttributes with something that is not its XML."""
+
+
+def _attributes_or_nothing(client, request):
+    """botocore's before-send for GetObjectAttributes: send it here and look at the answer before
+    its body is read.  A server without the call (RGW) sends the whole object back, which botocore
+    would read into memory, take for a cut XML reply and fetch again, 8 times: an answer that is
+    not XML, or too long to be one, is closed unread and raises _NotAttributes, which botocore
+    does not retry."""
+    request.stream_output = True  # else the session reads the whole body before returning
+    resp = client._endpoint.http_session.send(request)  # the client's own pool, TLS and proxy settings
+    kind = (resp.headers.get("Content-Type") or "").lower()
+    length = resp.headers.get("Content-Length")
+    if "xml" not in kind or (length is not None and int(length) > ATTRIBUTES_LIMIT):
+        resp.raw.close()
+        raise _NotAttributes(f"GetObjectAttributes answered with {kind or 'no type'}, {length} bytes")
+    return resp
+
+
+
 class _Whole:
     """Checks an object stored in one piece: its full SHA-256 or its MD5 ETag."""
+
+    part_sha = part_md5 = False  # needs no digest of each part: hashes the bytes themselves
 
     def __init__(self, sha256_b64: Optional[str], md5_hex: Optional[str]):
         self.sha = sha256_b64
         self.md5 = md5_hex
-        self.wants_md5 = sha256_b64 is None and md5_hex is not None
         self._sha = hashlib.sha256()
         self._md5 = hashlib.md5()
 
@@ -585,6 +927,7 @@ class _Composite(_Whole):
 
     def __init__(self, sha256_b64: Optional[str], etag: Optional[str]):
         super().__init__(sha256_b64, etag)
+        self.part_sha, self.part_md5 = bool(sha256_b64), not sha256_b64 and bool(etag)
         self._shas: list[bytes] = []
         self._md5s: list[bytes] = []
 

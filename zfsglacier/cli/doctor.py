@@ -1,0 +1,46 @@
+"""zg-doctor: probe a destination once, say what would hurt the backups, and record what its server
+can do in the catalog, so that the other commands do not ask again (part listings, cold reads)."""
+
+import json
+import sys
+
+from ..stores import Check
+from .common import parser, run
+from .storeargs import add_store_options, catalog, open_dest
+
+MARK = {"ok": "ok  ", "info": "info", "warn": "WARN", "fail": "FAIL"}
+EPILOG = """examples:
+  zg-doctor offsite                 a configured destination: bucket, clock, lock, lifecycle, classes...
+  zg-doctor s3://backups/zfs --json the findings as JSON (name, status, detail)
+
+exit: 0 when nothing failed (warnings included), 10 when the destination cannot be used as configured."""
+
+
+def body(argv):
+    p = parser("zg-doctor", "Probe DEST once: credentials, bucket or vault, clock skew, versioning, Object Lock, "
+                            "lifecycle rules over zfsglacier's objects, storage classes, checksums, the part limit, "
+                            "part listings and cold reads. Writes nothing that stays (an upload started and "
+                            "aborted, a one-byte object deleted), thaws nothing; records what it found in the "
+                            "catalog for the other commands.", epilog=EPILOG)
+    add_store_options(p)
+    p.add_argument("--json", action="store_true", help="the findings as a JSON list of {name, status, detail}")
+    args = p.parse_args(argv)
+    config, store, dest = open_dest(args)
+    checks: list[Check] = store.doctor()
+    failed = any(c.status == "fail" for c in checks)
+    if not failed:
+        with catalog(args, config) as cat:
+            cat.probed(dest, store.capabilities())
+    if args.json:
+        json.dump({"destination": dest, "checks": [vars(c) for c in checks], "capabilities": store.capabilities()},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(f"{dest}:")
+        for c in checks:
+            print(f"  {MARK.get(c.status, c.status)}  {c.name}: {c.detail}")
+    return 10 if failed else 0
+
+
+def main(argv=None):
+    return run("zg-doctor", body, argv)
