@@ -11,7 +11,7 @@ from .storeargs import add_store_options, catalog, open_dest
 MARK = {"ok": "ok  ", "info": "info", "warn": "WARN", "fail": "FAIL"}
 EPILOG = """examples:
   zg-doctor offsite                 a configured destination: bucket, clock, lock, lifecycle, classes...
-  zg-doctor s3://backups/zfs --json the findings as JSON (name, status, detail)
+  zg-doctor s3://backups/zfs --json the findings as JSON, for a script or a monitoring check
 
 exit: 0 when nothing failed (warnings included), 10 when the destination cannot be used as configured."""
 
@@ -23,7 +23,8 @@ def body(argv):
                             "aborted, a one-byte object deleted), thaws nothing; records what it found in the "
                             "catalog for the other commands.", epilog=EPILOG)
     add_store_options(p)
-    p.add_argument("--json", action="store_true", help="the findings as a JSON list of {name, status, detail}")
+    p.add_argument("--json", action="store_true", help="the findings as JSON: {destination, checks: [{name, status, "
+                                                       "detail}], capabilities}")
     args = p.parse_args(argv)
     config, store, dest = open_dest(args)
     checks: list[Check] = store.doctor()
