@@ -202,3 +202,25 @@ def test_doctor_on_a_vault_and_a_directory(tmp_path, aws):
     assert code == 0 and _status(doc, "vault")["status"] == "ok", err
     code, doc, err = _doctor(f"file://{tmp_path}/not-mounted", env)
     assert code == 10 and "zg-init" in _status(doc, "destination")["detail"]
+
+
+@pytest.mark.parametrize("server", ["rgw", "moto"])
+def test_each_part_carries_the_check_its_server_makes(request, server, tmp_path):
+    """A server that keeps SHA-256 part checksums (moto, as AWS) gets the SHA-256 header and no MD5;
+    one that ignores the header (RGW) gets Content-MD5 and no SHA-256: each part is hashed once for
+    its check, plus the whole's SHA-256 for the catalog."""
+    if server == "rgw":
+        url = request.getfixturevalue("rgw").url
+    else:
+        url = request.getfixturevalue("aws").s3_url
+    name = f"zg-sums-{os.urandom(4).hex()}"
+    boto3.client("s3", endpoint_url=url).create_bucket(Bucket=name)
+    store = open_store(f"s3://{name}/b", part_size=5 * MiB, endpoint=url, storage_class="STANDARD")
+    seen = []
+    store.client.meta.events.register("before-send.s3.UploadPart", lambda request, **_: seen.append(
+        ("x-amz-checksum-sha256" in request.headers, "Content-MD5" in request.headers)))
+    data = os.urandom(11 * MiB)
+    info = store.upload(io.BytesIO(data), {}, jobs=2)
+    assert seen == [(server == "moto", server == "rgw")] * 3
+    assert info.sha256 == __import__("hashlib").sha256(data).hexdigest()
+    assert store.read_all(info.id) == data

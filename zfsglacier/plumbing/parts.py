@@ -229,12 +229,15 @@ class PartPipeline:
     returned whole by ``finish()`` (the caller stores it with a single request). ``start()`` runs
     once, on the writing thread, just before the first part is handed out (lazy multipart start).
     ``size_of(n)`` gives part n's size; writing past ``capacity`` raises ``too_big()``.
+    ``part_sha256()`` says, when a part is handed out, whether it needs its SHA-256 (a hash of
+    every byte: skipped where the store neither checks nor records it).
     """
 
     def __init__(self, size_of: Callable[[int], int], handle: Callable[[Part], Any], *,
                  jobs: int = 4, capacity: Optional[int] = None,
                  too_big: Callable[[], BaseException] = lambda: ValueError("stream too big"),
-                 start: Optional[Callable[[], None]] = None):
+                 start: Optional[Callable[[], None]] = None,
+                 part_sha256: Callable[[], bool] = lambda: True):
         if jobs < 1:
             raise ValueError("jobs must be at least 1")
         self._size_of = size_of
@@ -243,6 +246,7 @@ class PartPipeline:
         self._capacity = capacity
         self._too_big = too_big
         self._start = start
+        self._part_sha256 = part_sha256
         self._chunks: collections.deque = collections.deque()
         self._pending = 0
         self._written = 0
@@ -329,7 +333,8 @@ class PartPipeline:
 
     def _run(self, part: Part) -> None:
         try:
-            part.sha256 = hashlib.sha256(part.data).digest()
+            if self._part_sha256():
+                part.sha256 = hashlib.sha256(part.data).digest()
             receipt = self._handle(part)
             self._done[part.number] = PartDone(part.number, part.offset, part.size, part.sha256, receipt)
         finally:

@@ -197,6 +197,12 @@ class UploadSession(ABC):
     plan: PartPlan
     existing: dict[int, ExistingPart]
 
+    @property
+    def wants_part_sha256(self) -> bool:
+        """Whether a part needs its SHA-256 (``Part.sha256``; else it is b""): the store checks or
+        records it.  Asked after ``begin()``; a vault, which checks tree hashes, says no."""
+        return True
+
     def size_of(self, n: int) -> int:
         """Part n's size: what an interrupted upload stored there, else the plan's."""
         ep = self.existing.get(n)
@@ -358,7 +364,7 @@ class Upload(io.BufferedIOBase):
         self._pipeline = PartPipeline(
             s.size_of, self._handle, jobs=self._jobs, capacity=s.plan.capacity,
             too_big=lambda: StoreError(too_big_message(s.plan)),
-            start=None if self._resume else s.begin)
+            start=None if self._resume else s.begin, part_sha256=lambda: s.wants_part_sha256)
 
     def _handle(self, part: Part) -> Any:
         existing = self.session.existing.get(part.number)

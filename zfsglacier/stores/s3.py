@@ -125,6 +125,15 @@ class S3Session(UploadSession):
     def _what(self, action: str) -> str:
         return f"{self.store.url}: {action} {self.id}"
 
+    @property
+    def wants_part_sha256(self) -> bool:
+        """A server that keeps SHA-256 part checksums (it said SHA256 at the start, or lists them
+        on an interrupted upload's parts) checks the header and builds the composite from them;
+        one that does not (RGW 16.2) ignores the header: there Content-MD5 is the part's check,
+        and a SHA-256 of every part would be a hash of every byte for nothing."""
+        return self.composite_promised or any((ep.check or {}).get("ChecksumSHA256")
+                                              for ep in self.existing.values())
+
     def begin(self) -> None:
         p = self.plan
         metadata = {**self.metadata, PLAN_KEY: f"{p.first}/{p.grow_after}/{p.grow_every}/{p.cap}"}
@@ -143,11 +152,13 @@ class S3Session(UploadSession):
         # Where the server checks no SHA-256 header, Content-MD5 makes it refuse a body damaged on
         # the way (BadDigest: the part is sent again) instead of the whole upload failing after.
         local = None if self.composite_promised else hashlib.md5(part.data).digest()
+        sums = {"ChecksumSHA256": b64(part.sha256)} if part.sha256 else {}
+        if local:
+            sums["ContentMD5"] = b64(local)
         resp = call(self.c.upload_part, self._what(f"upload part {part.number} of"),
                     retry_drops=True, Bucket=self.store.bucket, Key=self.key,
-                    UploadId=self.upload_id, PartNumber=part.number, Body=part.data,
-                    ChecksumSHA256=b64(part.sha256), **({"ContentMD5": b64(local)} if local else {}))
-        receipt = {"ETag": resp["ETag"], "ChecksumSHA256": b64(part.sha256), "md5": None}
+                    UploadId=self.upload_id, PartNumber=part.number, Body=part.data, **sums)
+        receipt = {"ETag": resp["ETag"], "ChecksumSHA256": sums.get("ChecksumSHA256"), "md5": None}
         echoed = resp.get("ChecksumSHA256")
         if echoed:
             if echoed != receipt["ChecksumSHA256"]:
@@ -163,7 +174,8 @@ class S3Session(UploadSession):
 
     def reuse_part(self, existing: ExistingPart, part: Part) -> Optional[dict]:
         listed = existing.check or {}
-        receipt = {"ETag": listed.get("ETag"), "ChecksumSHA256": b64(part.sha256), "md5": None}
+        receipt = {"ETag": listed.get("ETag"), "ChecksumSHA256": b64(part.sha256) if part.sha256 else None,
+                   "md5": None}
         if listed.get("ChecksumSHA256"):
             return receipt if listed["ChecksumSHA256"] == receipt["ChecksumSHA256"] else None
         md5 = _plain_md5(listed)
@@ -188,7 +200,8 @@ class S3Session(UploadSession):
 
     def complete(self, parts: list[PartDone], size: int, sha256: bytes) -> ArchiveInfo:
         listing = [{"PartNumber": p.number, "ETag": p.receipt["ETag"],
-                    "ChecksumSHA256": p.receipt["ChecksumSHA256"]} for p in parts]
+                    **({"ChecksumSHA256": p.receipt["ChecksumSHA256"]} if p.receipt["ChecksumSHA256"] else {})}
+                   for p in parts]
         try:
             call(self.c.complete_multipart_upload, self._what("complete upload of"),
                  Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id,
@@ -198,7 +211,8 @@ class S3Session(UploadSession):
             if exc.code != "NoSuchUpload":
                 raise
         self.upload_id = None  # the object exists now: abort must delete it instead
-        composite = b64(hashlib.sha256(b"".join(p.sha256 for p in parts)).digest())
+        composite = (b64(hashlib.sha256(b"".join(p.sha256 for p in parts)).digest())
+                     if all(p.sha256 for p in parts) else None)
         md5s = [p.receipt.get("md5") for p in parts]
         etag = None
         if all(md5s):
@@ -213,7 +227,7 @@ class S3Session(UploadSession):
         remote = _strip_count(head.get("ChecksumSHA256"))
         if head["ContentLength"] != size:
             self._discard_object(f"S3 holds {head['ContentLength']} bytes, {size} were sent")
-        elif remote is not None:
+        elif remote is not None and checksum is not None:
             if remote != checksum:
                 self._discard_object("S3's SHA-256 checksum differs from the local one")
         elif etag is not None and head.get("ServerSideEncryption") not in _KMS:

@@ -83,6 +83,7 @@ class VaultSession(UploadSession):
     def _call(self, method: str, action: str, **kw):
         return self.store._call(method, action, **kw)
 
+    wants_part_sha256 = False  # parts are checked by their tree hash
     def begin(self) -> None:
         resp = self._call("initiate_multipart_upload", "start upload",
                           archiveDescription=describe(self.metadata),
