@@ -28,8 +28,9 @@ S3-compatible servers lack parts of this, and each lack is detected, never guess
 - ``x-amz-checksum-sha256`` is ignored (a wrong value is stored with 200) and no composite checksum
   is kept: where CreateMultipartUpload does not acknowledge SHA256, each part carries Content-MD5,
   which RGW does check (BadDigest, resent), and the MD5 ETags are compared after.
-- RestoreObject is refused (501 NotImplemented) while GET serves the cold class at once: a ranged
-  one-byte GET tells the two apart, and such an object is read without a thaw.
+- RestoreObject is refused (501 NotImplemented, or 400 InvalidArgument where RGW takes ``POST
+  ?restore`` for a form upload) while GET serves the cold class at once: a ranged one-byte GET
+  tells the two apart, and such an object is read without a thaw.
 """
 
 from __future__ import annotations
@@ -360,7 +361,8 @@ class S3Store(Store):
         """Bucket and credentials, clock, versioning, Object Lock, lifecycle rules over the prefix,
         the storage class (and STANDARD, for catalog copies), flexible checksums, the part-count
         limit, part listings and cold reads.  Each write is an upload started and aborted (no
-        object) or a one-byte STANDARD object deleted at once; nothing is thawed."""
+        object) or a two-part STANDARD object (5 MiB and a byte) deleted at once; nothing is
+        thawed."""
         c, out = self.client, []
         try:
             head = call(c.head_bucket, f"{self.url}: bucket {self.bucket}", not_found="missing",
@@ -456,14 +458,12 @@ class S3Store(Store):
         body = secrets.token_bytes(S3_MIN_PART + 1)
         try:
             probe.begin()
-            parts = [probe.send_part(Part(n, off, body[off:off + size], hashlib.sha256(body[off:off + size]).digest()))
-                     for n, off, size in ((1, 0, S3_MIN_PART), (2, S3_MIN_PART, 1))]
-            call(c.complete_multipart_upload, f"{self.url}: complete a probe upload", Bucket=self.bucket,
-                 Key=probe.key, UploadId=probe.upload_id, MultipartUpload={"Parts": [
-                     {"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]}
-                     for n, r in enumerate(parts, 1)]})
-            probe.upload_id = None
-        except StoreError as err:
+            done = []
+            for n, off, size in ((1, 0, S3_MIN_PART), (2, S3_MIN_PART, 1)):
+                part = Part(n, off, body[off:off + size], hashlib.sha256(body[off:off + size]).digest())
+                done.append(PartDone(n, off, size, part.sha256, probe.send_part(part)))
+            probe.complete(done, len(body), hashlib.sha256(body).digest())  # verified as any upload
+        except (StoreError, IntegrityError) as err:
             probe.abort()
             return Check("reads", "fail", f"cannot write a probe object: {err}")
         try:
