@@ -126,6 +126,18 @@ def thaw_pending(w):
         servers.set_s3_restore_steps(0)
 
 
+def locked_archive(w):
+    import boto3
+    servers = w.request.getfixturevalue("aws")
+    boto3.client("s3", endpoint_url=servers.s3_url).create_bucket(Bucket="zg-exit-20", ObjectLockEnabledForBucket=True)
+    config = w.tmp / "locked.toml"
+    config.write_text('[destinations.locked]\nurl = "s3://zg-exit-20/x"\nstorage_class = "STANDARD"\n'
+                      'object_lock = "compliance"\nlock_days = 1\n')
+    env = {**w.env, **servers.env, "ZG_CONFIG": str(config)}
+    up = zg("upload", "locked", input=w.archive, env=env, check=True)
+    return zg("rm", "locked", up.stdout.decode().strip(), env=env)
+
+
 SCENARIOS = {  # code -> (what, how, words on stderr); ZFS codes (13, 15, 16) are in test_daily_zfs
     2: ("a bad option", lambda w: zg("encrypt", "--no-such-option"), "--help"),
     3: ("a key file that is not there", lambda w: zg("decrypt", w.tmp / "nope.key", input=w.archive), "nope.key"),
@@ -149,6 +161,7 @@ SCENARIOS = {  # code -> (what, how, words on stderr); ZFS codes (13, 15, 16) ar
     17: ("a lock taken", locked, "locked by"),
     18: ("a damaged catalog", damaged_catalog, "catalog"),
     19: ("a closed stdin", lambda w: closed_stdin("encrypt", w.pub), "cannot read standard input"),
+    20: ("an archive under Object Lock", locked_archive, "locked until"),
     75: ("a thaw requested", thaw_pending, "again later"),
     129: ("SIGHUP", signal_run(signal.SIGHUP), "SIGHUP"),
     130: ("Ctrl-C", signal_run(signal.SIGINT), "interrupted"),

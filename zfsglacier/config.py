@@ -11,6 +11,8 @@
     endpoint = "https://s3.example.net"  # an S3-compatible server (Ceph RGW...); default: AWS's
     jobs = 4                         # parts in flight
     part_size = "64M"                # first upload part (S3: 5M..5G; a vault: a power of two)
+    object_lock = "compliance"       # S3 only: "governance" or "compliance", with lock_days: each archive
+    lock_days = 90                   # is locked that long, and every archive its chain needs at least as long
 
 Credentials never go here: boto3's own chain (AWS_PROFILE, ~/.aws, environment) provides them.
 Unknown keys in a destination are refused (a typo must not silently pick a default storage class).
@@ -29,7 +31,7 @@ from .plumbing.parts import parse_size
 # Keys a [destinations.NAME] table may hold besides url; the stores' options plus CLI settings.
 DESTINATION_KEYS = {
     "storage_class", "part_size", "profile", "region", "endpoint", "retry_mode", "max_attempts", "connect_attempts",
-    "connect_timeout", "read_timeout", "jobs",
+    "connect_timeout", "read_timeout", "jobs", "object_lock", "lock_days",
     "sign", "signer",  # the signing key zg-backup signs with; the signer file readers require
 }
 

@@ -152,3 +152,10 @@ class CatalogError(ZgError):
 
 class DamagedCatalogError(CatalogError):
     """The catalog file is damaged, or is not a zfsglacier catalog: `zg-catalog rebuild` replaces it."""
+
+
+class RetainedError(ZgError):
+    """The store keeps the archive under Object Lock until a date the message names: the server
+    refuses to delete it before (a governance lock yields to --bypass-governance)."""
+
+    exit_code = 20

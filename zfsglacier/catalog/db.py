@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS archives (
     deleted REAL,                   -- when zg-rm / zg-prune deleted it
     identity TEXT,                  -- where names and guids came from: upload | header | copy | metadata
     missing REAL,                   -- when a rebuild found it listed by a catalog copy but not in the store
+    locked_until REAL,              -- S3 Object Lock: the server keeps it until then (as it last said)
+    lock_mode TEXT,                 -- governance | compliance
     PRIMARY KEY (dest, id)
 );
 CREATE INDEX IF NOT EXISTS archives_toguid ON archives (dest, toguid);
@@ -75,6 +77,8 @@ class ArchiveRow:
     deleted: float | None
     identity: str | None = None
     missing: float | None = None
+    locked_until: float | None = None
+    lock_mode: str | None = None
 
     @property
     def incremental(self):
@@ -113,7 +117,8 @@ def _row(r):
 _CORE_COLUMNS = {"dest", "id", "size", "uploaded", "public"}
 _NULLABLE_COLUMNS = {"sha256": "TEXT", "checksum": "TEXT", "storage_class": "TEXT", "toguid": "TEXT",
                      "fromguid": "TEXT", "snap_created": "INTEGER", "stream": "TEXT", "dataset": "TEXT",
-                     "snapshot": "TEXT", "deleted": "REAL", "identity": "TEXT", "missing": "REAL"}
+                     "snapshot": "TEXT", "deleted": "REAL", "identity": "TEXT", "missing": "REAL",
+                     "locked_until": "REAL", "lock_mode": "TEXT"}
 _OUR_TABLES = {"archives", "uploads", "thaws", "catalog_copies", "capabilities"}
 
 
@@ -258,11 +263,12 @@ class Catalog:
             toguid, fromguid, stream = identity.toguid, identity.fromguid, identity.stream
         self.db.execute(
             "INSERT OR REPLACE INTO archives (dest, id, size, sha256, checksum, uploaded, storage_class,"
-            " toguid, fromguid, snap_created, stream, dataset, snapshot, public, deleted, identity, missing)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?)",
+            " toguid, fromguid, snap_created, stream, dataset, snapshot, public, deleted, identity, missing,"
+            " locked_until, lock_mode) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?,?,?)",
             (dest, info.id, info.size, info.sha256, info.checksum, uploaded or time.time(),
              info.storage_class, _text(toguid), _text(fromguid), public.snap_created, stream,
-             dataset, snapshot, json.dumps(info.metadata, sort_keys=True), source, missing))
+             dataset, snapshot, json.dumps(info.metadata, sort_keys=True), source, missing,
+             info.locked_until, info.lock_mode))
 
     def archives(self, dest=None, *, include_deleted=False):
         q, args = "SELECT * FROM archives WHERE 1=1", []
@@ -287,6 +293,11 @@ class Catalog:
     def mark_present(self, dest, archive_id):
         if not self.readonly:
             self.db.execute("UPDATE archives SET missing=NULL WHERE dest=? AND id=?", (dest, archive_id))
+
+    def retained(self, dest, archive_id, until, mode):
+        """The server now keeps it locked until ``until`` (``Store.retain``'s answer)."""
+        self.db.execute("UPDATE archives SET locked_until=?, lock_mode=? WHERE dest=? AND id=?",
+                        (until, mode, dest, archive_id))
 
     def mark_deleted(self, dest, archive_id, when=None):
         self.db.execute("UPDATE archives SET deleted=? WHERE dest=? AND id=?",

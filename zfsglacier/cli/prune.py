@@ -9,7 +9,7 @@ import sys
 import time
 
 from ..services import backup, cost, retention
-from ..errors import NotFoundError, StoreError, ZgError
+from ..errors import NotFoundError, RetainedError, StoreError, ZgError
 from .common import parser, run
 from .storeargs import add_store_options, catalog, open_dest
 from ..zfs import open_zfs
@@ -95,7 +95,7 @@ def body(argv):
 def _report_and_delete(pl, args, store, cat, dest, rules, now):
     """Print the plan; unless a dry run, delete as it goes.  Returns the number of failures."""
     out = sys.stdout.write
-    n_scope = len(pl.keep) + len(pl.delete) + len(pl.deferred)
+    n_scope = len(pl.keep) + len(pl.delete) + len(pl.deferred) + len(pl.locked)
     scope = f" ({args.dataset})" if args.dataset else ""
     clock = time.strftime("%Y-%m-%d %H:%M", time.gmtime(now))
     out(f"{dest}{scope}: {n_scope} archives; rules: {rules.describe()}; now {clock} UTC\n")
@@ -112,6 +112,9 @@ def _report_and_delete(pl, args, store, cat, dest, rules, now):
             store.delete(d.id)
         except NotFoundError:
             _warn(f"{d.id} was already gone from {dest}; marked deleted in the catalog")
+        except RetainedError as err:  # locked by the server (a bucket default the catalog did not know)
+            _warn(f"kept {d.id} ({d.archive.name}): {err}")
+            continue
         except ZgError as err:
             _error(f"could not delete {d.id} ({d.archive.name}): {err}")
             failures += 1
@@ -130,6 +133,11 @@ def _report_and_delete(pl, args, store, cat, dest, rules, now):
         for d in pl.deferred:
             out(_line(d, now, f"; deferred until {_day(d.until)} (deleting now would still cost "
                               f"{cost.dollars(d.early_cost)})"))
+    if pl.locked:
+        out(f"locked {len(pl.locked)} archives (Object Lock: the server refuses to delete them before the date; "
+            f"a later zg-prune deletes them):\n")
+        for d in pl.locked:
+            out(_line(d, now, f"; locked until {_day(d.until)} ({d.archive.lock_mode or 'Object Lock'})"))
     out(f"keeping {len(pl.keep)} archives:\n")
     for d in pl.keep:
         out(_line(d, now))

@@ -27,6 +27,9 @@ def body(argv):
     p.add_argument("--force", action="store_true",
                    help="delete even if later incrementals depend on it (they become unrestorable); drop it from "
                         "the catalog when the store no longer has it")
+    p.add_argument("--bypass-governance", action="store_true",
+                   help="delete an archive under a governance Object Lock before its date (the credentials need "
+                        "s3:BypassGovernanceRetention; a compliance lock never yields)")
     args = p.parse_args(argv)
     if args.incomplete == bool(args.id):
         raise UsageError("give an archive ID, or --incomplete (not both)")
@@ -53,7 +56,7 @@ def body(argv):
                              f"at least {cost.min_days(cls)} days, so deleting now still costs about "
                              f"{cost.dollars(charge)} ({cost.as_of()})\n")
         try:
-            store.delete(args.id)
+            store.delete(args.id, bypass_governance=args.bypass_governance)
         except NotFoundError:
             if known is None or not args.force:
                 raise NotFoundError(f"{args.id} is not in {dest}" + (" (already deleted or hidden there); --force "

@@ -5,6 +5,7 @@ import secrets
 import sys
 
 from ..errors import CorruptArchiveError, NotAnArchiveError, UsageError
+from ..services import backup
 from ..format.header import FOOTER, MAGIC, PREAMBLE_SIZE, Preamble, describe_foreign, footer_ok, read_header
 from ..format.metadata import store_fields
 from ..plumbing.parts import MEMORY_HELP
@@ -82,6 +83,7 @@ def body(argv):
                                               "fail?): nothing was stored")
                 info = up.commit()
             cat.record(dest, info, dataset=dataset, snapshot=snapshot)
+            backup.chain_locks(store, cat, dest, info)
         finally:  # completed, or aborted by the `with`: either way no longer an incomplete upload
             cat.upload_ended(dest, token)
         if args.resume:

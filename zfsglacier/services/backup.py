@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from ..format import archive
 from ..catalog import chains
-from . import cost
-from ..errors import CatalogError, DatasetNotFoundError, NotFoundError, UsageError, ZfsMissingError, ZgError
+from . import cost, retention
+from ..errors import (CatalogError, DatasetNotFoundError, NotFoundError, StoreError, UsageError, ZfsMissingError,
+                      ZgError)
 from ..format.metadata import CATALOG_KIND, CatalogCopy, PublicMetadata, store_fields
 from ..plumbing.pipes import PeekReader
 from ..zfs import SendFlags, Snapshot
@@ -332,7 +333,18 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
             except ZgError:
                 pass
     cat.record(dest, info, dataset=step.dataset, snapshot=step.target.short)
+    chain_locks(store, cat, dest, info)
     return info, result
+
+
+def chain_locks(store, cat, dest, info):
+    """After ``info`` is recorded: extend_locks, a failure said as what it leaves undone."""
+    try:
+        extend_locks(store, cat, dest)
+    except StoreError as err:
+        raise StoreError(f"{err} (archive {info.id} is stored and recorded, but the archives it depends on are "
+                         f"not all locked as long: the next zg-backup or zg-upload to {dest} extends them)",
+                         code=err.code) from None
 
 
 def keep_bases(zfs, cat, dataset, *, hold=None):
@@ -465,6 +477,21 @@ def describe_step(step, dest_class):
     monthly = cost.dollars(cost.monthly_storage(est, dest_class)) + "/month" if est is not None else "?"
     flags = f", zfs send {' '.join(step.flags.cli())}" if step.flags.cli() else ""
     return f"{step.dataset}@{step.target.short}: {step.kind} ({step.reason}){flags}, about {size}, {monthly}"
+
+
+def extend_locks(store, cat, dest):
+    """Extend the Object Lock of every archive at ``dest`` that a later, longer-locked archive
+    depends on (retention.lock_shortfalls), through the store (which checks what the server then
+    keeps); the catalog records each new date.  Returns the archives extended.  A store that
+    locks nothing has nothing to do."""
+    if not store.properties.locks:
+        return []
+    done = []
+    for archive_id, until in sorted(retention.lock_shortfalls(cat.archives(dest)).items()):
+        info = store.retain(archive_id, until)
+        cat.retained(dest, archive_id, info.locked_until, info.lock_mode)
+        done.append(info)
+    return done
 
 
 # --- the catalog travels with the backups ------------------------------------------------------

@@ -135,10 +135,10 @@ class Decision:
     """What happens to one archive, and why (``reasons`` are the words printed)."""
 
     archive: object
-    action: str                  # keep | delete | defer
+    action: str                  # keep | delete | defer | locked
     reasons: list
     cls: str                     # price-table class
-    until: Optional[float] = None    # defer: when deleting stops costing extra
+    until: Optional[float] = None    # defer: when deleting stops costing extra; locked: the retain-until
     early_cost: float = 0.0      # dollars still billed if deleted now
     days_short: float = 0.0      # days short of the class's minimum storage duration
 
@@ -157,6 +157,7 @@ class Plan:
     delete: list
     deferred: list
     warnings: list
+    locked: list = field(default_factory=list)  # no rule keeps them; the server's Object Lock still does
 
     @property
     def monthly_saving(self) -> float:
@@ -198,6 +199,22 @@ def _ancestors(archive, idx) -> list:
                 out.append(p)
                 todo.append(p)
     return out
+
+
+def lock_shortfalls(archives) -> dict:
+    """Object Lock sized to chains: archive id -> the retain-until it needs and lacks.  An archive
+    must stay locked as long as any archive that depends on it (all of its ancestors through
+    fromguid, every candidate where a chain is ambiguous): else a lock on the newest incremental
+    protects bytes that cannot be restored once its full is deleted (kopia#1067)."""
+    idx = _index(archives)
+    need: dict = {}
+    for a in archives:
+        if not a.locked_until:
+            continue
+        for p in _ancestors(a, idx):
+            if (p.locked_until or 0) < a.locked_until and need.get(p.id, 0) < a.locked_until:
+                need[p.id] = a.locked_until
+    return need
 
 
 def _group_of(row, idx) -> str:
@@ -315,7 +332,7 @@ def plan(archives, rules: Rules, now: float,
                 needed_by.setdefault(p.id, []).append(user)
                 todo.append((p, user))
 
-    keep, delete, deferred = [], [], []
+    keep, delete, deferred, locked = [], [], [], []
     for a in sorted(scope, key=lambda a: (row_time(a), a.uploaded, a.id)):
         cls = cls_of(a)
         why = list(reasons.get(a.id, []))
@@ -334,6 +351,10 @@ def plan(archives, rules: Rules, now: float,
         if cost.min_days(cls) > 0:  # early_deletion alone would count an upload "after now" as short
             days_short, charge = cost.early_deletion(a.size, cls, max(0.0, now - a.uploaded))
         d = Decision(a, "delete", why, cls, early_cost=charge, days_short=days_short)
+        if a.locked_until and a.locked_until > now:  # the server refuses until then: say so, ask nothing
+            d.action, d.until = "locked", a.locked_until
+            locked.append(d)
+            continue
         if days_short > 0:
             d.until = a.uploaded + cost.min_days(cls) * cost.DAY
             if not delete_early:
@@ -341,4 +362,4 @@ def plan(archives, rules: Rules, now: float,
                 deferred.append(d)
                 continue
         delete.append(d)
-    return Plan(keep, delete, deferred, warnings)
+    return Plan(keep, delete, deferred, warnings, locked)

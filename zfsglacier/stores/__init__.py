@@ -17,7 +17,7 @@ from .base import (STATES, TIERS, ArchiveInfo, Check, IncompleteUpload, Properti
 # Options each kind of store takes (others given through a config destination are for the CLI).
 STORE_OPTIONS = {
     "s3": {"storage_class", "part_size", "profile", "region", "endpoint", "retry_mode", "max_attempts",
-           "connect_attempts", "connect_timeout", "read_timeout"},
+           "connect_attempts", "connect_timeout", "read_timeout", "object_lock", "lock_days"},
     "glacier": {"part_size", "profile", "region", "endpoint", "retry_mode", "max_attempts", "connect_attempts",
                 "connect_timeout", "read_timeout"},
     "file": {"part_size"},

@@ -51,6 +51,7 @@ class Properties:
     ``lists_at_once``: ``list()`` answers now (a vault's needs an inventory job: hours).
     ``hot_options``: ``open_store`` options that make the same destination readable at once
     (S3's STANDARD class, for catalog copies), or ``None`` when it already is or cannot be.
+    ``locks``: every archive written is locked (S3 Object Lock) for a while; ``retain`` extends it.
     """
 
     cold: bool
@@ -62,6 +63,7 @@ class Properties:
     metadata_limit: Optional[int] = None
     lists_at_once: bool = True
     hot_options: Optional[dict] = None
+    locks: bool = False
 
 
 @dataclass
@@ -71,6 +73,8 @@ class ArchiveInfo:
     ``sha256`` is the hex SHA-256 of the stored bytes when known (the file store and S3 single
     uploads record it; ``commit()`` always fills it from the local stream); ``checksum`` is the
     store's own notation (``sha256:``, ``sha256-composite:<b64>-N``, ``treehash:<hex>``).
+    ``locked_until`` (epoch) and ``lock_mode`` (governance | compliance): the server refuses to
+    delete it before then (S3 Object Lock), as the server itself said.
     """
 
     id: str
@@ -81,6 +85,8 @@ class ArchiveInfo:
     storage_class: str
     state: str  # one of STATES
     checksum: Optional[str] = None
+    locked_until: Optional[float] = None
+    lock_mode: Optional[str] = None
 
 
 @dataclass
@@ -547,8 +553,14 @@ class Store(ABC):
         """Every complete archive, read from the store itself (a catalog can be rebuilt)."""
 
     @abstractmethod
-    def delete(self, id: str) -> None:
-        """Delete an archive; NotFoundError when missing."""
+    def delete(self, id: str, *, bypass_governance: bool = False) -> None:
+        """Delete an archive; NotFoundError when missing, RetainedError while the server keeps it
+        locked (a governance lock yields to ``bypass_governance``, where the credentials may)."""
+
+    def retain(self, id: str, until: float) -> ArchiveInfo:
+        """Make the server keep archive ``id`` locked until at least ``until`` (never shorter);
+        returns its info as the server then reports it.  Stores that lock nothing refuse."""
+        raise UsageError(f"{self.url}: this destination locks no archive (object_lock is S3's)")
 
     @abstractmethod
     def request_thaw(self, id: str, tier: str = "Standard", days: int = 7) -> ThawStatus:

@@ -433,7 +433,7 @@ class FileStore(Store):
             except IntegrityError as err:  # reported, skipped: one bad object is never fatal
                 self.problems.append((archive_id, str(err)))
 
-    def delete(self, id: str) -> None:
+    def delete(self, id: str, *, bypass_governance: bool = False) -> None:
         self._side(id)
         os.unlink(self._path(id, SUFFIX))  # data first: a lone sidecar is never listed
         try:

@@ -31,21 +31,36 @@ S3-compatible servers lack parts of this, and each lack is detected, never guess
 - RestoreObject is refused (501 NotImplemented, or 400 InvalidArgument where RGW takes ``POST
   ?restore`` for a form upload) while GET serves the cold class at once: a ranged one-byte GET
   tells the two apart, and such an object is read without a thaw.
+
+Object Lock (``object_lock`` governance|compliance, ``lock_days``): every object written carries a
+retain-until ``lock_days`` ahead, and the bucket must have Object Lock enabled (asked once, before
+any byte is sent).  What the server kept is read back, never assumed: both moto and RGW 16.2
+accept the lock headers on CreateMultipartUpload and drop them (the completed object is
+unlocked), and RGW accepts them on a bucket without Object Lock; so after every upload the HEAD
+that verifies the bytes also checks the lock, a missing or short one is set with
+PutObjectRetention and checked again, and an object still not locked is deleted and the upload
+fails.  A multipart archive is therefore unlocked for the seconds between complete and that call.
+``retain`` only ever extends.  ``delete`` asks HEAD first: a lock that still holds is RetainedError
+with its date (the server would refuse anyway: AccessDenied), and a versioned object with lock
+information is deleted by its version (without it S3 adds a delete marker, the bytes stay billed
+and the archive merely looks gone).
 """
 
 from __future__ import annotations
 
 import base64
 import calendar
+import datetime
 import email.utils
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from ..plumbing.concurrency import InOrder, parallel_map
-from ..errors import IntegrityError, NotFoundError, RestorePendingError, StoreError, UsageError
+from ..errors import IntegrityError, NotFoundError, RestorePendingError, RetainedError, StoreError, UsageError
 from ..plumbing.parts import (MAX_PARTS, S3_MAX_PART, S3_MIN_PART, MiB, OrderedReader, Part, PartDone, PartPlan,
                               retry_call, s3_plan)
 from . import _aws
@@ -63,6 +78,17 @@ _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 PLAN_KEY = "zg-parts"  # object metadata: the part plan of a multipart upload (first/grow_after/grow_every/cap)
 ATTRIBUTES_LIMIT = 8 * MiB  # a GetObjectAttributes answer larger than this is not one
 _KMS = ("aws:kms", "aws:kms:dsse")
+LOCK_MODES = ("governance", "compliance")
+DAY = 86400
+
+
+def _utc(ts: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+
+
+def when(ts: float) -> str:
+    """A lock date as the messages print it."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
 def _etag(value: Optional[str]) -> str:
@@ -121,6 +147,7 @@ class S3Session(UploadSession):
         # S3 acknowledged ChecksumAlgorithm=SHA256 at the start: it will report the composite
         # SHA-256 of the stored parts, which commit compares, so parts need no MD5 of their own.
         self.composite_promised = False
+        self.lock = store.object_lock is not None  # the object gets the destination's Object Lock
         self.c = store.client
 
     def _what(self, action: str) -> str:
@@ -138,11 +165,12 @@ class S3Session(UploadSession):
     def begin(self) -> None:
         p = self.plan
         metadata = {**self.metadata, PLAN_KEY: f"{p.first}/{p.grow_after}/{p.grow_every}/{p.cap}"}
+        lock = self.store.lock_request() if self.lock else {}
         try:
             resp = call(self.c.create_multipart_upload, self._what("start upload of"),
                         Bucket=self.store.bucket, Key=self.key, Metadata=metadata,
                         StorageClass=self.store.storage_class, ChecksumAlgorithm="SHA256",
-                        ContentType="application/octet-stream")
+                        ContentType="application/octet-stream", **lock)
         except StoreError as exc:
             raise self.store.class_refused(exc) from None
         self.upload_id = resp["UploadId"]
@@ -187,12 +215,13 @@ class S3Session(UploadSession):
 
     def put_single(self, data: bytes, sha256: bytes) -> ArchiveInfo:
         md5 = hashlib.md5(data).digest()  # the ETag check needs it anyway; Content-MD5 is checked everywhere
+        lock = self.store.lock_request() if self.lock else {}  # Object Lock needs Content-MD5 (or a checksum) on PutObject
         try:
             resp = call(self.c.put_object, self._what("upload"), retry_drops=True,
                         Bucket=self.store.bucket, Key=self.key, Body=data,
                         ChecksumSHA256=b64(sha256), ContentMD5=b64(md5), Metadata=self.metadata,
                         StorageClass=self.store.storage_class,
-                        ContentType="application/octet-stream")
+                        ContentType="application/octet-stream", **lock)
         except StoreError as exc:
             raise self.store.class_refused(exc) from None
         if resp.get("ChecksumSHA256") and resp["ChecksumSHA256"] != b64(sha256):
@@ -236,17 +265,45 @@ class S3Session(UploadSession):
                 self._discard_object("S3's MD5 ETag differs from the local one")
         else:
             self._discard_object("S3 returned no checksum to compare with")
+        if self.lock:
+            head = self._locked(head)
         return self.store._info(self.id, head)
 
+    def _locked(self, head: dict) -> dict:
+        """The lock asked for, as the server reports it; set afterwards where the server dropped it
+        (multipart: moto and RGW 16.2), or the object is deleted and the upload fails."""
+        want = self.store.lock_until()
+        if _lock_of(head)[0] >= want - 1:
+            return head
+        try:
+            head = self.store._extend(self.key, self.id, head, want)
+        except StoreError as err:
+            self._discard_unlocked(str(err))
+        if _lock_of(head)[0] < want - 1:
+            self._discard_unlocked("the server reports no such lock after PutObjectRetention either")
+        return head
+
+    def _discard_unlocked(self, why: str) -> None:
+        raise StoreError(f"{self.store.url}: uploaded archive {self.id} is not locked as object_lock asks "
+                         f"({why}); {self._delete_new()}", code="LockNotKept")
+
     def _discard_object(self, why: str) -> None:
+        raise IntegrityError(f"{self.store.url}: uploaded archive {self.id} does not match the "
+                             f"local data ({why}); {self._delete_new()}")
+
+    def _delete_new(self) -> str:
+        """Delete the object just completed (its version, where the bucket keeps versions: not a
+        delete marker over it); says how that went, for the message of what was wrong with it."""
         self.completed = False
         try:
-            self.c.delete_object(Bucket=self.store.bucket, Key=self.key)
-            fate = "it was deleted"
-        except Exception:  # noqa: BLE001 - report the mismatch, not this
-            fate = "deleting it failed too: delete it by hand"
-        raise IntegrityError(f"{self.store.url}: uploaded archive {self.id} does not match the "
-                             f"local data ({why}); {fate}")
+            version = self.c.head_object(Bucket=self.store.bucket, Key=self.key).get("VersionId")
+        except Exception:  # noqa: BLE001 - the delete below says whether the object can be reached
+            version = None
+        try:
+            self.c.delete_object(Bucket=self.store.bucket, Key=self.key, **({"VersionId": version} if version else {}))
+            return "it was deleted"
+        except Exception:  # noqa: BLE001 - report what was wrong with it, not this
+            return "deleting it failed too: delete it by hand"
 
     def abort(self) -> None:
         if self.completed:  # completed but not verified: do not leave it looking good
@@ -273,7 +330,8 @@ class S3Store(Store):
                  part_size: Optional[int] = None, profile: Optional[str] = None,
                  region: Optional[str] = None, endpoint: Optional[str] = None, retry_mode: str = "standard",
                  max_attempts: int = 8, connect_attempts: int = 3, connect_timeout: float = _aws.CONNECT_TIMEOUT,
-                 read_timeout: float = _aws.READ_TIMEOUT, url: Optional[str] = None, client=None):
+                 read_timeout: float = _aws.READ_TIMEOUT, object_lock: Optional[str] = None,
+                 lock_days: Optional[int] = None, url: Optional[str] = None, client=None):
         storage_class = str(storage_class).upper()
         if storage_class not in STORAGE_CLASSES:
             raise UsageError(f"storage class {storage_class!r}: use one of "
@@ -282,6 +340,8 @@ class S3Store(Store):
         self.prefix = prefix.strip("/")
         self.storage_class = storage_class
         self.part_size = part_size
+        self.object_lock, self.lock_days = _lock_settings(object_lock, lock_days)
+        self._lock_enabled: Optional[bool] = None  # asked once: the bucket has Object Lock
         self.url = url or f"s3://{bucket}/{self.prefix}".rstrip("/")
         self._client = client
         self._cold_served: Optional[bool] = None  # learned: GET serves a cold class unrestored (RGW)
@@ -297,7 +357,8 @@ class S3Store(Store):
         return Properties(cold=self.storage_class in COLD, price_class=self.storage_class,
                           checksum="sha256-composite", min_part=S3_MIN_PART, max_part=S3_MAX_PART,
                           max_parts=MAX_PARTS, metadata_limit=METADATA_LIMIT,
-                          hot_options=None if self.storage_class == "STANDARD" else {"storage_class": "STANDARD"})
+                          hot_options=None if self.storage_class == "STANDARD" else {"storage_class": "STANDARD"},
+                          locks=self.object_lock is not None)
 
     def price_class(self, storage_class=None) -> str:
         """Each object keeps the class it was stored in (a lifecycle rule may have moved it)."""
@@ -330,6 +391,47 @@ class S3Store(Store):
                           f"set storage_class for this destination to one it offers, or add the class "
                           f"to the server (Ceph RGW: radosgw-admin zonegroup/zone placement add "
                           f"--storage-class {self.storage_class})", code="StorageClassNotOffered")
+
+    # ---- Object Lock
+    def lock_until(self) -> float:
+        """The retain-until of an object written now: ``lock_days`` ahead, whole seconds."""
+        return float(int(time.time()) + 1 + self.lock_days * DAY)
+
+    def lock_request(self) -> dict:
+        """The lock arguments of a new object (none without object_lock); the bucket is checked
+        first, so that a bucket without Object Lock fails before any byte is sent."""
+        if not self.object_lock:
+            return {}
+        if self._lock_enabled is None:
+            found = self._ask(self.client.get_object_lock_configuration, "Object Lock",
+                              absent="ObjectLockConfigurationNotFoundError")
+            conf = found.get("ObjectLockConfiguration") or {}
+            self._lock_enabled = "_denied" in found or conf.get("ObjectLockEnabled") == "Enabled"
+        if not self._lock_enabled:
+            raise StoreError(f"{self.url}: bucket {self.bucket} has no Object Lock, and object_lock = "
+                             f"\"{self.object_lock}\" asks for it: Object Lock is enabled when a bucket is created "
+                             f"(aws s3api create-bucket --object-lock-enabled-for-bucket); back up to such a "
+                             f"bucket, or remove object_lock (zg-doctor checks a bucket)",
+                             code="ObjectLockNotEnabled")
+        return {"ObjectLockMode": self.object_lock.upper(), "ObjectLockRetainUntilDate": _utc(self.lock_until())}
+
+    def _extend(self, key: str, archive_id: str, head: dict, until: float) -> dict:
+        """PutObjectRetention to ``until`` (the object's own mode kept: compliance stays), then HEAD."""
+        mode = (head.get("ObjectLockMode") or self.object_lock or "governance").upper()
+        call(self.client.put_object_retention, f"{self.url}: lock {archive_id} until {when(until)}",
+             Bucket=self.bucket, Key=key, Retention={"Mode": mode, "RetainUntilDate": _utc(until)})
+        return self._head(key, archive_id)
+
+    def retain(self, id: str, until: float) -> ArchiveInfo:
+        key = self.key(id)
+        head = self._head(key, id)
+        if _lock_of(head)[0] < until:
+            head = self._extend(key, id, head, until)
+            if _lock_of(head)[0] < until - 1:
+                raise StoreError(f"{self.url}: {id}: the server did not keep the lock until {when(until)} "
+                                 f"(it reports {when(_lock_of(head)[0]) if _lock_of(head)[0] else 'none'})",
+                                 code="LockNotKept")
+        return self._info(id, head)
 
     def key(self, archive_id: str) -> str:
         name = check_id(archive_id) + SUFFIX
@@ -379,9 +481,19 @@ class S3Store(Store):
         denied = "_denied" in lock
         lock = lock.get("ObjectLockConfiguration") or {}
         default = (lock.get("Rule") or {}).get("DefaultRetention")
-        if lock.get("ObjectLockEnabled") == "Enabled":
-            out.append(Check("object lock", "info", "enabled" + (f", default retention {default}" if default else
-                                                                  ", no default retention")))
+        enabled = lock.get("ObjectLockEnabled") == "Enabled"
+        if enabled:
+            said = "enabled" + (f", default retention {default}" if default else ", no default retention")
+            if self.object_lock:
+                out.append(Check("object lock", "ok", f"{said}; zfsglacier locks each archive {self.object_lock} "
+                                                      f"for {self.lock_days} days and its chain's as long"))
+            else:
+                out.append(Check("object lock", "warn" if default else "info", said + (
+                    ": the server locks every archive by itself, so zg-prune cannot delete before that, and chains "
+                    "are not extended: set object_lock and lock_days for this destination" if default else "")))
+        elif self.object_lock and not denied:
+            out.append(Check("object lock", "fail", f"not enabled on bucket {self.bucket}, and object_lock asks for "
+                                                    f"it: use a bucket created with Object Lock enabled"))
         else:
             out.append(Check("object lock", "info", "not permitted to ask" if denied else "not enabled on this bucket"))
         rules = self._ask(c.get_bucket_lifecycle_configuration, "lifecycle", absent="NoSuchLifecycleConfiguration")
@@ -454,7 +566,7 @@ class S3Store(Store):
         """A two-part STANDARD object (5 MiB and one byte), deleted at once: does the server list
         parts (GetObjectAttributes) or answer for one part (HEAD ?partNumber=1)?"""
         c, probe = self.client, S3Session(self, "zg-doctor-probe", {}, s3_plan(first=S3_MIN_PART))
-        probe.key = self._probe_key()
+        probe.key, probe.lock = self._probe_key(), False  # a probe deleted at once: never locked
         body = secrets.token_bytes(S3_MIN_PART + 1)
         try:
             probe.begin()
@@ -471,8 +583,9 @@ class S3Store(Store):
             self._heads_parts = call(c.head_object, f"{self.url}: stat part 1", Bucket=self.bucket, Key=probe.key,
                                      PartNumber=1)["ContentLength"] == S3_MIN_PART
         finally:
-            try:
-                c.delete_object(Bucket=self.bucket, Key=probe.key)
+            try:  # in a versioned bucket, the version itself (not a delete marker over it)
+                version = c.head_object(Bucket=self.bucket, Key=probe.key).get("VersionId")
+                c.delete_object(Bucket=self.bucket, Key=probe.key, **({"VersionId": version} if version else {}))
             except Exception:  # noqa: BLE001
                 return Check("reads", "warn", f"could not delete the probe object {probe.key}: delete it by hand")
         if self._lists_parts:
@@ -599,8 +712,10 @@ class S3Store(Store):
                         f"{_etag(head.get('ETag')).rsplit('-', 1)[-1]}" if multipart
                         else f"sha256:{sha}")
         metadata = {k: v for k, v in (head.get("Metadata") or {}).items() if k != PLAN_KEY}
+        until, mode = _lock_of(head)
         return ArchiveInfo(archive_id, head["ContentLength"], sha,
-                           head["LastModified"].timestamp(), metadata, cls, state, checksum)
+                           head["LastModified"].timestamp(), metadata, cls, state, checksum,
+                           locked_until=until or None, lock_mode=mode)
 
     def stat(self, id: str) -> ArchiveInfo:
         return self._info(id, self._head(self.key(id), id, ChecksumMode="ENABLED"))
@@ -621,10 +736,22 @@ class S3Store(Store):
             except NotFoundError:
                 continue  # deleted meanwhile
 
-    def delete(self, id: str) -> None:
+    def delete(self, id: str, *, bypass_governance: bool = False) -> None:
         key = self.key(id)
-        self._head(key, id)
-        call(self.client.delete_object, f"{self.url}: delete {id}", Bucket=self.bucket, Key=key)
+        head = self._head(key, id)
+        until, mode = _lock_of(head)
+        extra = {}
+        if until > time.time():
+            if mode != "governance" or not bypass_governance:
+                how = (": zg-rm --bypass-governance removes it, with credentials allowed "
+                       "s3:BypassGovernanceRetention" if mode == "governance" else
+                       ": a compliance lock cannot be shortened, not even by the account's root")
+                raise RetainedError(f"{self.url}: {id} is locked until {when(until)} ({mode} Object Lock): "
+                                    f"the server refuses to delete it before{how}")
+            extra["BypassGovernanceRetention"] = True
+        if head.get("VersionId") and (mode or self.object_lock):
+            extra["VersionId"] = head["VersionId"]  # the bytes themselves, not a delete marker
+        call(self.client.delete_object, f"{self.url}: delete {id}", Bucket=self.bucket, Key=key, **extra)
 
     # ---- thaw
     def request_thaw(self, id: str, tier: str = "Standard", days: int = 7) -> ThawStatus:
@@ -852,6 +979,26 @@ class S3Store(Store):
         if len(out) != count or [p[0] for p in out] != list(range(1, count + 1)):
             return None
         return out
+
+
+def _lock_settings(mode, days) -> tuple[Optional[str], Optional[int]]:
+    if mode is None:
+        if days is not None:
+            raise UsageError("lock_days needs object_lock = \"governance\" or \"compliance\"")
+        return None, None
+    mode = str(mode).lower()
+    if mode not in LOCK_MODES:
+        raise UsageError(f"object_lock {mode!r}: use governance or compliance")
+    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 36500:
+        raise UsageError(f"object_lock = {mode!r} needs lock_days, a whole number of days (1..36500)")
+    return mode, days
+
+
+def _lock_of(head: dict) -> tuple[float, Optional[str]]:
+    """(retain-until epoch or 0, mode) as a HEAD reports them."""
+    until = head.get("ObjectLockRetainUntilDate")
+    mode = head.get("ObjectLockMode")
+    return (until.timestamp() if until else 0.0), (mode.lower() if mode else None)
 
 
 def _even_ranges(size: int) -> list[_Range]:

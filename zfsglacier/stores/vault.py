@@ -393,7 +393,7 @@ class VaultStore(Store):
         raise NotFoundError(f"no archive {id} in {self.url} as of its last inventory ({when}); an archive uploaded "
                             f"after that is not in it yet")
 
-    def delete(self, id: str) -> None:
+    def delete(self, id: str, *, bypass_governance: bool = False) -> None:
         check_id(id)
         self._call("delete_archive", f"delete {id}", archiveId=id,
                    not_found=f"no archive {id} in {self.url}")
