@@ -161,6 +161,9 @@ def test_a_chain_stays_locked_as_long_as_its_newest_incremental(url, zfs_dataset
     assert_one_line_error(rm, 20, "locked until", time.strftime("%Y-%m-%d", time.gmtime(newest)), "compliance")
     assert s3.head_object(Bucket=bucket, Key=f"zfs/{rows[2].id}.zg")["ContentLength"] == rows[2].size
 
+    ls = zg("ls", "locked", env=env).stdout.decode()
+    assert ls.count(f"locked until {time.strftime('%Y-%m-%d', time.gmtime(newest))} (compliance)") == 3, ls
+
     doctor = zg("doctor", "locked", "--json", env=env)
     found = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert found["object lock"]["status"] == "ok" and "compliance" in found["object lock"]["detail"]

@@ -35,6 +35,8 @@ def _print_chains(out, archived, now):
             shown.add(a.id)
             state = "  MISSING from the store (hidden or deleted)" if a.missing else \
                 "  unrestorable (an earlier link is missing)" if gone is not None and i > gone else ""
+            if a.locked_until and a.locked_until > now:
+                state += f"  locked until {time.strftime('%Y-%m-%d', time.gmtime(a.locked_until))} ({a.lock_mode})"
             out(f"    {'full' if not a.fromguid else '-> incr':7}  {a.snapshot or 'guid:' + str(a.toguid):24}  "
                 f"{cost.human_bytes(a.size):>10}  {a.storage_class or '-':12}  {_age(a.uploaded, now):>5}  {a.id}"
                 f"{state}\n")
@@ -108,7 +110,8 @@ def body(argv):
     with catalog(args, config, write=False, create=False) as cat:
         if args.remote:
             rows = [dict(id=a.id, size=a.size, created=a.created, storage_class=a.storage_class, state=a.state,
-                         sha256=a.sha256, metadata=a.metadata) for a in store.list()]
+                         sha256=a.sha256, metadata=a.metadata, locked_until=a.locked_until, lock_mode=a.lock_mode)
+                    for a in store.list()]
             incomplete = [dict(id=u.id, ref=u.ref, started=u.started, parts=u.parts, size=u.size)
                           for u in store.incomplete_uploads()]
         else:
@@ -117,7 +120,8 @@ def body(argv):
                         or (a.dataset or "").startswith(args.dataset + "/")]
             rows = [dict(id=a.id, size=a.size, created=a.uploaded, storage_class=a.storage_class,
                          name=a.name, dataset=a.dataset, toguid=a.toguid, fromguid=a.fromguid,
-                         snap_created=a.snap_created, sha256=a.sha256) for a in archived]
+                         snap_created=a.snap_created, sha256=a.sha256, locked_until=a.locked_until,
+                         lock_mode=a.lock_mode) for a in archived]
             incomplete = cat.uploads(dest)
         thaws = cat.thaws(dest)
         held = holds(open_zfs(), cat, dest) if args.holds else None
