@@ -10,7 +10,8 @@ from zfsglacier.services import cost
 from zfsglacier.catalog.db import ArchiveRow
 from zfsglacier.catalog.chains import chain_to
 from zfsglacier.errors import UsageError
-from zfsglacier.services.retention import Rules, Snapshot, group_snapshots, period_of, plan, select_keep
+from zfsglacier.services.retention import (Rules, Snapshot, group_snapshots, lock_shortfalls, period_of, plan,
+                                          select_keep)
 
 DAY = 86400
 DEST = "file:///nowhere"
@@ -297,3 +298,15 @@ def test_a_restore_plan_prices_each_archive_in_its_own_class():
     deep = cost.retrieval_options(2 << 30, "DEEP_ARCHIVE")
     assert all(cost.dollars(r.dollars) in text for r in deep)
     assert "immediate" in text and "at once" in text
+
+
+def test_a_chain_is_locked_as_long_as_its_longest_locked_dependent_and_past_locks_ask_nothing():
+    full, a, b = chain("c", NOW - 10 * DAY, 3)
+    other = row("x")  # another chain: never extended for this one
+    full.locked_until, a.locked_until, b.locked_until = NOW + 5 * DAY, NOW + 9 * DAY, NOW + 7 * DAY
+    other.locked_until = NOW + DAY
+    assert lock_shortfalls([full, a, b, other], NOW) == {full.id: NOW + 9 * DAY}
+    a.locked_until = NOW - DAY  # expired: nothing to extend for it; b still needs a and the full
+    assert lock_shortfalls([full, a, b, other], NOW) == {full.id: NOW + 7 * DAY, a.id: NOW + 7 * DAY}
+    b.locked_until = NOW - DAY
+    assert lock_shortfalls([full, a, b], NOW) == {}

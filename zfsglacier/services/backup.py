@@ -487,7 +487,7 @@ def extend_locks(store, cat, dest):
     if not store.properties.locks:
         return []
     done = []
-    for archive_id, until in sorted(retention.lock_shortfalls(cat.archives(dest)).items()):
+    for archive_id, until in sorted(retention.lock_shortfalls(cat.archives(dest), time.time()).items()):
         info = store.retain(archive_id, until)
         cat.retained(dest, archive_id, info.locked_until, info.lock_mode)
         done.append(info)

@@ -201,15 +201,16 @@ def _ancestors(archive, idx) -> list:
     return out
 
 
-def lock_shortfalls(archives) -> dict:
+def lock_shortfalls(archives, now: float) -> dict:
     """Object Lock sized to chains: archive id -> the retain-until it needs and lacks.  An archive
     must stay locked as long as any archive that depends on it (all of its ancestors through
     fromguid, every candidate where a chain is ambiguous): else a lock on the newest incremental
-    protects bytes that cannot be restored once its full is deleted (kopia#1067)."""
+    protects bytes that cannot be restored once its full is deleted (kopia#1067).  A lock already
+    past asks nothing (a retain-until in the past is no lock, and servers refuse it)."""
     idx = _index(archives)
     need: dict = {}
     for a in archives:
-        if not a.locked_until:
+        if not a.locked_until or a.locked_until <= now:
             continue
         for p in _ancestors(a, idx):
             if (p.locked_until or 0) < a.locked_until and need.get(p.id, 0) < a.locked_until:
