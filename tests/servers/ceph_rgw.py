@@ -192,6 +192,7 @@ class CephRgw:
         # it reads the zone once, at start.
         self.run("radosgw-admin", "user", "create", "--uid=zg", "--display-name=zg",
                  f"--access-key={ACCESS_KEY}", f"--secret={SECRET_KEY}")
+        self.run("radosgw-admin", "caps", "add", "--uid=zg", "--caps=user-policy=*")  # user() attaches policies
         for sc in STORAGE_CLASSES:
             self.run("radosgw-admin", "zonegroup", "placement", "add", "--rgw-zonegroup", "default",
                      "--placement-id", "default-placement", "--storage-class", sc)
@@ -206,6 +207,21 @@ class CephRgw:
         except urllib.error.HTTPError:
             return True  # an S3 error document is an answer
         return True
+
+    def user(self, name: str, policy: dict) -> dict:
+        """A new S3 user whose only grant is ``policy`` (an IAM policy document, attached as
+        RGW's user policy, PutUserPolicy, by the first user); its credentials as environment."""
+        import json
+
+        import boto3
+
+        access, secret = f"zg{name}{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+        self.run("radosgw-admin", "user", "create", f"--uid={access}", f"--display-name={name}",
+                 f"--access-key={access}", f"--secret={secret}")
+        boto3.client("iam", endpoint_url=self.url, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                     region_name="us-east-1").put_user_policy(UserName=access, PolicyName=f"zg-{name}",
+                                                              PolicyDocument=json.dumps(policy))
+        return {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
 
     def gc(self) -> None:
         """Free what deleted objects held (RGW collects them later by itself)."""

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS archives (
     missing REAL,                   -- when a rebuild found it listed by a catalog copy but not in the store
     locked_until REAL,              -- S3 Object Lock: the server keeps it until then (as it last said)
     lock_mode TEXT,                 -- governance | compliance
+    version TEXT,                   -- the store's id of the bytes uploaded (S3 VersionId): what reads name
     PRIMARY KEY (dest, id)
 );
 CREATE INDEX IF NOT EXISTS archives_toguid ON archives (dest, toguid);
@@ -79,6 +80,7 @@ class ArchiveRow:
     missing: float | None = None
     locked_until: float | None = None
     lock_mode: str | None = None
+    version: str | None = None
 
     @property
     def incremental(self):
@@ -118,7 +120,8 @@ _CORE_COLUMNS = {"dest", "id", "size", "uploaded", "public"}
 _NULLABLE_COLUMNS = {"sha256": "TEXT", "checksum": "TEXT", "storage_class": "TEXT", "toguid": "TEXT",
                      "fromguid": "TEXT", "snap_created": "INTEGER", "stream": "TEXT", "dataset": "TEXT",
                      "snapshot": "TEXT", "deleted": "REAL", "identity": "TEXT", "missing": "REAL",
-                     "locked_until": "REAL", "lock_mode": "TEXT"}
+                     "locked_until": "REAL", "lock_mode": "TEXT",
+                     "version": "TEXT"}
 _OUR_TABLES = {"archives", "uploads", "thaws", "catalog_copies", "capabilities"}
 
 
@@ -264,11 +267,11 @@ class Catalog:
         self.db.execute(
             "INSERT OR REPLACE INTO archives (dest, id, size, sha256, checksum, uploaded, storage_class,"
             " toguid, fromguid, snap_created, stream, dataset, snapshot, public, deleted, identity, missing,"
-            " locked_until, lock_mode) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?,?,?)",
+            " locked_until, lock_mode, version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?,?,?,?)",
             (dest, info.id, info.size, info.sha256, info.checksum, uploaded or time.time(),
              info.storage_class, _text(toguid), _text(fromguid), public.snap_created, stream,
              dataset, snapshot, json.dumps(info.metadata, sort_keys=True), source, missing,
-             info.locked_until, info.lock_mode))
+             info.locked_until, info.lock_mode, getattr(info, "version", None)))
 
     def archives(self, dest=None, *, include_deleted=False):
         q, args = "SELECT * FROM archives WHERE 1=1", []

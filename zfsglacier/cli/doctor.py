@@ -5,6 +5,7 @@ import json
 import sys
 
 from ..stores import Check
+from ..stores.s3_policy import ROLES
 from .common import parser, run
 from .storeargs import add_store_options, catalog, open_dest
 
@@ -12,6 +13,13 @@ MARK = {"ok": "ok  ", "info": "info", "warn": "WARN", "fail": "FAIL"}
 EPILOG = """examples:
   zg-doctor offsite                 a configured destination: bucket, clock, lock, lifecycle, classes...
   zg-doctor s3://backups/zfs --json the findings as JSON, for a script or a monitoring check
+  zg-doctor offsite --policy backup > backup.json    the IAM policy of the backup host's credentials
+      (aws iam put-user-policy --user-name zg-backup --policy-name zg-backup --policy-document file://backup.json)
+
+roles (--policy): backup   zg-backup, zg-upload: writes new objects only, never reads or deletes one
+                  restore  zg-restore, zg-fetch, zg-verify, zg-thaw, zg-catalog rebuild
+                  prune    zg-prune, zg-rm: deletes, never reads an archive's bytes
+                  admin    all of these, zg-doctor's bucket checks, zg-rm --bypass-governance
 
 exit: 0 when nothing failed (warnings included), 10 when the destination cannot be used as configured."""
 
@@ -23,10 +31,16 @@ def body(argv):
                             "aborted, a one-byte object deleted), thaws nothing; records what it found in the "
                             "catalog for the other commands.", epilog=EPILOG)
     add_store_options(p)
+    p.add_argument("--policy", metavar="ROLE", choices=ROLES,
+                   help="print the IAM policy of ROLE (backup, restore, prune, admin) for DEST and probe nothing")
     p.add_argument("--json", action="store_true", help="the findings as JSON: {destination, checks: [{name, status, "
                                                        "detail}], capabilities}")
     args = p.parse_args(argv)
     config, store, dest = open_dest(args)
+    if args.policy:
+        json.dump(store.policy(args.policy), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
     checks: list[Check] = store.doctor()
     failed = any(c.status == "fail" for c in checks)
     if not failed:

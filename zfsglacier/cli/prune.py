@@ -138,6 +138,7 @@ def _report_and_delete(pl, args, store, cat, dest, rules, now):
             f"a later zg-prune deletes them):\n")
         for d in pl.locked:
             out(_line(d, now, f"; locked until {_day(d.until)} ({d.archive.lock_mode or 'Object Lock'})"))
+    _catalog_copies(args, store, cat, dest, out)
     out(f"keeping {len(pl.keep)} archives:\n")
     for d in pl.keep:
         out(_line(d, now))
@@ -150,6 +151,21 @@ def _report_and_delete(pl, args, store, cat, dest, rules, now):
         summary += f"; {cost.dollars(pl.deferred_saving)}/month more once the deferred ones can go"
     out(f"{summary} ({cost.as_of()})\n")
     return failures
+
+
+def _catalog_copies(args, store, cat, dest, out):
+    """Old catalog copies go too (all but the newest few): zg-backup cannot delete them under the
+    backup policy, so this is where they go.  One that stays (a lock) is a warning, not a failure."""
+    surplus = backup.surplus_catalog_copies(cat, dest)
+    if not surplus:
+        return
+    if args.dry_run:
+        out(f"would delete {len(surplus)} old catalog copies (the newest {backup.CATALOG_COPIES} stay)\n")
+        return
+    gone, kept = backup.prune_catalog_copies(store, cat, dest)
+    out(f"deleted {len(gone)} old catalog copies (the newest {backup.CATALOG_COPIES} stay)\n")
+    if kept:
+        _warn(f"kept {len(kept)} old catalog copies a later zg-prune deletes: {kept[0][1]}")
 
 
 def main(argv=None):

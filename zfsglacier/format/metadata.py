@@ -257,7 +257,7 @@ ROW_FIELDS = {"id": str, "size": int, "sha256": (str, type(None)), "checksum": (
               "toguid": (int, type(None)), "fromguid": (int, type(None)),
               "snap_created": (int, type(None)), "stream": (str, type(None)),
               "dataset": (str, type(None)), "snapshot": (str, type(None)),
-              "deleted": (int, float, type(None))}
+              "deleted": (int, float, type(None)), "version": (str, type(None))}
 
 
 CATALOG_KIND = "catalog"  # the zg-kind of a catalog copy (SPEC section 8)

@@ -487,8 +487,10 @@ def extend_locks(store, cat, dest):
     if not store.properties.locks:
         return []
     done = []
-    for archive_id, until in sorted(retention.lock_shortfalls(cat.archives(dest), time.time()).items()):
-        info = store.retain(archive_id, until)
+    rows = cat.archives(dest)
+    versions = {r.id: r.version for r in rows}
+    for archive_id, until in sorted(retention.lock_shortfalls(rows, time.time()).items()):
+        info = store.retain(archive_id, until, versions.get(archive_id))
         cat.retained(dest, archive_id, info.locked_until, info.lock_mode)
         done.append(info)
     return done
@@ -510,11 +512,30 @@ def upload_catalog(store, cat, dest, recipients, *, jobs=4, sign=None):
     meta = public.fields()
     info = store.upload(io.BytesIO(out.getvalue()), meta, jobs=jobs)
     cat.copy_uploaded(dest, info.id)
-    olds = cat.copies(dest)  # listed locally: a vault listing would need an inventory job
-    for old in olds[:max(0, len(olds) - CATALOG_COPIES)]:
+    prune_catalog_copies(store, cat, dest)
+    return info
+
+
+def surplus_catalog_copies(cat, dest):
+    """The catalog copies at ``dest`` older than the newest CATALOG_COPIES (listed locally: a
+    vault listing would need an inventory job)."""
+    olds = cat.copies(dest)
+    return olds[:max(0, len(olds) - CATALOG_COPIES)]
+
+
+def prune_catalog_copies(store, cat, dest):
+    """Delete the surplus catalog copies; one the store keeps (Object Lock, or a credential that
+    may not delete: zg-doctor's backup policy) stays for a later run or zg-prune.  Returns the
+    ids deleted and the (id, why) of those kept."""
+    deleted, kept = [], []
+    for old in surplus_catalog_copies(cat, dest):
         try:
             store.delete(old)
-        except ZgError:
+        except NotFoundError:
+            pass  # gone already: the catalog forgets it too
+        except ZgError as err:
+            kept.append((old, str(err)))
             continue
         cat.copy_deleted(dest, old)
-    return info
+        deleted.append(old)
+    return deleted, kept

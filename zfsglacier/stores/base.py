@@ -74,7 +74,9 @@ class ArchiveInfo:
     uploads record it; ``commit()`` always fills it from the local stream); ``checksum`` is the
     store's own notation (``sha256:``, ``sha256-composite:<b64>-N``, ``treehash:<hex>``).
     ``locked_until`` (epoch) and ``lock_mode`` (governance | compliance): the server refuses to
-    delete it before then (S3 Object Lock), as the server itself said.
+    delete it before then (S3 Object Lock), as the server itself said.  ``version``: the
+    server's id of these bytes where it keeps versions (S3 VersionId): reads name it, so that
+    whatever is later written or marked deleted over the key is never what a restore reads.
     """
 
     id: str
@@ -87,6 +89,7 @@ class ArchiveInfo:
     checksum: Optional[str] = None
     locked_until: Optional[float] = None
     lock_mode: Optional[str] = None
+    version: Optional[str] = None
 
 
 @dataclass
@@ -557,9 +560,15 @@ class Store(ABC):
         """Delete an archive; NotFoundError when missing, RetainedError while the server keeps it
         locked (a governance lock yields to ``bypass_governance``, where the credentials may)."""
 
-    def retain(self, id: str, until: float) -> ArchiveInfo:
-        """Make the server keep archive ``id`` locked until at least ``until`` (never shorter);
-        returns its info as the server then reports it.  Stores that lock nothing refuse."""
+    def policy(self, role: str) -> dict:
+        """The IAM policy document that lets ``role`` (backup, restore, prune, admin) do its
+        commands' work here and no more.  Stores without IAM policies of their own refuse."""
+        raise UsageError(f"{self.url}: zg-doctor --policy is for s3:// destinations (IAM policies of S3 actions)")
+
+    def retain(self, id: str, until: float, version: Optional[str] = None) -> ArchiveInfo:
+        """Make the server keep archive ``id`` (its ``version``, as recorded, where the store
+        keeps versions) locked until at least ``until`` (never shorter); returns its info as the
+        server then reports it.  Stores that lock nothing refuse."""
         raise UsageError(f"{self.url}: this destination locks no archive (object_lock is S3's)")
 
     @abstractmethod

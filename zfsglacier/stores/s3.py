@@ -44,6 +44,14 @@ fails.  A multipart archive is therefore unlocked for the seconds between comple
 with its date (the server would refuse anyway: AccessDenied), and a versioned object with lock
 information is deleted by its version (without it S3 adds a delete marker, the bytes stay billed
 and the archive merely looks gone).
+
+Least privilege (s3_policy, ``zg-doctor --policy``): every upload is sent with ``If-None-Match:
+*`` (a 412 is a key that exists: a retry whose first try got through, confirmed by the usual
+check, or an object that is not ours, which is never deleted); the VersionId the upload's
+answer names is recorded (``ArchiveInfo.version``) and every read of a catalog's archive names
+it, so that what is written over the key later (RGW takes such a write even with If-None-Match
+in a versioned bucket) is never what a restore reads.  A credential that may not HEAD (backup,
+prune) is answered by ``_listed``: RGW, and AWS without s3:GetObject, answer HEAD 403.
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ from ..plumbing.concurrency import InOrder, parallel_map
 from ..errors import IntegrityError, NotFoundError, RestorePendingError, RetainedError, StoreError, UsageError
 from ..plumbing.parts import (MAX_PARTS, S3_MAX_PART, S3_MIN_PART, MiB, OrderedReader, Part, PartDone, PartPlan,
                               retry_call, s3_plan)
-from . import _aws
+from . import _aws, s3_policy
 from ._aws import aws_errors, b64, call, error_code
 from .base import (THAW_WAIT, ArchiveInfo, Check, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus,
                    UploadSession, check_id, check_tier, metadata_size, new_archive_id, pending,
@@ -78,8 +86,14 @@ _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 PLAN_KEY = "zg-parts"  # object metadata: the part plan of a multipart upload (first/grow_after/grow_every/cap)
 ATTRIBUTES_LIMIT = 8 * MiB  # a GetObjectAttributes answer larger than this is not one
 _KMS = ("aws:kms", "aws:kms:dsse")
+_READ_DENIED = {"403", "Forbidden", "AccessDenied"}  # HEAD answers 403 with no body: no code of its own
 LOCK_MODES = ("governance", "compliance")
 DAY = 86400
+
+
+def _version(version: Optional[str]) -> dict:
+    """The VersionId argument of a call on one recorded version (none: the current one)."""
+    return {"VersionId": version} if version and version != "null" else {}
 
 
 def _utc(ts: float) -> datetime.datetime:
@@ -148,6 +162,9 @@ class S3Session(UploadSession):
         # SHA-256 of the stored parts, which commit compares, so parts need no MD5 of their own.
         self.composite_promised = False
         self.lock = store.object_lock is not None  # the object gets the destination's Object Lock
+        self.preexisting = False  # If-None-Match refused: the key holds an object already
+        self.reported = None  # the composite SHA-256 CompleteMultipartUpload answered
+        self.version = None  # the VersionId the upload's answer named (a versioned bucket)
         self.c = store.client
 
     def _what(self, action: str) -> str:
@@ -218,29 +235,45 @@ class S3Session(UploadSession):
         lock = self.store.lock_request() if self.lock else {}  # Object Lock needs Content-MD5 (or a checksum) on PutObject
         try:
             resp = call(self.c.put_object, self._what("upload"), retry_drops=True,
-                        Bucket=self.store.bucket, Key=self.key, Body=data,
+                        Bucket=self.store.bucket, Key=self.key, Body=data, IfNoneMatch="*",
                         ChecksumSHA256=b64(sha256), ContentMD5=b64(md5), Metadata=self.metadata,
                         StorageClass=self.store.storage_class,
                         ContentType="application/octet-stream", **lock)
         except StoreError as exc:
-            raise self.store.class_refused(exc) from None
+            resp = self._existed(exc)
+        self.version = resp.get("VersionId")
         if resp.get("ChecksumSHA256") and resp["ChecksumSHA256"] != b64(sha256):
             self._discard_object("its SHA-256 differs from what was sent")
         return self._verify(len(data), b64(sha256), md5.hex())
+
+    def _existed(self, exc: StoreError) -> dict:
+        """The object is written with If-None-Match: * (the AWS backup policy of zg-doctor
+        --policy refuses writes without it: no overwrites).  412 then means the key exists: a
+        retry whose first try got through, which ``_verify`` confirms, or an object that is not
+        ours, which is never deleted (``clobbers``)."""
+        if exc.code not in ("PreconditionFailed", "412"):
+            raise self.store.class_refused(exc) from None
+        self.preexisting = True
+        return {}
 
     def complete(self, parts: list[PartDone], size: int, sha256: bytes) -> ArchiveInfo:
         listing = [{"PartNumber": p.number, "ETag": p.receipt["ETag"],
                     **({"ChecksumSHA256": p.receipt["ChecksumSHA256"]} if p.receipt["ChecksumSHA256"] else {})}
                    for p in parts]
+        resp = {}
         try:
-            call(self.c.complete_multipart_upload, self._what("complete upload of"),
-                 Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id,
-                 MultipartUpload={"Parts": listing})
+            resp = call(self.c.complete_multipart_upload, self._what("complete upload of"),
+                        Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, IfNoneMatch="*",
+                        MultipartUpload={"Parts": listing})
         except StoreError as exc:
             # A retried complete whose first try succeeded finds no upload: check the object.
             if exc.code != "NoSuchUpload":
-                raise
+                resp = self._existed(exc)
+                # the parts stay an incomplete upload: abort them, never the object there
+                upload_id, self.upload_id = self.upload_id, None
+                self._abort_upload(upload_id)
         self.upload_id = None  # the object exists now: abort must delete it instead
+        self.reported, self.version = resp.get("ChecksumSHA256"), resp.get("VersionId")
         composite = (b64(hashlib.sha256(b"".join(p.sha256 for p in parts)).digest())
                      if all(p.sha256 for p in parts) else None)
         md5s = [p.receipt.get("md5") for p in parts]
@@ -251,10 +284,14 @@ class S3Session(UploadSession):
         return self._verify(size, composite, etag)
 
     def _verify(self, size: int, checksum: str, etag: Optional[str]) -> ArchiveInfo:
-        """Compare S3's view of the new object with the local one; delete it on mismatch."""
-        self.completed = True
-        head = self.store._head(self.key, self.id, ChecksumMode="ENABLED")
-        remote = _strip_count(head.get("ChecksumSHA256"))
+        """Compare S3's view of the new object with the local one; delete it on mismatch.  A
+        credential that may not HEAD has it listed (size and ETag), and the composite SHA-256 is
+        then the one CompleteMultipartUpload answered."""
+        self.completed = not self.preexisting
+        head = self.store._head(self.key, self.id, self.version, ChecksumMode="ENABLED")
+        if head.get("_listed"):  # a listing has no user metadata: the catalog records what was sent
+            head["Metadata"] = dict(self.metadata)
+        remote = _strip_count(head.get("ChecksumSHA256") or (self.reported if head.get("_listed") else None))
         if head["ContentLength"] != size:
             self._discard_object(f"S3 holds {head['ContentLength']} bytes, {size} were sent")
         elif remote is not None and checksum is not None:
@@ -288,6 +325,10 @@ class S3Session(UploadSession):
                          f"({why}); {self._delete_new()}", code="LockNotKept")
 
     def _discard_object(self, why: str) -> None:
+        if self.preexisting:  # not ours to delete
+            raise IntegrityError(f"{self.store.url}: archive key {self.key} already holds an object that is not "
+                                 f"this upload ({why}; the server refused to overwrite it: If-None-Match); "
+                                 f"nothing was changed: upload again (a new archive id)")
         raise IntegrityError(f"{self.store.url}: uploaded archive {self.id} does not match the "
                              f"local data ({why}); {self._delete_new()}")
 
@@ -313,6 +354,9 @@ class S3Session(UploadSession):
         if self.upload_id is None:
             return
         upload_id, self.upload_id = self.upload_id, None
+        self._abort_upload(upload_id)
+
+    def _abort_upload(self, upload_id: str) -> None:
         try:
             call(self.c.abort_multipart_upload, self._what("abort upload of"),
                  Bucket=self.store.bucket, Key=self.key, UploadId=upload_id)
@@ -418,13 +462,15 @@ class S3Store(Store):
     def _extend(self, key: str, archive_id: str, head: dict, until: float) -> dict:
         """PutObjectRetention to ``until`` (the object's own mode kept: compliance stays), then HEAD."""
         mode = (head.get("ObjectLockMode") or self.object_lock or "governance").upper()
+        version = _version(head.get("VersionId")).get("VersionId")
         call(self.client.put_object_retention, f"{self.url}: lock {archive_id} until {when(until)}",
-             Bucket=self.bucket, Key=key, Retention={"Mode": mode, "RetainUntilDate": _utc(until)})
-        return self._head(key, archive_id)
+             Bucket=self.bucket, Key=key, Retention={"Mode": mode, "RetainUntilDate": _utc(until)},
+             **_version(version))
+        return self._head(key, archive_id, version)
 
-    def retain(self, id: str, until: float) -> ArchiveInfo:
+    def retain(self, id: str, until: float, version: Optional[str] = None) -> ArchiveInfo:
         key = self.key(id)
-        head = self._head(key, id)
+        head = self._head(key, id, version)
         if _lock_of(head)[0] < until:
             head = self._extend(key, id, head, until)
             if _lock_of(head)[0] < until - 1:
@@ -432,6 +478,10 @@ class S3Store(Store):
                                  f"(it reports {when(_lock_of(head)[0]) if _lock_of(head)[0] else 'none'})",
                                  code="LockNotKept")
         return self._info(id, head)
+
+    def policy(self, role: str) -> dict:
+        aws = ".amazonaws.com" in (self.client.meta.endpoint_url or "")  # a client makes no request
+        return s3_policy.policy(role, self.bucket, self.prefix, object_lock=self.object_lock is not None, aws=aws)
 
     def key(self, archive_id: str) -> str:
         name = check_id(archive_id) + SUFFIX
@@ -681,14 +731,57 @@ class S3Store(Store):
         raise NotFoundError(f"no incomplete upload {ref} in {self.url}")
 
     # ---- archives
-    def _head(self, key: str, archive_id: str, **kw) -> dict:
+    def _head(self, key: str, archive_id: str, version: Optional[str] = None, **kw) -> dict:
+        """HEAD of the object (of ``version``, where given).  A credential that may not read
+        objects (the backup and prune policies of zg-doctor --policy) is refused HEAD: then what
+        a listing says of it (``_listed``)."""
         try:
             return call(self.client.head_object, f"{self.url}: stat {archive_id}",
                         not_found=f"no archive {archive_id} in {self.url}",
-                        Bucket=self.bucket, Key=key, **kw)
+                        Bucket=self.bucket, Key=key, **_version(version), **kw)
         except NotFoundError:
             self._check_bucket()
             raise
+        except StoreError as exc:
+            if exc.code not in _READ_DENIED:
+                raise
+            return self._listed(key, archive_id, version)
+
+    def _listed(self, key: str, archive_id: str, version: Optional[str]) -> dict:
+        """A HEAD's fields as ListObjectVersions gives them (size, ETag, class, date, version; no
+        user metadata, no checksum), and the lock from GetObjectRetention: none of it needs
+        s3:GetObject.  The newest version of the key, or the one asked for; a delete marker
+        there is no archive."""
+        what = f"{self.url}: stat {archive_id} (by listing its versions: HEAD is not permitted)"
+
+        def entries():
+            for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=key):
+                yield from ((v, False) for v in page.get("Versions") or [] if v.get("Key") == key)
+                yield from ((m, True) for m in page.get("DeleteMarkers") or [] if m.get("Key") == key)
+
+        with aws_errors(what):
+            entry, marker = next(((e, m) for e, m in entries()
+                                  if (e.get("VersionId") == version if version else e.get("IsLatest"))), (None, True))
+        if not marker:
+            head = {"ContentLength": entry["Size"], "ETag": entry.get("ETag"), "StorageClass": entry.get("StorageClass"),
+                    "LastModified": entry["LastModified"], "VersionId": entry.get("VersionId"), "Metadata": {},
+                    "_listed": True}
+            if self.object_lock:
+                head.update(self._retention(key, archive_id, head["VersionId"]))
+            return head
+        raise NotFoundError(f"no archive {archive_id} in {self.url}")
+
+    def _retention(self, key: str, archive_id: str, version: Optional[str]) -> dict:
+        """A HEAD's lock fields, from GetObjectRetention (none: no lock on the object)."""
+        try:
+            found = call(self.client.get_object_retention, f"{self.url}: lock of {archive_id}",
+                         Bucket=self.bucket, Key=key, **_version(version))
+        except StoreError as exc:
+            if exc.code in ("NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError"):
+                return {}
+            raise
+        kept = found.get("Retention") or {}
+        return {"ObjectLockMode": kept.get("Mode"), "ObjectLockRetainUntilDate": kept.get("RetainUntilDate")}
 
     def _check_bucket(self) -> None:
         """HEAD says only 404: tell a missing bucket from a missing object."""
@@ -715,7 +808,8 @@ class S3Store(Store):
         until, mode = _lock_of(head)
         return ArchiveInfo(archive_id, head["ContentLength"], sha,
                            head["LastModified"].timestamp(), metadata, cls, state, checksum,
-                           locked_until=until or None, lock_mode=mode)
+                           locked_until=until or None, lock_mode=mode,
+                           version=_version(head.get("VersionId")).get("VersionId"))
 
     def stat(self, id: str) -> ArchiveInfo:
         return self._info(id, self._head(self.key(id), id, ChecksumMode="ENABLED"))
@@ -749,8 +843,8 @@ class S3Store(Store):
                 raise RetainedError(f"{self.url}: {id} is locked until {when(until)} ({mode} Object Lock): "
                                     f"the server refuses to delete it before{how}")
             extra["BypassGovernanceRetention"] = True
-        if head.get("VersionId") and (mode or self.object_lock):
-            extra["VersionId"] = head["VersionId"]  # the bytes themselves, not a delete marker
+        if mode or self.object_lock:
+            extra.update(_version(head.get("VersionId")))  # the bytes themselves, not a delete marker
         call(self.client.delete_object, f"{self.url}: delete {id}", Bucket=self.bucket, Key=key, **extra)
 
     # ---- thaw
@@ -779,12 +873,12 @@ class S3Store(Store):
             head = self._head(self.key(id), id)
         return self._status(id, head, tier)
 
-    def _serves_cold(self, key: str, archive_id: str) -> bool:
+    def _serves_cold(self, key: str, archive_id: str, version: Optional[str] = None) -> bool:
         """Does a GET serve this cold, unrestored object?  One ranged one-byte GET tells (AWS
         answers 403 InvalidObjectState, free of retrieval charges); learned once per store."""
         if self._cold_served is None:
             try:
-                self._get_range(key, archive_id, _Range(0, 0, 1))
+                self._get_range(key, archive_id, _Range(0, 0, 1), version)
                 self._cold_served = True
             except RestorePendingError:
                 self._cold_served = False
@@ -811,11 +905,12 @@ class S3Store(Store):
     # ---- reads
     def open_read(self, id: str, *, jobs: int = 4, start: int = 0, recorded=None) -> OrderedReader:
         key = self.key(id)
-        head = self._head(key, id, ChecksumMode="ENABLED")
+        version = getattr(recorded, "version", None)  # the bytes uploaded, whatever was put over them
+        head = self._head(key, id, version, ChecksumMode="ENABLED")
         cls = head.get("StorageClass") or "STANDARD"
         if cls in COLD:
             state = parse_restore(head.get("Restore"))[0]
-            if state == "thawing" or (state == "frozen" and not self._serves_cold(key, id)):
+            if state == "thawing" or (state == "frozen" and not self._serves_cold(key, id, version)):
                 detail = ("its restore is still in progress" if state == "thawing"
                           else "is not restored")
                 raise pending(self.url, id, cls, detail)
@@ -826,7 +921,7 @@ class S3Store(Store):
         sha256 = getattr(recorded, "sha256", None)
         if "-" in etag:
             count = int(etag.rsplit("-", 1)[1])
-            ranges = self._part_ranges(key, id, count, size, jobs)
+            ranges = self._part_ranges(key, id, count, size, jobs, version)
             if ranges is not None:
                 if sum(r.size for r in ranges) != size:
                     raise IntegrityError(f"{self.url}: archive {id}: its parts do not add up to "
@@ -854,7 +949,7 @@ class S3Store(Store):
             # Each byte is hashed once per check that needs it: a part's own digest only when the
             # part or a composite checksum needs it, the whole's hash of the bytes (in order).
             for attempt in (1, 2):  # a mismatch may be damage in transit: fetch once more
-                data = self._get_range(key, id, r)
+                data = self._get_range(key, id, r, version)
                 sha = hashlib.sha256(data).digest() if r.sha256 is not None or whole.part_sha else None
                 md5 = hashlib.md5(data).digest() if r.md5 is not None or whole.part_md5 else None
                 bad = ((r.sha256 is not None and sha != r.sha256)
@@ -902,9 +997,9 @@ class S3Store(Store):
             offset += part
         return ranges
 
-    def _get_range(self, key: str, archive_id: str, r: _Range) -> bytes:
+    def _get_range(self, key: str, archive_id: str, r: _Range, version: Optional[str] = None) -> bytes:
         def once() -> bytes:
-            resp = self.client.get_object(Bucket=self.bucket, Key=key,
+            resp = self.client.get_object(Bucket=self.bucket, Key=key, **_version(version),
                                           Range=f"bytes={r.offset}-{r.offset + r.size - 1}")
             with resp["Body"] as body:  # never more than the range: a server may send the whole object
                 return body.read(r.size + 1)
@@ -924,17 +1019,17 @@ class S3Store(Store):
         return data
 
     def _part_ranges(self, key: str, archive_id: str, count: int, size: int,
-                     jobs: int) -> Optional[list[_Range]]:
+                     jobs: int, version: Optional[str] = None) -> Optional[list[_Range]]:
         """Sizes and expected checksums of each part: GetObjectAttributes when S3 lists part
         checksums, else HEAD ?partNumber=N for each part (size and, where it is one, MD5 ETag);
         None when the server answers neither (a part as long as the whole: partNumber ignored)."""
-        parts = self._attribute_parts(key, count)
+        parts = self._attribute_parts(key, count, version)
         if parts is None:
             what = f"{self.url}: stat parts of {archive_id}"
 
             def head_part(n: int) -> dict:
                 return call(self.client.head_object, what, Bucket=self.bucket, Key=key,
-                            PartNumber=n)
+                            PartNumber=n, **_version(version))
 
             if not self._heads_parts:
                 return None
@@ -951,14 +1046,14 @@ class S3Store(Store):
             offset += size
         return ranges
 
-    def _attribute_parts(self, key: str, count: int):
+    def _attribute_parts(self, key: str, count: int, version: Optional[str] = None):
         if not self._lists_parts:
             return None
         out, marker = [], 0
         try:
             while True:
                 resp = self.client.get_object_attributes(
-                    Bucket=self.bucket, Key=key, ObjectAttributes=["ObjectParts"],
+                    Bucket=self.bucket, Key=key, ObjectAttributes=["ObjectParts"], **_version(version),
                     MaxParts=1000, PartNumberMarker=marker)
                 block = resp.get("ObjectParts") or {}
                 for p in block.get("Parts") or []:
