@@ -87,7 +87,7 @@ def test_a_killed_backup_is_shown_and_collectable(zfs_dataset, destination, env,
 def test_a_failed_catalog_copy_is_a_warning_and_is_retried(zfs_dataset, destination, env, aws, tmp_path):  # noqa: F811
     (zfs_dataset.path / "f").write_text("f")
     config = tmp_path / "config.toml"  # few attempts: the copy fails on every one of them
-    config.write_text(f'[destinations.offsite]\nurl = "{env["dest"]}"\nmax_attempts = 2\n')
+    config.write_text(f'[destinations.offsite]\nurl = "{env["dest"]}"\nhost = ""\nmax_attempts = 2\n')
     env["env"]["ZG_CONFIG"] = str(config)
     with FaultProxy(aws.s3_url) as proxy:
         proxy.inject("http500", count=None, when=lambda req: req.method == "PUT" and

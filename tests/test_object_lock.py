@@ -145,13 +145,14 @@ def test_a_chain_stays_locked_as_long_as_its_newest_incremental(url, zfs_dataset
         copies = cat.copies(rows[0].dest)
     assert [r.snapshot for r in rows] == ["s0", "s1", "s2"] and rows[2].incremental
     s3 = boto3.client("s3", endpoint_url=url)
-    newest = s3.head_object(Bucket=bucket, Key=f"zfs/{rows[2].id}.zg")["ObjectLockRetainUntilDate"].timestamp()
+    pre = rows[0].dest.split("/", 3)[3]  # zfs/<this host> (a named destination's default)
+    newest = s3.head_object(Bucket=bucket, Key=f"{pre}/{rows[2].id}.zg")["ObjectLockRetainUntilDate"].timestamp()
     for r in rows:  # the server's word, not the catalog's
-        head = s3.head_object(Bucket=bucket, Key=f"zfs/{r.id}.zg")
+        head = s3.head_object(Bucket=bucket, Key=f"{pre}/{r.id}.zg")
         assert head["ObjectLockMode"] == "COMPLIANCE"
         assert head["ObjectLockRetainUntilDate"].timestamp() >= newest - 1, r.snapshot
         assert r.locked_until == pytest.approx(head["ObjectLockRetainUntilDate"].timestamp(), abs=1)
-    assert copies and all(s3.head_object(Bucket=bucket, Key=f"zfs/{c}.zg").get("ObjectLockMode") for c in copies)
+    assert copies and all(s3.head_object(Bucket=bucket, Key=f"{pre}/{c}.zg").get("ObjectLockMode") for c in copies)
 
     prune = zg("prune", "locked", "--keep-last", "1", env=env)
     assert prune.returncode == 0, prune.stderr.decode()
@@ -159,7 +160,7 @@ def test_a_chain_stays_locked_as_long_as_its_newest_incremental(url, zfs_dataset
     assert "deleting 0 archives" in out and "locked 0" not in out  # the chain of the kept one needs all
     rm = zg("rm", "locked", rows[2].id, env=env)
     assert_one_line_error(rm, 20, "locked until", time.strftime("%Y-%m-%d", time.gmtime(newest)), "compliance")
-    assert s3.head_object(Bucket=bucket, Key=f"zfs/{rows[2].id}.zg")["ContentLength"] == rows[2].size
+    assert s3.head_object(Bucket=bucket, Key=f"{pre}/{rows[2].id}.zg")["ContentLength"] == rows[2].size
 
     ls = zg("ls", "locked", env=env).stdout.decode()
     assert ls.count(f"locked until {time.strftime('%Y-%m-%d', time.gmtime(newest))} (compliance)") == 3, ls

@@ -34,7 +34,7 @@ def _site(rgw, tmp_path):
         admin.create_bucket(Bucket=bucket)
         admin.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     config = tmp_path / "config.toml"
-    config.write_text(f'[destinations.site]\nurl = "s3://{bucket}/{PREFIX}"\nendpoint = "{rgw.url}"\n'
+    config.write_text(f'[destinations.site]\nurl = "s3://{bucket}/fleet"\nhost = "host1"\nendpoint = "{rgw.url}"\n'
                       f'storage_class = "STANDARD"\npart_size = "5M"\n')
     env = {"ZG_CONFIG": str(config), "ZG_CATALOG": str(tmp_path / "catalog.db")}
     key, pub = tmp_path / "k.key", tmp_path / "k.pub"

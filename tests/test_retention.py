@@ -310,3 +310,16 @@ def test_a_chain_is_locked_as_long_as_its_longest_locked_dependent_and_past_lock
     assert lock_shortfalls([full, a, b, other], NOW) == {full.id: NOW + 7 * DAY, a.id: NOW + 7 * DAY}
     b.locked_until = NOW - DAY
     assert lock_shortfalls([full, a, b], NOW) == {}
+
+
+def test_of_snapshots_taken_in_one_second_the_one_archived_later_is_the_newest():
+    """ZFS creation times are whole seconds: two snapshots of one second are told apart by when
+    their archives were uploaded, never by their (random) guids; keep-last 1 keeps the later."""
+    for guids in ((10, 5), (5, 10)):  # either order of guids
+        first = row("f", toguid=guids[0], created=NOW - DAY, uploaded=NOW - 100)
+        second = row("s", toguid=guids[1], fromguid=guids[0], created=NOW - DAY, uploaded=NOW - 50)
+        p = plan([first, second], Rules(last=1), NOW)
+        assert {d.id: d.reasons for d in p.keep} == {"s": ["last 1/1"], "f": ["needed by s"]}
+        full = row("g", toguid=guids[1], created=NOW - DAY, uploaded=NOW - 50)
+        p = plan([first, full], Rules(last=1), NOW)
+        assert ids(p.keep) == ["g"] and ids(p.delete) == ["f"]

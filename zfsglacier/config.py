@@ -13,6 +13,8 @@
     part_size = "64M"                # first upload part (S3: 5M..5G; a vault: a power of two)
     object_lock = "compliance"       # S3 only: "governance" or "compliance", with lock_days: each archive
     lock_days = 90                   # is locked that long, and every archive its chain needs at least as long
+    host = "web1"                    # s3:// only: this host's archives under url + "/web1" ("auto": this
+                                     # machine's name; "": right under url); unset: see cli/storeargs.host_of
 
 Credentials never go here: boto3's own chain (AWS_PROFILE, ~/.aws, environment) provides them.
 Unknown keys in a destination are refused (a typo must not silently pick a default storage class).
@@ -32,6 +34,7 @@ from .plumbing.parts import parse_size
 DESTINATION_KEYS = {
     "storage_class", "part_size", "profile", "region", "endpoint", "retry_mode", "max_attempts", "connect_attempts",
     "connect_timeout", "read_timeout", "jobs", "object_lock", "lock_days",
+    "host",  # s3:// only: "ID", "auto" (this machine's name) or "" (none); unset: see cli/storeargs.host_of
     "sign", "signer",  # the signing key zg-backup signs with; the signer file readers require
 }
 

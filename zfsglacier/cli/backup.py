@@ -7,12 +7,13 @@ import time
 from ..services import backup, cost
 from ..format import compression
 from ..catalog.db import catalog_path
-from ..errors import PartialFailureError, UsageError, ZgError
+from .. import stores
+from ..errors import CatalogError, PartialFailureError, UsageError, ZgError
 from ..zfs import open_zfs
 from .common import parser, run
 from .keyargs import add_key_options, add_sign_option, recipients as key_recipients, signing_key
 from .sizes import parse_age
-from .storeargs import add_store_options, catalog, catalog_copy_store, jobs, open_dest
+from .storeargs import add_store_options, catalog, catalog_copy_store, host_defaulted, jobs, open_dest
 from ..catalog.locks import UPLOADS, Locks, lock_directory
 
 
@@ -70,6 +71,8 @@ def body(argv):
     store.check_ready()  # an unmounted disk: refused before any snapshot is taken
     path = catalog_path(args.catalog, config)
     if not os.path.exists(path):
+        if host_defaulted(args, config):
+            _refuse_flat_layout(args, config, store, path)
         warning = backup.check_first_backup(store, path, dest)
         if warning:
             sys.stderr.write(f"zg-backup: warning: {warning}\n")
@@ -132,6 +135,18 @@ def body(argv):
         raise PartialFailureError(f"{len(failures)} of {len(datasets)} datasets failed ({', '.join(failures)}: "
                                   f"see above)" + (f"; the other {rest} are backed up" if rest else ""))
     return 0
+
+
+def _refuse_flat_layout(args, config, store, path):
+    """No catalog, a per-host prefix chosen by default, and archives right under the destination's
+    prefix: most likely this host's, from before per-host prefixes, with its catalog lost.  A backup
+    to the host prefix would start every chain again with a full beside them: refused."""
+    base = stores.open_store(args.dest, config=config, host="")
+    if next(iter(base.list()), None) is not None:
+        raise CatalogError(f"no catalog at {path}, and {base.url} holds archives right under its prefix (the "
+                           f"layout before per-host prefixes): if they are this host's, set host = \"\" for "
+                           f"destination {args.dest} and run `zg-catalog rebuild {args.dest} --key KEY`; to start "
+                           f"this host's own prefix {store.url} beside them, set host = \"auto\"")
 
 
 def main(argv=None):

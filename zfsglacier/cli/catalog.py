@@ -10,7 +10,7 @@ from ..format.metadata import printable
 from .common import parser, run
 from .keyargs import (add_key_options, add_sign_option, add_signer_option, given, identities, recipients, signers,
                       signing_key)
-from .storeargs import add_store_options, catalog, catalog_copy_store, jobs, open_dest
+from .storeargs import add_store_options, catalog, catalog_copy_store, elsewhere, jobs, open_dest
 
 
 def body(argv):
@@ -37,6 +37,10 @@ def body(argv):
                   f"{report.verified} with authenticated identity"
                   + ("" if idents else " (give --key to recover names and check identities)"))
             sys.stdout.flush()
+            if not report.archives:
+                other = elsewhere(args, config, store)
+                if other:
+                    warn(other)
             explain_rebuild(report)
         elif args.cmd == "check":
             print_check(dest, rebuild.check(store, cat, dest), cat)

@@ -2,16 +2,22 @@
 
 import datetime
 import json
+import os
 import sys
+import tempfile
 import time
 from types import SimpleNamespace
 
-from ..services import backup, cost
+from ..services import backup, cost, rebuild
 from ..catalog import chains
-from ..errors import DatasetNotFoundError
+from .. import stores
+from ..catalog.db import Catalog
+from ..config import load_config
+from ..errors import DatasetNotFoundError, UsageError
 from ..format.metadata import MetadataError, PublicMetadata, printable
 from .storeargs import add_store_options, catalog, open_dest
 from .common import parser, run
+from .keyargs import add_key_options, given, identities
 from ..zfs import open_zfs
 
 
@@ -103,8 +109,14 @@ def body(argv):
     p.add_argument("--remote", action="store_true", help="ask the store (vaults: this starts an inventory job)")
     p.add_argument("--holds", action="store_true", help="also show which local snapshots are held (`zfs hold`) "
                                                           "as the base of the next incremental to DEST")
+    p.add_argument("--all-hosts", action="store_true",
+                   help="every host's chains under DEST's prefix (s3://: one prefix per host), read from the store "
+                        "itself: public metadata, and with --key the names in each host's catalog copies")
+    add_key_options(p, "identity", why="with --all-hosts: recover names from each host's catalog copies")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     args = p.parse_args(argv)
+    if args.all_hosts:
+        return _all_hosts(args)
     config, store, dest = open_dest(args)
     now = time.time()
     with catalog(args, config, write=False, create=False) as cat:
@@ -158,6 +170,45 @@ def body(argv):
     if held is not None:
         _print_holds(out, held, dest)
     return 0
+
+
+def _all_hosts(args):
+    """Each host's archives, as a catalog rebuilt from the store would hold them (a temporary one:
+    the local catalog is neither read nor changed); the archives right under the prefix too."""
+    if args.host is not None or args.remote or args.holds:
+        raise UsageError("--all-hosts reads every host's archives from the store: without --host, --remote, --holds")
+    config = load_config()
+    base = stores.open_store(args.dest, config=config, host="")
+    idents = identities(args)[0] if given(args) else []
+    now, doc, out = time.time(), [], sys.stdout.write
+    for host in ["", *base.hosts()]:
+        store = stores.open_store(base.url, host=host, **_store_options(args.dest, config))
+        with tempfile.TemporaryDirectory(prefix="zg-ls-") as tmp, Catalog(os.path.join(tmp, "c.db")) as cat:
+            rebuild.rebuild(store, cat, store.url, idents)
+            archived = cat.archives(store.url)
+        if not archived and host == "":
+            continue
+        doc.append({"host": host or None, "destination": store.url,
+                    "archives": [dict(id=a.id, size=a.size, created=a.uploaded, storage_class=a.storage_class,
+                                      name=a.name, dataset=a.dataset, toguid=a.toguid, fromguid=a.fromguid,
+                                      identity=a.identity) for a in archived]})
+        if not args.json:
+            who = f"host {host}" if host else "right under the prefix (no host)"
+            out(f"{store.url} ({who}): {len(archived)} archives, {cost.human_bytes(sum(a.size for a in archived))}\n")
+            _print_chains(out, archived, now)
+    if args.json:
+        json.dump({"destination": base.url, "hosts": doc}, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    elif not doc:
+        out(f"{base.url}: no archives, and no host prefix with archives under it\n")
+    return 0
+
+
+def _store_options(dest, config):
+    """A named destination's store settings (its url and host aside), for opening it elsewhere."""
+    if "://" in dest or dest.startswith("/"):
+        return {}
+    return {k: v for k, v in config.destination(dest).options.items() if k in stores.STORE_OPTIONS["s3"]}
 
 
 def main(argv=None):

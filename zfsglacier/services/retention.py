@@ -110,7 +110,10 @@ def select_keep(snapshots, rules: Rules, now: float) -> dict:
     does not move them; it is taken for symmetry with ``plan`` (and future age-based rules).
     """
     rules.require()
-    ordered = sorted(snapshots, key=lambda s: (s.time, getattr(s, "toguid", None) or 0), reverse=True)
+    # ZFS keeps creation times in whole seconds: of snapshots taken in one second the one archived
+    # later is the newer (an incremental is uploaded after its base), never a guid's chance order.
+    ordered = sorted(snapshots, key=lambda s: (s.time, min((a.uploaded for a in getattr(s, "archives", ())), default=0),
+                                               getattr(s, "toguid", None) or 0), reverse=True)
     kept: dict = {}
     for i, s in enumerate(ordered[:rules.last]):
         kept.setdefault(s, []).append(f"last {i + 1}/{rules.last}")

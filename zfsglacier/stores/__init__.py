@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import UsageError
 from .base import (STATES, TIERS, ArchiveInfo, Check, IncompleteUpload, Properties, Store, vouches,
-                   ThawStatus, Upload, id_time)
+                   ThawStatus, Upload, check_host, id_time)
 
 # Options each kind of store takes (others given through a config destination are for the CLI).
 STORE_OPTIONS = {
@@ -26,6 +26,17 @@ STORE_OPTIONS = {
 
 # Settings of a configured destination that are for the commands, not the store.
 CLI_OPTIONS = {"jobs", "sign", "signer"}
+# Where under an s3:// URL one host's archives go: ``host = "ID"`` adds ``/ID`` to the prefix ("" adds
+# nothing); the commands resolve "auto" and the default (cli/storeargs.py) before opening the store.
+
+def with_host(dest: str, host: str) -> str:
+    """The URL of ``host``'s archives under the s3:// URL ``dest``."""
+    if not host:
+        return dest
+    if not dest.lower().startswith("s3://"):
+        raise UsageError(f"destination {dest!r}: host applies to s3:// destinations (a vault or a directory "
+                         f"holds one host's archives: give each host its own)")
+    return f"{dest.rstrip('/')}/{check_host(host)}"
 
 
 def open_store(dest: str, *, config=None, **options) -> Store:
@@ -42,6 +53,12 @@ def open_store(dest: str, *, config=None, **options) -> Store:
         if "://" not in named.url and not named.url.startswith("/"):
             raise UsageError(f"destination {dest!r}: url {named.url!r} is not a URL")
         return open_store(named.url, config=config, **merged)
+    if "host" in options:
+        options = dict(options)
+        host = options.pop("host")
+        if host == "auto":
+            raise UsageError(f"destination {dest!r}: host = \"auto\" is resolved by the commands")
+        dest = with_host(dest, host)
 
     if dest.startswith("/"):
         scheme, netloc, path = "file", "", dest
@@ -95,6 +112,6 @@ def store_jobs(dest: str, *, config=None, default: int = 4) -> int:
     return value
 
 
-__all__ = ["open_store", "store_jobs", "destination_setting", "Store", "Upload", "ArchiveInfo", "Check", "Properties",
+__all__ = ["open_store", "with_host", "check_host", "store_jobs", "destination_setting", "Store", "Upload", "ArchiveInfo", "Check", "Properties",
            "ThawStatus",
            "IncompleteUpload", "STATES", "TIERS", "id_time", "vouches"]

@@ -164,6 +164,21 @@ def check_id(archive_id: str) -> str:
     return archive_id
 
 
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def check_host(host: str) -> str:
+    """A host id: the last component of a fleet's per-host prefix."""
+    if not isinstance(host, str) or not _HOST.match(host):
+        raise UsageError(f"host {host!r}: a host id is 1 to 63 letters, digits, '.', '_' or '-' (no '/'), "
+                         f"starting with a letter or digit")
+    return host
+
+
+def is_host(name: str) -> bool:
+    return isinstance(name, str) and bool(_HOST.match(name))
+
+
 def check_metadata(metadata: Optional[dict]) -> dict[str, str]:
     """Metadata travels as HTTP headers or vault descriptions, so: keys lower-case
     ``[a-z0-9][a-z0-9_.-]*`` up to 64, values printable ASCII without edge spaces.  Refused,
@@ -564,6 +579,11 @@ class Store(ABC):
         """The IAM policy document that lets ``role`` (backup, restore, prune, admin) do its
         commands' work here and no more.  Stores without IAM policies of their own refuse."""
         raise UsageError(f"{self.url}: zg-doctor --policy is for s3:// destinations (IAM policies of S3 actions)")
+
+    def hosts(self) -> list[str]:
+        """The host ids with archives under a prefix of their own right under this store's
+        (a fleet sharing one bucket: zg-ls --all-hosts).  Stores without prefixes have none."""
+        return []
 
     def retain(self, id: str, until: float, version: Optional[str] = None) -> ArchiveInfo:
         """Make the server keep archive ``id`` (its ``version``, as recorded, where the store

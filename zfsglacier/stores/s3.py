@@ -74,7 +74,7 @@ from ..plumbing.parts import (MAX_PARTS, S3_MAX_PART, S3_MIN_PART, MiB, OrderedR
 from . import _aws, s3_policy
 from ._aws import aws_errors, b64, call, error_code
 from .base import (THAW_WAIT, ArchiveInfo, Check, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus,
-                   UploadSession, check_id, check_tier, metadata_size, new_archive_id, pending,
+                   UploadSession, check_id, check_tier, is_host, metadata_size, new_archive_id, pending,
                    refuse_large_metadata)
 
 STORAGE_CLASSES = ("DEEP_ARCHIVE", "GLACIER", "GLACIER_IR", "STANDARD_IA", "STANDARD")
@@ -829,6 +829,22 @@ class S3Store(Store):
                 yield self.stat(archive_id)
             except NotFoundError:
                 continue  # deleted meanwhile
+
+    def hosts(self) -> list[str]:
+        """The "directories" right under the prefix (ListObjectsV2's CommonPrefixes) that are host
+        ids and hold an object whose key is an archive's."""
+        with aws_errors(f"{self.url}: list hosts"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key_prefix, Delimiter="/")
+            found = [cp["Prefix"][len(self._key_prefix):].rstrip("/") for page in pages
+                     for cp in page.get("CommonPrefixes") or []]
+            out = []
+            for host in filter(is_host, found):
+                listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self._key_prefix}{host}/",
+                                                     Delimiter="/", MaxKeys=1000)
+                if any(k["Key"].endswith(SUFFIX) for k in listed.get("Contents") or []):
+                    out.append(host)
+        return sorted(out)
 
     def delete(self, id: str, *, bypass_governance: bool = False) -> None:
         key = self.key(id)
