@@ -130,3 +130,33 @@ def test_each_role_works_with_only_its_policy(rgw, zfs_dataset, zfs_pool, tmp_pa
         assert {r.snapshot for r in cat.archives()} == {"s2", "s3"} and len(cat.copies(rows["s0"].dest)) == 3
     current = {o["Key"] for o in admin.list_objects_v2(Bucket=bucket, Prefix=PREFIX + "/").get("Contents", [])}
     assert f"{PREFIX}/{rows['s0'].id}.zg" not in current and f"{PREFIX}/{rows['s3'].id}.zg" in current
+
+
+@pytest.mark.parametrize("server", ["moto", "rgw"])
+def test_a_delete_marker_or_a_write_over_an_archive_never_reaches_a_fetch(request, server, tmp_path):
+    """A versioned bucket: whatever is put or marked deleted over an archive's key later, zg-fetch
+    reads the version recorded at upload (thaw status included), and says so by its bytes."""
+    url = request.getfixturevalue("aws").s3_url if server == "moto" else request.getfixturevalue("rgw").url
+    bucket = f"zg-versions-{os.urandom(4).hex()}"
+    with aws_env():
+        s3 = boto3.client("s3", endpoint_url=url)
+        s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        config = tmp_path / "config.toml"
+        config.write_text(f'[destinations.site]\nurl = "s3://{bucket}/zfs"\nhost = "h"\nendpoint = "{url}"\n'
+                          f'storage_class = "STANDARD"\n')
+        env = {"ZG_CONFIG": str(config), "ZG_CATALOG": str(tmp_path / "catalog.db")}
+        blob = os.urandom(100_000)
+        up = zg("upload", "--raw", "site", input=blob, env=env)
+        assert up.returncode == 0, up.stderr.decode()
+        archive_id = up.stdout.decode().split()[0]
+        key = f"zfs/h/{archive_id}.zg"
+        for attack in ("overwrite", "delete marker"):
+            if attack == "overwrite":
+                s3.put_object(Bucket=bucket, Key=key, Body=b"ransom note")
+            else:
+                s3.delete_object(Bucket=bucket, Key=key)
+                _refused(lambda: s3.head_object(Bucket=bucket, Key=key), "404")
+            got = zg("fetch", "site", archive_id, env=env)
+            assert got.returncode == 0, (attack, got.stderr.decode())
+            assert got.stdout == blob, attack

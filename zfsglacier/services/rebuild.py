@@ -68,10 +68,10 @@ def newest_catalog_copy(store, copies, identities, signers=(), report=None):
     for info in sorted(copies, key=lambda a: -a.created):
         if best is not None and info.created < best[0] - SAME_SECOND:
             break
-        status = store.thaw_status(info.id)
+        status = store.thaw_status(info.id, version=info.version)
         if status.state not in ("ready", "thawed"):
             if status.state == "frozen":
-                store.request_thaw(info.id)
+                store.request_thaw(info.id, version=info.version)
             if report is not None:
                 report.copy_pending = info.id
             return None

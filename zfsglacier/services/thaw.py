@@ -33,7 +33,8 @@ def thaw_all(store, dest, cat, ids, policy, say=lambda s: None, on_missing=None)
     pending, waits = [], {}
     for archive_id in ids:
         try:
-            status = _ask(store, dest, cat, archive_id, policy, store.thaw_status(archive_id))
+            status = _ask(store, dest, cat, archive_id, policy,
+                          store.thaw_status(archive_id, version=_version(cat, dest, archive_id)))
         except NotFoundError as err:
             if on_missing is None:
                 raise
@@ -54,7 +55,8 @@ def thaw_all(store, dest, cat, ids, policy, say=lambda s: None, on_missing=None)
         delay = min(delay * 1.5, policy.max_poll)
         still = []
         for archive_id in pending:
-            status = _ask(store, dest, cat, archive_id, policy, store.thaw_status(archive_id))
+            status = _ask(store, dest, cat, archive_id, policy,
+                          store.thaw_status(archive_id, version=_version(cat, dest, archive_id)))
             if status.state in READY:
                 cat.thaw_requested(dest, archive_id, policy.tier, policy.days, status.state, status.detail)
             else:
@@ -66,9 +68,16 @@ def thaw_all(store, dest, cat, ids, policy, say=lambda s: None, on_missing=None)
 def _ask(store, dest, cat, archive_id, policy, status):
     """A frozen archive (never asked, or its restored copy expired) is asked to thaw, and noted."""
     if status.state == "frozen":
-        status = store.request_thaw(archive_id, tier=policy.tier, days=policy.days)
+        status = store.request_thaw(archive_id, tier=policy.tier, days=policy.days,
+                                    version=_version(cat, dest, archive_id))
         cat.thaw_requested(dest, archive_id, policy.tier, policy.days, status.state, status.detail)
     return status
+
+
+def _version(cat, dest, archive_id):
+    """The version recorded at upload (what reads name too), where the catalog knows the archive."""
+    row = cat.get(dest, archive_id)
+    return row.version if row is not None else None
 
 
 def _typically(statuses):

@@ -592,11 +592,13 @@ class Store(ABC):
         raise UsageError(f"{self.url}: this destination locks no archive (object_lock is S3's)")
 
     @abstractmethod
-    def request_thaw(self, id: str, tier: str = "Standard", days: int = 7) -> ThawStatus:
-        """Ask for a readable copy of a cold archive (no-op for ready ones)."""
+    def request_thaw(self, id: str, tier: str = "Standard", days: int = 7,
+                     version: Optional[str] = None) -> ThawStatus:
+        """Ask for a readable copy of a cold archive (no-op for ready ones); ``version``: the one
+        recorded at upload, where the store keeps versions (S3), as reads name it."""
 
     @abstractmethod
-    def thaw_status(self, id: str) -> ThawStatus:
+    def thaw_status(self, id: str, version: Optional[str] = None) -> ThawStatus:
         """Where a thaw stands (ready, frozen, thawing, thawed)."""
 
     @abstractmethod

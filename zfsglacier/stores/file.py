@@ -442,11 +442,12 @@ class FileStore(Store):
             pass
         fsync_dir(self.path)
 
-    def request_thaw(self, id: str, tier: str = "Standard", days: int = 7) -> ThawStatus:
+    def request_thaw(self, id: str, tier: str = "Standard", days: int = 7,
+                     version: Optional[str] = None) -> ThawStatus:
         check_tier(tier)
         return self.thaw_status(id)
 
-    def thaw_status(self, id: str) -> ThawStatus:
+    def thaw_status(self, id: str, version: Optional[str] = None) -> ThawStatus:
         self._side(id)
         return ThawStatus(id, "ready", "local file: readable at once")
 

@@ -165,6 +165,7 @@ class S3Session(UploadSession):
         self.preexisting = False  # If-None-Match refused: the key holds an object already
         self.reported = None  # the composite SHA-256 CompleteMultipartUpload answered
         self.version = None  # the VersionId the upload's answer named (a versioned bucket)
+        self.lock_date: Optional[float] = None  # the retain-until the upload's headers asked for
         self.c = store.client
 
     def _what(self, action: str) -> str:
@@ -182,7 +183,7 @@ class S3Session(UploadSession):
     def begin(self) -> None:
         p = self.plan
         metadata = {**self.metadata, PLAN_KEY: f"{p.first}/{p.grow_after}/{p.grow_every}/{p.cap}"}
-        lock = self.store.lock_request() if self.lock else {}
+        lock = self._lock_request()
         try:
             resp = call(self.c.create_multipart_upload, self._what("start upload of"),
                         Bucket=self.store.bucket, Key=self.key, Metadata=metadata,
@@ -232,7 +233,7 @@ class S3Session(UploadSession):
 
     def put_single(self, data: bytes, sha256: bytes) -> ArchiveInfo:
         md5 = hashlib.md5(data).digest()  # the ETag check needs it anyway; Content-MD5 is checked everywhere
-        lock = self.store.lock_request() if self.lock else {}  # Object Lock needs Content-MD5 (or a checksum) on PutObject
+        lock = self._lock_request()  # Object Lock needs Content-MD5 (or a checksum) on PutObject
         try:
             resp = call(self.c.put_object, self._what("upload"), retry_drops=True,
                         Bucket=self.store.bucket, Key=self.key, Body=data, IfNoneMatch="*",
@@ -306,10 +307,18 @@ class S3Session(UploadSession):
             head = self._locked(head)
         return self.store._info(self.id, head)
 
+    def _lock_request(self) -> dict:
+        """The lock headers of this upload (none without object_lock); their date is what
+        ``_locked`` checks for, not a later one (a slow PUT is no reason to extend)."""
+        lock = self.store.lock_request() if self.lock else {}
+        if lock:
+            self.lock_date = lock["ObjectLockRetainUntilDate"].timestamp()
+        return lock
+
     def _locked(self, head: dict) -> dict:
         """The lock asked for, as the server reports it; set afterwards where the server dropped it
         (multipart: moto and RGW 16.2), or the object is deleted and the upload fails."""
-        want = self.store.lock_until()
+        want = self.lock_date or self.store.lock_until()  # resumed: not asked at its start here
         if _lock_of(head)[0] >= want - 1:
             return head
         try:
@@ -864,9 +873,11 @@ class S3Store(Store):
         call(self.client.delete_object, f"{self.url}: delete {id}", Bucket=self.bucket, Key=key, **extra)
 
     # ---- thaw
-    def request_thaw(self, id: str, tier: str = "Standard", days: int = 7) -> ThawStatus:
+    def request_thaw(self, id: str, tier: str = "Standard", days: int = 7,
+                     version: Optional[str] = None) -> ThawStatus:
         check_tier(tier)
-        head = self._head(self.key(id), id)
+        key = self.key(id)
+        head = self._head(key, id, version)
         cls = head.get("StorageClass") or "STANDARD"
         if cls not in COLD:
             return self._status(id, head, tier)
@@ -876,17 +887,17 @@ class S3Store(Store):
         if parse_restore(head.get("Restore"))[0] != "thawing":  # thawed: extends the copy
             try:
                 call(self.client.restore_object, f"{self.url}: restore {id}",
-                     Bucket=self.bucket, Key=self.key(id),
+                     Bucket=self.bucket, Key=key, **_version(version),
                      RestoreRequest={"Days": int(days), "GlacierJobParameters": {"Tier": tier}})
             except StoreError as exc:
                 if exc.code == "RestoreAlreadyInProgress":
                     pass
-                elif exc.code in _aws.AUTH_CODES or not self._serves_cold(self.key(id), id):
+                elif exc.code in _aws.AUTH_CODES or not self._serves_cold(key, id, version):
                     raise
                 else:  # RGW 16.2: 501 NotImplemented, or 400 InvalidArgument (taken for a form upload)
                     return ThawStatus(id, "ready", f"{cls}: this server has no RestoreObject "
                                                    f"({exc.code}) and serves the object at once")
-            head = self._head(self.key(id), id)
+            head = self._head(key, id, version)
         return self._status(id, head, tier)
 
     def _serves_cold(self, key: str, archive_id: str, version: Optional[str] = None) -> bool:
@@ -900,8 +911,8 @@ class S3Store(Store):
                 self._cold_served = False
         return self._cold_served
 
-    def thaw_status(self, id: str) -> ThawStatus:
-        return self._status(id, self._head(self.key(id), id), "Standard")
+    def thaw_status(self, id: str, version: Optional[str] = None) -> ThawStatus:
+        return self._status(id, self._head(self.key(id), id, version), "Standard")
 
     def _status(self, id: str, head: dict, tier: str) -> ThawStatus:
         cls = head.get("StorageClass") or "STANDARD"

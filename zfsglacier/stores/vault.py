@@ -301,7 +301,8 @@ class VaultStore(Store):
         return ThawStatus(archive_id, "thawing", f"retrieval job ({tier}) in progress since "
                           f"{job.get('CreationDate')}; {tier} takes {wait[1]}", wait[0])
 
-    def request_thaw(self, id: str, tier: str = "Standard", days: int = 7) -> ThawStatus:
+    def request_thaw(self, id: str, tier: str = "Standard", days: int = 7,
+                     version: Optional[str] = None) -> ThawStatus:
         """Start (or reuse) an archive-retrieval job; ``days`` does not apply: the output of a
         vault job is readable for 24 hours."""
         check_tier(tier)
@@ -315,7 +316,7 @@ class VaultStore(Store):
             job = self._call("describe_job", "describe job", jobId=resp["jobId"])
         return self._status(id, job)
 
-    def thaw_status(self, id: str) -> ThawStatus:
+    def thaw_status(self, id: str, version: Optional[str] = None) -> ThawStatus:
         check_id(id)
         return self._status(id, self._retrieval(id))
 
