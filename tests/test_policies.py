@@ -25,18 +25,23 @@ def _refused(call, *codes):
     assert err.value.response["Error"]["Code"] in (codes or ("AccessDenied",)), err.value.response["Error"]
 
 
-def _site(rgw, tmp_path):
-    """A versioned bucket, a destination in it, a key pair, and one RGW user per role, each with
-    the policy zg-doctor prints for it."""
-    bucket = f"zg-roles-{os.urandom(4).hex()}"
+def _versioned(url, tmp_path, prefix, host, extra=""):
+    """A new versioned bucket (its owner's client) and the environment of a destination "site" in it."""
+    bucket = f"zg-versions-{os.urandom(4).hex()}"
     with aws_env():
-        admin = boto3.client("s3", endpoint_url=rgw.url)
+        admin = boto3.client("s3", endpoint_url=url)
         admin.create_bucket(Bucket=bucket)
         admin.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     config = tmp_path / "config.toml"
-    config.write_text(f'[destinations.site]\nurl = "s3://{bucket}/fleet"\nhost = "host1"\nendpoint = "{rgw.url}"\n'
-                      f'storage_class = "STANDARD"\npart_size = "5M"\n')
-    env = {"ZG_CONFIG": str(config), "ZG_CATALOG": str(tmp_path / "catalog.db")}
+    config.write_text(f'[destinations.site]\nurl = "s3://{bucket}/{prefix}"\nhost = "{host}"\nendpoint = "{url}"\n'
+                      f'storage_class = "STANDARD"\n{extra}')
+    return admin, bucket, {"ZG_CONFIG": str(config), "ZG_CATALOG": str(tmp_path / "catalog.db")}
+
+
+def _site(rgw, tmp_path):
+    """A versioned bucket, a destination in it, a key pair, and one RGW user per role, each with
+    the policy zg-doctor prints for it."""
+    admin, bucket, env = _versioned(rgw.url, tmp_path, "fleet", "host1", 'part_size = "5M"\n')
     key, pub = tmp_path / "k.key", tmp_path / "k.pub"
     pub.write_text(zg("keygen", "-o", key, check=True, env=env).stdout.decode())
     roles = {}
@@ -137,15 +142,8 @@ def test_a_delete_marker_or_a_write_over_an_archive_never_reaches_a_fetch(reques
     """A versioned bucket: whatever is put or marked deleted over an archive's key later, zg-fetch
     reads the version recorded at upload (thaw status included), and says so by its bytes."""
     url = request.getfixturevalue("aws").s3_url if server == "moto" else request.getfixturevalue("rgw").url
-    bucket = f"zg-versions-{os.urandom(4).hex()}"
+    s3, bucket, env = _versioned(url, tmp_path, "zfs", "h")
     with aws_env():
-        s3 = boto3.client("s3", endpoint_url=url)
-        s3.create_bucket(Bucket=bucket)
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        config = tmp_path / "config.toml"
-        config.write_text(f'[destinations.site]\nurl = "s3://{bucket}/zfs"\nhost = "h"\nendpoint = "{url}"\n'
-                          f'storage_class = "STANDARD"\n')
-        env = {"ZG_CONFIG": str(config), "ZG_CATALOG": str(tmp_path / "catalog.db")}
         blob = os.urandom(100_000)
         up = zg("upload", "--raw", "site", input=blob, env=env)
         assert up.returncode == 0, up.stderr.decode()
