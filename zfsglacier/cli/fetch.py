@@ -5,7 +5,7 @@ import os
 
 from ..services import thaw
 from ..stores import vouches
-from ..errors import IntegrityError, OutputClosedError, UsageError
+from ..errors import IntegrityError, NotFoundError, OutputClosedError, UsageError
 from ..plumbing.pipes import IO_SIZE, big_buffers_from_mmap, widen_pipe
 from .common import binary_stdout, output_file, parser, refuse_terminal_output, run
 from .progress import Progress
@@ -24,7 +24,10 @@ def body(argv):
     config, store, dest = open_dest(args)
     with catalog(args, config, write=False) as cat:  # none (another machine): the store's checks only
         progress = Progress(f"fetch {args.id}")
-        thaw.thaw_all(store, dest, cat, [args.id], thaw_policy(args), progress.say)
+        try:
+            thaw.thaw_all(store, dest, cat, [args.id], thaw_policy(args), progress.say)
+        except NotFoundError as err:
+            raise NotFoundError(f"{err}{_recorded_elsewhere(cat, dest, args.id)}") from None
         known = cat.get(dest, args.id)
         if args.output:
             fetch_to_file(store, args, jobs(args, config), known, progress)
@@ -36,6 +39,16 @@ def body(argv):
                           progress)
         cat.thaw_done(dest, args.id)
     return 0
+
+
+def _recorded_elsewhere(cat, dest, archive_id):
+    """A hint where the catalog knows the archive under a host prefix of ``dest`` (a named
+    destination's archives are under url/<host>, and a URL is taken as written)."""
+    for row in cat.archives(include_deleted=True):
+        if row.id == archive_id and row.dest.startswith(dest.rstrip("/") + "/"):
+            host = row.dest[len(dest.rstrip("/")) + 1:]
+            return f" (the catalog has it at {row.dest}: give --host {host}, or the destination's name)"
+    return ""
 
 
 def copy_verified(reader, out, known, archive_id, progress, digest=None, done=0):
