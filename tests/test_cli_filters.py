@@ -120,3 +120,21 @@ def test_inspect_without_and_with_key(keyfile):
     full = zg("inspect", "--key", path, "--verify", input=blob, check=True).stdout.decode()
     assert "header MAC:   ok" in full and "verified:     9000 bytes" in full
     assert_one_line_error(zg("inspect", "--verify", input=blob), errors.UsageError.exit_code, "--key")
+
+
+def test_an_archive_id_that_starts_with_a_dash_is_an_argument_not_an_option(tmp_path):
+    """A vault archive id (138 base64url characters) starts with '-' one time in 64: it reaches
+    the command as the ID (here: not found in an empty directory), not "the following arguments
+    are required"; a short option with its value attached still is one."""
+    from zfsglacier.cli.common import parser
+
+    vault_id = "-VRM0SHbujvyUPWQh8uQFSdDUyMBsyvjUy39B8eVI8lYuxARCtEDOnKuo1P4SNFcmufDGKgn5lo89kZAAZD7siY8IC3mKq"
+    p = parser("zg-x", "test")
+    p.add_argument("id")
+    p.add_argument("-o")
+    assert vars(p.parse_args([vault_id, "-o", "f"])) == {"id": vault_id, "o": "f"}
+    assert vars(p.parse_args(["x", "-of"])) == {"id": "x", "o": "f"}
+    dest = tmp_path / "store"
+    assert zg("init", f"file://{dest}").returncode == 0
+    fetch = zg("fetch", f"file://{dest}", vault_id, env={"ZG_CATALOG": str(tmp_path / "c.db")})
+    assert fetch.returncode != 2 and "required" not in fetch.stderr.decode(), fetch.stderr.decode()

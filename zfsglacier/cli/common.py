@@ -5,6 +5,7 @@ import errno
 import io
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -48,10 +49,26 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
     def parse_args(self, args=None, namespace=None):
-        """Options may come after positional arguments (`zg-ls DEST tank/db --json`)."""
+        """Options may come after positional arguments (`zg-ls DEST tank/db --json`).  A vault's
+        archive ids are 138 characters of base64url and start with '-' one time in 64, which
+        argparse takes for an option ("the following arguments are required: ID"): an argument of
+        40 or more such characters after one '-' is no option of ours, so it is an argument."""
+        args = list(sys.argv[1:] if args is None else args)
+        held = {f"\0{i}": a for i, a in enumerate(args) if _LOOKS_LIKE_ID.match(a)}
+        args = [f"\0{i}" if f"\0{i}" in held else a for i, a in enumerate(args)]
         if self._subparsers is None:
-            return self.parse_intermixed_args(args, namespace)
-        return super().parse_args(args, namespace)
+            ns = self.parse_intermixed_args(args, namespace)
+        else:
+            ns = super().parse_args(args, namespace)
+        for name, value in vars(ns).items():
+            if isinstance(value, str) and value in held:
+                setattr(ns, name, held[value])
+            elif isinstance(value, list):
+                setattr(ns, name, [held.get(v, v) if isinstance(v, str) else v for v in value])
+        return ns
+
+
+_LOOKS_LIKE_ID = re.compile(r"^-[A-Za-z0-9_][A-Za-z0-9_-]{38,}$")
 
 
 def parser(prog, description, epilog=None):
