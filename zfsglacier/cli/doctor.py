@@ -17,7 +17,7 @@ EPILOG = """examples:
       (aws iam put-user-policy --user-name zg-backup --policy-name zg-backup --policy-document file://backup.json)
 
 roles (--policy): backup   zg-backup, zg-upload: writes new objects only, never reads or deletes one
-                  restore  zg-restore, zg-fetch, zg-verify, zg-thaw, zg-catalog rebuild
+                  restore  zg-restore, zg-fetch, zg-verify, zg-catalog rebuild
                   prune    zg-prune, zg-rm: deletes, never reads an archive's bytes
                   admin    all of these, zg-doctor's bucket checks, zg-rm --bypass-governance
 

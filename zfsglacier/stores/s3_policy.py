@@ -14,7 +14,7 @@ Each role is what its commands call, no more, scoped to the destination's bucket
   Deny of reads and deletes: servers that keep ACLs (Ceph RGW; AWS buckets with ACLs enabled)
   make the writer the owner of what it wrote, and an owner may read and delete it whatever
   the policy allows.
-- ``restore`` (zg-restore, zg-fetch, zg-verify, zg-thaw, zg-catalog rebuild, zg-ls): reads
+- ``restore`` (zg-restore, zg-fetch, zg-verify, zg-catalog rebuild, zg-ls): reads
   objects and their recorded versions, their part listings and retention, asks for thaws.
 - ``prune`` (zg-prune, zg-rm): lists, deletes objects and versions, reads retention (never the
   bytes), aborts unfinished uploads.  No s3:BypassGovernanceRetention: locks hold against it.
