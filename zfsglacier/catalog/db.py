@@ -372,23 +372,37 @@ class Catalog:
         self.db.execute("DELETE FROM catalog_copies WHERE dest=? AND id=?", (dest, copy_id))
 
 
-def probed_capabilities(path, dest):
-    """What zg-doctor recorded for ``dest`` in the catalog at ``path``, read without opening it as a
-    Catalog: read-only, no migration, no check, nothing written, so that it can run before a
-    command takes its lock (a Catalog's open writes its schema, and two runs at once raced there).
-    Anything unreadable is "nothing recorded"."""
+def _peek(path, query, args):
+    """One row of a query on the catalog at ``path``, read without opening it as a Catalog:
+    read-only, no migration, no check, nothing written, so that it can run before a command takes
+    its lock (a Catalog's open writes its schema, and two runs at once raced there).  Anything
+    unreadable is None."""
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error:
-        return {}
+        return None
     try:
-        row = db.execute("SELECT found FROM capabilities WHERE dest=?", (dest,)).fetchone()
-        found = json.loads(row[0]) if row else {}
-        return found if isinstance(found, dict) else {}
-    except (sqlite3.Error, ValueError, TypeError):
-        return {}
+        return db.execute(query, args).fetchone()
+    except sqlite3.Error:
+        return None
     finally:
         db.close()
+
+
+def probed_capabilities(path, dest):
+    """What zg-doctor recorded for ``dest`` in the catalog at ``path`` (``_peek``); anything
+    unreadable is "nothing recorded"."""
+    row = _peek(path, "SELECT found FROM capabilities WHERE dest=?", (dest,))
+    try:
+        found = json.loads(row[0]) if row else {}
+    except (ValueError, TypeError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def records_archives(path, dest):
+    """Does the catalog at ``path`` record any archive at ``dest`` (``_peek``; unreadable: no)."""
+    return _peek(path, "SELECT 1 FROM archives WHERE dest=? LIMIT 1", (dest,)) is not None
 
 
 def catalog_path(path=None, config=None):

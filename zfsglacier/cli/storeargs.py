@@ -6,9 +6,9 @@ import sys
 
 from ..services import cost, thaw
 from .. import stores
-from ..catalog.db import catalog_path, open_catalog, probed_capabilities
+from ..catalog.db import catalog_path, open_catalog, probed_capabilities, records_archives
 from ..config import load_config
-from ..errors import CatalogError, UsageError
+from ..errors import UsageError
 
 
 def add_store_options(p, *, dest=True):
@@ -91,13 +91,7 @@ def this_host():
 
 def _recorded_at(args, config, url):
     path = catalog_path(getattr(args, "catalog", None), config)
-    if not os.path.exists(path):
-        return False
-    try:
-        with open_catalog(getattr(args, "catalog", None), config, write=False, create=False) as cat:
-            return bool(cat.archives(url, include_deleted=True))
-    except CatalogError:  # damaged: the command says so (a rebuild replaces it)
-        return False
+    return os.path.exists(path) and records_archives(path, url)
 
 
 def open_dest(args, **options):
