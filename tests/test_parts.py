@@ -1,6 +1,7 @@
 """Part-size policy and the shared part machinery (zfsglacier.parts): the 10,000-part wall is
 never hit by surprise, memory stays bounded, parts come back in order, errors surface."""
 
+import hashlib
 import os
 import time
 
@@ -57,7 +58,7 @@ def run(pipeline, data, chunk=100_000):
 def test_pipeline_cuts_numbered_parts_and_keeps_order():
     seen, starts = {}, []
     data = os.urandom(10 * 1000 + 7)
-    pipe = PartPipeline(lambda n: 1000, lambda p: seen.setdefault(p.number, (p.offset, p.data)),
+    pipe = PartPipeline(lambda n: 1000, lambda p: seen.setdefault(p.number, (p.offset, bytes(p.data))),
                         jobs=3, start=lambda: starts.append(1))
     result = run(pipe, data, chunk=333)
     assert starts == [1]
@@ -65,6 +66,25 @@ def test_pipeline_cuts_numbered_parts_and_keeps_order():
     assert b"".join(seen[n][1] for n in sorted(seen)) == data
     assert all(seen[p.number][0] == p.offset for p in result.parts)
     assert result.parts[-1].size == 7 and result.size == len(data)
+    assert result.sha256 == hashlib.sha256(data).digest()
+
+
+def test_part_buffers_are_used_again_and_the_whole_hash_is_in_order():
+    """Parts are filled into at most jobs + 1 buffers (never a new one per part); a buffer is
+    filled again only once its part is both sent and in the whole's hash, which sees the parts
+    in order although later parts finish first."""
+    buffers, sent = {}, {}  # buffers kept alive: a new one cannot take a freed one's id
+
+    def handle(part):
+        time.sleep((4 - part.number % 4) / 1000)
+        buffers[id(part.data)] = part.data
+        sent[part.number] = bytes(part.data)  # what was sent, as it was when sent
+
+    data = os.urandom(40 * 1000 + 3)
+    result = run(PartPipeline(lambda n: 1000, handle, jobs=3), data, chunk=777)
+    assert b"".join(sent[n] for n in sorted(sent)) == data
+    assert len(sent) == 41 and len(buffers) <= 3 + 1 + 1  # + the last part, bytes of its own
+    assert result.sha256 == hashlib.sha256(data).digest()
 
 
 def test_stream_of_one_part_is_returned_whole_and_nothing_starts():
@@ -92,6 +112,19 @@ def test_part_error_surfaces_on_the_writer_side():
     pipe = PartPipeline(lambda n: 10, handle, jobs=1)
     with pytest.raises(StoreError, match="part 2 failed"):
         run(pipe, bytes(1000), chunk=10)
+
+
+def test_a_failed_part_stops_the_others_without_waiting_on_it():
+    """Parts skipped after a failure are never hashed: nothing may wait for them (no hang)."""
+    def handle(part):
+        time.sleep(0.001)
+        if part.number == 3:
+            raise StoreError("part 3 failed")
+
+    pipe = PartPipeline(lambda n: 10, handle, jobs=4)
+    with pytest.raises(StoreError, match="part 3 failed"):
+        run(pipe, bytes(5000), chunk=7)
+    pipe.cancel()
 
 
 def test_stream_beyond_capacity_fails_before_the_last_part_is_sent():

@@ -179,8 +179,15 @@ def output_error(err, what="standard output"):
     return OutputClosedError(f"cannot write {what}: {_WHY.get(err.errno, err.strerror or err)}")
 
 
+WRITE_PIECE = 1 << 20
+
+
 class _FdWriter:
-    """Unbuffered fd 1 that always writes everything it is given."""
+    """Unbuffered fd that always writes everything it is given, at most 1 MiB per write(2).
+
+    Measured (Linux 6.18, ext4, in a VM): 213 MB written to a new file in 16 MiB writes took
+    0.56-0.70 s, in 1 MiB writes 0.055 s, in 2-4 MiB writes anything between (the page cache's
+    allocations for big writes); ranges fetched are 16 MiB.  A pipe takes 1 MiB at a time anyway."""
 
     def __init__(self, fd, what="standard output"):
         self._fd, self._what = fd, what
@@ -189,13 +196,17 @@ class _FdWriter:
         return self._fd
 
     def write(self, data):
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         try:
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view[:WRITE_PIECE]):]
         except OSError as err:
             raise output_error(err, self._what) from None
+        self._wrote(len(data))
         return len(data)
+
+    def _wrote(self, n):
+        pass
 
     def flush(self):
         pass
@@ -268,29 +279,38 @@ def binary_stdout():
 
 
 def output_file(fileobj, name):
-    """A binary file object whose write and flush failures are output errors naming ``name``."""
-    return _FileOut(fileobj, name)
+    """Writes to a regular file opened as ``fileobj`` whose write and flush failures are output
+    errors naming ``name``; ``flush()`` makes what was written durable (fsync)."""
+    return _FileOut(fileobj.fileno(), name)
 
 
-class _FileOut:
-    def __init__(self, f, name):
-        self._f, self._name = f, name
+class _FileOut(_FdWriter):
+    """Writes start the disk writes at once, so ``flush()``'s fsync finds little left to do.
 
-    def fileno(self):
-        return self._f.fileno()
+    Linux starts writeback of a range's dirty pages on POSIX_FADV_DONTNEED (and leaves them cached
+    until they are written); measured on zg-fetch -o of 213 MB: the final fsync took 0.07-0.09 s
+    of a 1 s run when all of it was left to the end, ~0 s this way."""
 
-    def write(self, data):
-        try:
-            return self._f.write(data)
-        except OSError as err:
-            raise output_error(err, self._name) from None
+    START_WRITEBACK = 8 << 20  # bytes written between two advices
+
+    def __init__(self, fd, name):
+        super().__init__(fd, name)
+        self._advised = self._end = os.fstat(fd).st_size  # writes go at the end: a new file, or appended to
+
+    def _wrote(self, n):
+        self._end += n
+        if self._advised is not None and self._end - self._advised >= self.START_WRITEBACK:
+            try:
+                os.posix_fadvise(self._fd, self._advised, self._end - self._advised, os.POSIX_FADV_DONTNEED)
+                self._advised = self._end
+            except (OSError, AttributeError):  # not a regular file, or not Linux: fsync does it all
+                self._advised = None
 
     def flush(self):
         try:
-            self._f.flush()
-            os.fsync(self._f.fileno())
+            os.fsync(self._fd)
         except OSError as err:
-            raise output_error(err, self._name) from None
+            raise output_error(err, self._what) from None
 
 
 def refuse_terminal_output(out, prog):

@@ -21,15 +21,15 @@ may differ; vault parts one power of two 1 MiB..4 GiB):
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import io
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from .concurrency import BoundedPool, OrderedMap
+from .concurrency import BoundedPool, InOrder, OrderedMap
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -189,11 +189,12 @@ def retry_call(fn: Callable[[], Any], *, transient: Callable[[BaseException], bo
 
 @dataclass
 class Part:
-    """One numbered slice of the stream; ``sha256`` is filled in on the worker thread."""
+    """One numbered slice of the stream; ``sha256`` is filled in on the worker thread.  ``data``
+    may be a buffer that is used again after the part is stored (see ``PartPipeline``)."""
 
     number: int
     offset: int
-    data: bytes
+    data: bytes | bytearray
     sha256: bytes = b""
 
     @property
@@ -214,11 +215,42 @@ class PartDone:
 
 @dataclass
 class PipelineResult:
-    """``single`` is the whole stream when it never outgrew the first part (no part was sent)."""
+    """``single`` is the whole stream when it never outgrew the first part (no part was sent);
+    ``sha256`` is the digest of the whole stream."""
 
     single: Optional[bytes] = None
     parts: list = field(default_factory=list)
     size: int = 0
+    sha256: bytes = b""
+
+
+class PartBuffers:
+    """Part-sized buffers, used again once a part is stored.
+
+    Measured (perf, zg-upload of 213 MB to Ceph RGW): with a fresh 16 MiB ``bytes`` per part
+    (joined from the written pieces), the kernel's zeroing of the new pages was 17% of the
+    process's CPU, more than MD5 and SHA-256 together; a part written into a buffer whose pages
+    are already mapped costs one memcpy.  At most ``jobs + 1`` buffers exist (the parts in flight
+    and the one being filled), the same bound as before; buffers of a size no longer asked for
+    (parts grew) are let go."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._size = 0
+        self._free: list[bytearray] = []
+
+    def get(self, size: int) -> bytearray:
+        with self._lock:
+            if size != self._size:
+                self._size, self._free = size, []
+            if self._free:
+                return self._free.pop()
+        return bytearray(size)
+
+    def put(self, buf: bytearray) -> None:
+        with self._lock:
+            if len(buf) == self._size:
+                self._free.append(buf)
 
 
 class PartPipeline:
@@ -230,7 +262,14 @@ class PartPipeline:
     once, on the writing thread, just before the first part is handed out (lazy multipart start).
     ``size_of(n)`` gives part n's size; writing past ``capacity`` raises ``too_big()``.
     ``part_sha256()`` says, when a part is handed out, whether it needs its SHA-256 (a hash of
-    every byte: skipped where the store neither checks nor records it).
+    every byte: skipped where the store neither checks nor records it).  The SHA-256 of the whole
+    stream is taken on the part threads, in part order (``InOrder``), each part before it is
+    sent: measured (zg-upload of 213 MB to Ceph RGW), on the writing thread it was a third of
+    that thread's time, which reads the input and so paces everything.
+
+    A part's ``data`` is a ``bytearray`` that is filled again with a later part once ``handle``
+    returns (``PartBuffers``): a handler keeps no reference to it, and passes ``bytes(data)`` to
+    an API that needs ``bytes``.  The last part, and the single blob, are ``bytes`` of their own.
     """
 
     def __init__(self, size_of: Callable[[int], int], handle: Callable[[Part], Any], *,
@@ -247,8 +286,9 @@ class PartPipeline:
         self._too_big = too_big
         self._start = start
         self._part_sha256 = part_sha256
-        self._chunks: collections.deque = collections.deque()
-        self._pending = 0
+        self._buffers = PartBuffers()
+        self._buf: Optional[bytearray] = None  # the part being filled (part number self._next)
+        self._fill = 0
         self._written = 0
         self._next = 1
         self._offset = 0
@@ -256,6 +296,10 @@ class PartPipeline:
         self._pool: Optional[BoundedPool] = None
         self._done: dict[int, PartDone] = {}
         self._closed = False
+        self._whole = hashlib.sha256()
+        self._in_order = InOrder(self._hashed)
+        self._halfway: set[int] = set()  # parts either hashed or sent, not yet both
+        self._lock = threading.Lock()
 
     @property
     def written(self) -> int:
@@ -267,16 +311,24 @@ class PartPipeline:
 
     def write(self, data) -> int:
         self._check()
-        n = len(data)
+        view = memoryview(data).cast("B")
+        n = len(view)
         if not n:
             return 0
         if self._capacity is not None and self._written + n > self._capacity:
             raise self._too_big()
-        self._chunks.append(bytes(data))  # callers may reuse their buffer
-        self._pending += n
+        pos = 0
+        while pos < n:
+            if self._buf is not None and self._fill == len(self._buf):
+                self._submit(self._buf)  # a full part goes once a byte past it has come
+                self._buf = None
+            if self._buf is None:
+                self._buf, self._fill = self._buffers.get(self._size_of(self._next)), 0
+            k = min(n - pos, len(self._buf) - self._fill)
+            self._buf[self._fill:self._fill + k] = view[pos:pos + k]  # callers may reuse their buffer
+            self._fill += k
+            pos += k
         self._written += n
-        while self._pending > self._size_of(self._next):
-            self._submit(self._take(self._size_of(self._next)))
         return n
 
     def finish(self) -> PipelineResult:
@@ -284,18 +336,21 @@ class PartPipeline:
         self._check()
         self._closed = True
         if not self._started:
-            return PipelineResult(single=self._take(self._pending), size=self._written)
-        if self._pending:
-            self._submit(self._take(self._pending))
+            single = self._take_last()
+            return PipelineResult(single=single, size=self._written, sha256=hashlib.sha256(single).digest())
+        if self._buf is not None and self._fill == len(self._buf):
+            self._submit(self._buf)
+            self._buf = None
+        elif last := self._take_last():
+            self._submit(last)
         self._pool.join()
         parts = [self._done[n] for n in range(1, self._next)]
-        return PipelineResult(parts=parts, size=self._written)
+        return PipelineResult(parts=parts, size=self._written, sha256=self._whole.digest())
 
     def cancel(self) -> None:
         """Stop: no further parts; wait for those in flight (so nothing is sent after abort)."""
         self._closed = True
-        self._chunks.clear()
-        self._pending = 0
+        self._buf, self._fill = None, 0
         self._drain()
 
     # internals
@@ -305,22 +360,16 @@ class PartPipeline:
         if self._closed:
             raise ValueError("upload already finished or cancelled")
 
-    def _take(self, size: int) -> bytes:
-        out = []
-        need = size
-        while need:
-            chunk = self._chunks.popleft()
-            if len(chunk) > need:
-                out.append(chunk[:need])
-                self._chunks.appendleft(chunk[need:])
-                need = 0
-            else:
-                out.append(chunk)
-                need -= len(chunk)
-        self._pending -= size
-        return out[0] if len(out) == 1 else b"".join(out)
+    def _take_last(self) -> bytes:
+        """The part being filled, as ``bytes`` of its own (its buffer goes back)."""
+        buf, self._buf = self._buf, None
+        if buf is None:
+            return b""
+        data = bytes(memoryview(buf)[:self._fill])
+        self._buffers.put(buf)
+        return data
 
-    def _submit(self, data: bytes) -> None:
+    def _submit(self, data) -> None:
         if not self._started:
             if self._start is not None:
                 self._start()
@@ -332,13 +381,31 @@ class PartPipeline:
         self._pool.submit(part)
 
     def _run(self, part: Part) -> None:
+        data = part.data
+        self._in_order.feed(part.number, (part.number, data))  # hashed now, or by the part before's thread
         try:
             if self._part_sha256():
-                part.sha256 = hashlib.sha256(part.data).digest()
+                part.sha256 = hashlib.sha256(data).digest()
             receipt = self._handle(part)
             self._done[part.number] = PartDone(part.number, part.offset, part.size, part.sha256, receipt)
         finally:
             part.data = b""
+        self._let_go(part.number, data)  # not after a failure: the buffer is then dropped
+
+    def _hashed(self, numbered) -> None:
+        n, data = numbered
+        self._whole.update(data)
+        self._let_go(n, data)
+
+    def _let_go(self, n: int, data) -> None:
+        """A part's buffer is used again once the part is both hashed and sent."""
+        with self._lock:
+            if n not in self._halfway:
+                self._halfway.add(n)
+                return
+            self._halfway.discard(n)
+        if isinstance(data, bytearray):
+            self._buffers.put(data)
 
     @property
     def in_flight_peak(self) -> int:
@@ -359,7 +426,10 @@ class OrderedReader(io.RawIOBase):
     bytes are handed out (whole-object checks that must pass before the last byte goes out).
     A fetch error is raised when the reader reaches that item, not before.  ``start`` skips to
     that byte offset (items then need ``offset`` and ``size``).  ``on_close`` runs
-    once when the reader is closed (release a file descriptor, a connection).
+    once when the reader is closed (release a file descriptor, a connection).  ``release(data)``
+    runs when the reader is done with an item's bytes (the next item is taken, or it is closed),
+    so ``fetch`` may fill buffers used again (``PartBuffers``); a piece from ``pieces()`` is then
+    valid until the next one is asked for.
 
     ``verifies`` is the store's checksum (``ArchiveInfo.checksum`` notation) that the whole is
     checked against before its last byte is handed out, when the store does that check (not on
@@ -370,9 +440,12 @@ class OrderedReader(io.RawIOBase):
 
     def __init__(self, items: Iterable, fetch: Callable[[Any], bytes], *, jobs: int = 4,
                  deliver: Optional[Callable[[Any, bytes, bool], None]] = None,
-                 on_close: Optional[Callable[[], None]] = None, start: int = 0):
+                 on_close: Optional[Callable[[], None]] = None, start: int = 0,
+                 release: Optional[Callable[[Any], None]] = None):
         super().__init__()
         self._on_close = on_close
+        self._release = release
+        self._data = None  # the item's bytes self._buf is a view of (for release)
         self._skip = 0
         if start:  # resume a download: items need .offset and .size; the first is cut
             items = [i for i in items if i.offset + i.size > start]
@@ -405,13 +478,20 @@ class OrderedReader(io.RawIOBase):
     def _next_chunk(self) -> bool:
         if not len(self._map):
             return False
+        self._let_go()
         (item, last), data = self._map.next()
         if self._deliver is not None:
             self._deliver(item, data, last)
         self._fill_one()
-        self._buf = memoryview(data)[self._skip:]
+        self._buf, self._data = memoryview(data)[self._skip:], data
         self._skip = 0
         return True
+
+    def _let_go(self) -> None:
+        data, self._data = self._data, None
+        self._buf = memoryview(b"")
+        if data is not None and self._release is not None:
+            self._release(data)
 
     def readinto(self, b) -> int:
         if self.closed:

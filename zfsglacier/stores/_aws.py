@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
+import http.client
 import logging
+import os
 import time
 from typing import Optional
 
@@ -59,7 +61,7 @@ def make_client(service: str, *, profile: Optional[str] = None, region: Optional
             retries={"mode": retry_mode, "total_max_attempts": int(max_attempts)},
             connect_timeout=float(connect_timeout), read_timeout=float(read_timeout),
             max_pool_connections=POOL, user_agent_extra="zfsglacier",
-            s3=_s3_settings(session) if service == "s3" else None)
+            **(_s3_settings(session) if service == "s3" else {}))
         client = session.client(service, config=config, endpoint_url=endpoint)
     except bx.ProfileNotFound as exc:
         raise StoreError(f"AWS profile not found: {exc.kwargs.get('profile', profile)}") from None
@@ -99,12 +101,25 @@ class _ConnectRetries:
 
 
 def _s3_settings(session) -> dict:
-    """S3 requests carry a signed ``x-amz-checksum-sha256`` header that S3 checks against the
-    body, so the body need not be hashed a second time for the signature: botocore already skips
-    that over HTTPS, and this skips it over plain HTTP too (an endpoint on a LAN, moto).  A
-    ``payload_signing_enabled`` in the user's AWS config still wins."""
-    user = (session._session.get_scoped_config().get("s3") or {})
-    return {} if "payload_signing_enabled" in user else {"payload_signing_enabled": False}
+    """Each byte sent is hashed once for the check the server makes, and not again by botocore.
+
+    - S3 requests carry a signed ``x-amz-checksum-sha256`` header (AWS) or ``Content-MD5`` (a
+      server without flexible checksums, RGW 16.2) that the server checks against the body, so
+      the body need not be hashed a second time for the signature: botocore already skips that
+      over HTTPS, and this skips it over plain HTTP too (an endpoint on a LAN, moto).
+    - botocore (1.36 and later) adds a CRC32 of its own to every upload that names no
+      ``x-amz-checksum-*`` header, so to every part that carries only ``Content-MD5``; measured on
+      RGW (which ignores it): 0.5 s of a 2.5 s upload of 213 MB went to reading the body in
+      pieces for it.  ``when_required`` keeps it for the calls S3 requires a checksum on.
+    The user's own ``payload_signing_enabled`` / ``request_checksum_calculation`` (AWS config
+    file or environment) still win."""
+    scoped = session._session.get_scoped_config()
+    settings = {}
+    if "payload_signing_enabled" not in (scoped.get("s3") or {}):
+        settings["s3"] = {"payload_signing_enabled": False}
+    if "request_checksum_calculation" not in scoped and not os.environ.get("AWS_REQUEST_CHECKSUM_CALCULATION"):
+        settings["request_checksum_calculation"] = "when_required"
+    return settings
 
 
 def error_code(exc: BaseException) -> str:
@@ -181,6 +196,42 @@ def call(fn, what: str, *, not_found: Optional[str] = None, retry_drops: bool = 
         if retry_drops:
             return retry_call(lambda: fn(**kw), transient=is_transient)
         return fn(**kw)
+
+
+def read_body_into(resp: dict, view: memoryview) -> int:
+    """Fill ``view`` from a GET's body; return how many bytes the body has, ``len(view) + 1``
+    standing for "more" (a server that ignored Range, sending the whole object: none of it is
+    read).  A body cut short raises ConnectionError or botocore's IncompleteReadError, both
+    transient: the range is read again.
+
+    The bytes go from the socket straight into ``view`` (http.client's ``readinto``, under
+    urllib3): measured on RGW, 213 MB in 16 MiB ranges took 0.10 CPU-s this way and 0.20 with
+    ``body.read()`` (a new 16 MiB ``bytes`` for every range, and urllib3's copy into it).  Where
+    the layers below are not the ones this knows (another urllib3; a chunked body),
+    ``readinto`` in 1 MiB pieces does the same more slowly."""
+    body, want = resp["Body"], len(view)
+    length = resp.get("ContentLength")
+    if length is not None and length != want:
+        return min(length, want + 1)
+    raw = getattr(body, "_raw_stream", None)  # urllib3's response
+    fp = getattr(raw, "_fp", None)  # http.client's, nothing of the body read yet
+    if (isinstance(fp, http.client.HTTPResponse) and not fp.chunked and fp.length == want
+            and callable(getattr(raw, "release_conn", None))):
+        pos = 0
+        while pos < want:
+            n = fp.readinto(view[pos:])
+            if not n:
+                raise ConnectionError(f"the connection closed after {pos} of {want} bytes")
+            pos += n
+        raw.release_conn()  # the whole body is read: the connection serves the next request
+        return pos
+    pos = 0
+    while pos < want:
+        n = body.readinto(view[pos:pos + (1 << 20)])
+        if not n:
+            return pos
+        pos += n
+    return pos + len(body.read(1))
 
 
 def clock_check(resp: dict) -> Check:

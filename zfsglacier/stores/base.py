@@ -286,7 +286,6 @@ class Upload(io.BufferedIOBase):
         self._probe = bytearray()
         self._probe_need = max((s.existing[1].size for s in sessions if 1 in s.existing),
                                default=0) if resume else 0
-        self._sha = hashlib.sha256()
         self._pipeline: Optional[PartPipeline] = None
         self._state = "open"
         self._stats_lock = threading.Lock()
@@ -308,7 +307,6 @@ class Upload(io.BufferedIOBase):
             if len(self._probe) >= self._probe_need:
                 self._choose(at_eof=False)
             return n
-        self._sha.update(data)
         return self._pipeline.write(data)
 
     def close(self) -> None:
@@ -343,19 +341,19 @@ class Upload(io.BufferedIOBase):
                 self._choose(at_eof=True)
             result = self._pipeline.finish()
             if result.single is not None and not self._resume:
-                info = self.session.put_single(result.single, self._sha.digest())
+                info = self.session.put_single(result.single, result.sha256)
                 self._count("parts_sent", "bytes_sent", len(result.single))
             else:
                 parts = result.parts
                 if result.single is not None:  # resumed stream that is exactly one part
                     part = Part(1, 0, result.single, hashlib.sha256(result.single).digest())
                     parts = [PartDone(1, 0, part.size, part.sha256, self._handle(part))]
-                info = self.session.complete(parts, result.size, self._sha.digest())
+                info = self.session.complete(parts, result.size, result.sha256)
         except BaseException:
             self._state = "failed"
             self._abort_quietly()
             raise
-        info.sha256 = self._sha.hexdigest()
+        info.sha256 = result.sha256.hex()
         self.info = info
         self._state = "committed"
         return info
@@ -422,7 +420,6 @@ class Upload(io.BufferedIOBase):
         self.session = best
         self._make_pipeline()
         self._probe = bytearray()
-        self._sha.update(data)
         self._pipeline.write(data)
 
 

@@ -69,8 +69,8 @@ from typing import Iterator, Optional
 
 from ..plumbing.concurrency import InOrder, parallel_map
 from ..errors import IntegrityError, NotFoundError, RestorePendingError, RetainedError, StoreError, UsageError
-from ..plumbing.parts import (MAX_PARTS, S3_MAX_PART, S3_MIN_PART, MiB, OrderedReader, Part, PartDone, PartPlan,
-                              retry_call, s3_plan)
+from ..plumbing.parts import (MAX_PARTS, S3_MAX_PART, S3_MIN_PART, MiB, OrderedReader, Part, PartBuffers, PartDone,
+                              PartPlan, retry_call, s3_plan)
 from . import _aws, s3_policy
 from ._aws import aws_errors, b64, call, error_code
 from .base import (THAW_WAIT, ArchiveInfo, Check, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus,
@@ -972,11 +972,14 @@ class S3Store(Store):
         # whole-object SHA-256 is sequential, and on the reading thread it held the output up.
         order = InOrder(lambda got: whole.add(*got), first=ranges[0].number) if ranges and not start else None
 
-        def fetch(r: _Range) -> bytes:
+        buffers = PartBuffers()  # ranges are read into buffers the reader hands back
+
+        def fetch(r: _Range) -> bytearray:
             # Each byte is hashed once per check that needs it: a part's own digest only when the
             # part or a composite checksum needs it, the whole's hash of the bytes (in order).
+            buf = buffers.get(r.size)
             for attempt in (1, 2):  # a mismatch may be damage in transit: fetch once more
-                data = self._get_range(key, id, r, version)
+                data = self._get_range(key, id, r, version, into=buf)
                 sha = hashlib.sha256(data).digest() if r.sha256 is not None or whole.part_sha else None
                 md5 = hashlib.md5(data).digest() if r.md5 is not None or whole.part_md5 else None
                 bad = ((r.sha256 is not None and sha != r.sha256)
@@ -994,7 +997,7 @@ class S3Store(Store):
                 whole.verify(f"{self.url}: archive {id}")
 
         reader = OrderedReader(ranges, fetch, jobs=jobs, start=start,
-                               deliver=None if start else deliver)
+                               deliver=None if start else deliver, release=buffers.put)
         if not start and whole.sha:
             reader.verifies = verifies
         return reader
@@ -1024,26 +1027,32 @@ class S3Store(Store):
             offset += part
         return ranges
 
-    def _get_range(self, key: str, archive_id: str, r: _Range, version: Optional[str] = None) -> bytes:
-        def once() -> bytes:
+    def _get_range(self, key: str, archive_id: str, r: _Range, version: Optional[str] = None,
+                   into: Optional[bytearray] = None) -> bytearray:
+        """Range ``r`` of the object, read into ``into`` (a buffer of exactly r.size bytes, used
+        again by the caller) or a new one."""
+        buf = into if into is not None else bytearray(r.size)
+        view = memoryview(buf)
+
+        def once() -> int:
             resp = self.client.get_object(Bucket=self.bucket, Key=key, **_version(version),
                                           Range=f"bytes={r.offset}-{r.offset + r.size - 1}")
-            with resp["Body"] as body:  # never more than the range: a server may send the whole object
-                return body.read(r.size + 1)
+            with resp["Body"]:  # never more than the range: a server may send the whole object
+                return _aws.read_body_into(resp, view)
 
         try:
             with aws_errors(f"{self.url}: read {archive_id}",
                             not_found=f"no archive {archive_id} in {self.url}"):
-                data = retry_call(once, transient=_aws.is_transient)
+                got = retry_call(once, transient=_aws.is_transient)
         except StoreError as exc:
             if exc.code == "InvalidObjectState":
                 raise pending(self.url, archive_id, "cold storage", "is not restored (any more)") from None
             raise
-        if len(data) != r.size:
-            got = f"more than {r.size}" if len(data) > r.size else str(len(data))
+        if got != r.size:
+            got = f"more than {r.size}" if got > r.size else str(got)
             raise IntegrityError(f"{self.url}: archive {archive_id}: got {got} bytes for "
                                  f"part {r.number} (bytes {r.offset}-{r.offset + r.size - 1}), expected {r.size}")
-        return data
+        return buf
 
     def _part_ranges(self, key: str, archive_id: str, count: int, size: int,
                      jobs: int, version: Optional[str] = None) -> Optional[list[_Range]]:

@@ -91,9 +91,11 @@ class VaultSession(UploadSession):
         self.upload_id = resp["uploadId"]
 
     def send_part(self, part: Part) -> bytes:
+        # bytes of its own: botocore's vault checksum handler takes bytes or a file, not the
+        # part's buffer (which is filled again once this returns)
         th = tree_hash(part.data)
         resp = self._call("upload_multipart_part", f"upload part {part.number}", retry=True,
-                          uploadId=self.upload_id, body=part.data, checksum=th.hex(),
+                          uploadId=self.upload_id, body=bytes(part.data), checksum=th.hex(),
                           range=f"bytes {part.offset}-{part.offset + part.size - 1}/*")
         if resp.get("checksum") and resp["checksum"] != th.hex():
             raise IntegrityError(f"{self.store.url}: the vault stored part {part.number} with "
