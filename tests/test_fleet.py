@@ -70,6 +70,9 @@ def test_hosts_share_a_bucket_each_under_its_own_prefix(url, zfs_dataset, zfs_po
         some = cat.archives()[0].id
     p = zg("fetch", f"s3://{bucket}/zfs", some, env=dict(here, AWS_ENDPOINT_URL_S3=url))  # the URL as written
     assert_one_line_error(p, 11, f"--host {THIS}")
+    p = zg("restore", f"s3://{bucket}/zfs", f"{zfs_dataset.name}@s1", f"{zfs_pool}/never", "--key", key,
+           env=dict(here, AWS_ENDPOINT_URL_S3=url))
+    assert_one_line_error(p, 11, f"--host {THIS}")
 
     listed = zg("ls", "site", "--all-hosts", "--key", key, "--json", env=here)
     assert listed.returncode == 0, listed.stderr.decode()

@@ -9,7 +9,7 @@ from ..errors import IntegrityError, NotFoundError, OutputClosedError, UsageErro
 from ..plumbing.pipes import IO_SIZE, big_buffers_from_mmap, widen_pipe
 from .common import binary_stdout, output_file, parser, refuse_terminal_output, run
 from .progress import Progress
-from .storeargs import add_store_options, add_thaw_options, catalog, jobs, open_dest, thaw_policy
+from .storeargs import add_store_options, add_thaw_options, catalog, jobs, open_dest, recorded_elsewhere, thaw_policy
 
 def body(argv):
     p = parser("zg-fetch", "Write archive ID from DEST to stdout (or -o FILE), thawing it first if it is cold.")
@@ -27,7 +27,7 @@ def body(argv):
         try:
             thaw.thaw_all(store, dest, cat, [args.id], thaw_policy(args), progress.say)
         except NotFoundError as err:
-            raise NotFoundError(f"{err}{_recorded_elsewhere(cat, dest, args.id)}") from None
+            raise NotFoundError(f"{err}{recorded_elsewhere(cat, dest, lambda r: r.id == args.id)}") from None
         known = cat.get(dest, args.id)
         if args.output:
             fetch_to_file(store, args, jobs(args, config), known, progress)
@@ -39,16 +39,6 @@ def body(argv):
                           progress)
         cat.thaw_done(dest, args.id)
     return 0
-
-
-def _recorded_elsewhere(cat, dest, archive_id):
-    """A hint where the catalog knows the archive under a host prefix of ``dest`` (a named
-    destination's archives are under url/<host>, and a URL is taken as written)."""
-    for row in cat.archives(include_deleted=True):
-        if row.id == archive_id and row.dest.startswith(dest.rstrip("/") + "/"):
-            host = row.dest[len(dest.rstrip("/")) + 1:]
-            return f" (the catalog has it at {row.dest}: give --host {host}, or the destination's name)"
-    return ""
 
 
 def copy_verified(reader, out, known, archive_id, progress, digest=None, done=0):

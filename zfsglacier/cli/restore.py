@@ -3,11 +3,13 @@
 import sys
 
 from ..catalog import chains
+from ..errors import NotFoundError
 from ..services import restore
 from .common import parser, run
 from .keyargs import add_key_options, add_signer_option, identities, signers
 from .progress import Progress
-from .storeargs import add_store_options, add_thaw_options, catalog, jobs, open_dest, thaw_policy
+from .storeargs import (add_store_options, add_thaw_options, catalog, jobs, open_dest, recorded_elsewhere,
+                        thaw_policy)
 from ..zfs import open_zfs
 
 
@@ -26,8 +28,12 @@ def body(argv):
     args = p.parse_args(argv)
     config, store, dest = open_dest(args)
     with catalog(args, config, write=False, create=False) as cat:
-        if args.dry_run:
+        try:
             rows, row = restore.find_snapshot(cat, dest, args.snapshot)
+        except NotFoundError as err:
+            hint = recorded_elsewhere(cat, dest, restore.names(args.snapshot), include_deleted=False)
+            raise NotFoundError(f"{err}{hint}") from None
+        if args.dry_run:
             chain = chains.chain_to(rows, row.toguid, args.snapshot)
             print(f"{args.snapshot} -> {args.target}:")
             print(restore.describe(chain, lambda a: store.price_class(a.storage_class)))

@@ -80,6 +80,17 @@ def elsewhere(args, config, store):
     return f"{store.url} holds none of them, but {base.url} holds " + ", and ".join(words)
 
 
+def recorded_elsewhere(cat, dest, named, *, include_deleted=True):
+    """A hint for a "not found": where the catalog knows an archive ``named(row)`` selects under
+    a host prefix of ``dest`` (a named destination's archives are under url/<host>, and a URL is
+    taken as written); "" when it knows none there."""
+    base = dest.rstrip("/") + "/"
+    for row in cat.archives(include_deleted=include_deleted):
+        if named(row) and row.dest.startswith(base):
+            return f" (the catalog has it at {row.dest}: give --host {row.dest[len(base):]}, or the destination's name)"
+    return ""
+
+
 def this_host():
     name = socket.gethostname().split(".")[0]
     try:

@@ -21,19 +21,28 @@ from ..format.zfsstream import STREAM_FEATURES
 from ..format.keys import check_signature, open_header
 
 
+def names(spec):
+    """``row -> bool``: is a catalog row the archive that DATASET@SNAP (or DATASET@guid:N, or an
+    archive id) names?"""
+    if "@" not in spec:
+        return lambda r: r.id == spec
+    dataset, snap = spec.split("@", 1)
+    if snap.startswith("guid:"):
+        return lambda r: str(r.toguid) == snap[5:]
+    return lambda r: r.dataset == dataset and r.snapshot == snap
+
+
 def find_snapshot(cat, dest, spec):
     """The catalog row for DATASET@SNAP (or DATASET@guid:N, or an archive id)."""
     rows = cat.archives(dest)
+    named = names(spec)
     if "@" not in spec:
-        row = next((r for r in rows if r.id == spec), None)
+        row = next((r for r in rows if named(r)), None)
         if row is None:
             raise NotFoundError(f"{spec}: expected DATASET@SNAPSHOT (or an archive id)")
         return rows, row
     dataset, snap = spec.split("@", 1)
-    if snap.startswith("guid:"):
-        match = [r for r in rows if str(r.toguid) == snap[5:]]
-    else:
-        match = [r for r in rows if r.dataset == dataset and r.snapshot == snap]
+    match = [r for r in rows if named(r)]
     trees = [r for r in rows if r.snapshot == snap and r.dataset and dataset.startswith(r.dataset + "/")
              and "-R" in r.meta.send_flags]
     if not match and trees:  # a dataset inside a replicated tree: the tree is one stream
