@@ -36,6 +36,9 @@ $(STAMP): pyproject.toml setup.py zfsglacier/plumbing/_fletcher.c
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES) >/dev/null
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CEPH_PACKAGES) >/dev/null
 	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@# An editable install compiles nothing, and where PYTHONDONTWRITEBYTECODE is set every command
+	@# compiled its modules at each start (0.08 s of zg-upload's 0.3 s start, measured)
+	$(PYTHON) -m compileall -q zfsglacier
 	@mkdir -p .make && touch $@
 
 test: install
