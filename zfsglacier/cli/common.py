@@ -2,6 +2,7 @@
 
 import argparse
 import errno
+import gc
 import io
 import logging
 import os
@@ -82,6 +83,11 @@ def run(prog, body, argv=None):
     """Run ``body(argv)``; turn every expected failure into one stderr line and an exit code."""
     if argv is None:
         argv = sys.argv[1:]
+    # Python's cycle collector ran ~140 times in one zg-fetch, mostly while botocore loads its
+    # service models, walking them again each time; collecting after 50,000 new objects instead
+    # of 700: zg-fetch of 213 MB from RGW took 0.72 CPU-s instead of 0.77 (median of 8 runs).
+    # Little here makes cycles: memory is the transfer buffers, not objects.
+    gc.set_threshold(50_000, 20, 100)
     _catch_stop_signals()
     _text_stdout()
     _notices(prog)
