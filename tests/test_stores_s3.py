@@ -337,3 +337,21 @@ def test_a_body_read_into_a_buffer_says_how_long_it_was(sent, got):
     assert n == got
     assert bytes(buf[:min(n, 10)]) == body.getvalue()[:min(n, 10)]
     assert body.tell() <= 11
+
+
+@pytest.mark.parametrize("size", [1000, 2 * PART + 5], ids=["single", "multipart"])
+def test_an_object_already_at_a_new_archive_key_is_refused_and_left_alone(bucket, s3, monkeypatch, size):
+    """Writes carry If-None-Match: * (moto honours it, as AWS does): an object someone else put at
+    the key a new upload was given is never overwritten, never deleted, and the upload fails
+    saying so (here the key is taken on purpose; a real id is random)."""
+    from zfsglacier.stores import s3 as s3_module
+
+    store = store_for(bucket)
+    archive_id = "20261203T000000Z-deadbeef"
+    monkeypatch.setattr(s3_module, "new_archive_id", lambda: archive_id)
+    foreign = os.urandom(777)
+    s3.put_object(Bucket=bucket, Key=store.key(archive_id), Body=foreign)
+    with pytest.raises(IntegrityError, match="already holds an object that is not this upload"):
+        store.upload(io.BytesIO(os.urandom(size)), {})
+    assert s3.get_object(Bucket=bucket, Key=store.key(archive_id))["Body"].read() == foreign
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")  # the parts were aborted
