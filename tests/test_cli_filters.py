@@ -28,6 +28,20 @@ def test_keygen_makes_a_0600_key_and_prints_its_recipient(keyfile, tmp_path):
     assert_one_line_error(again, errors.KeyFileError.exit_code, "already exists")
 
 
+def test_keygen_makes_the_directories_the_key_needs_0700(tmp_path):
+    """README's first command on a fresh machine: ~/.zg does not exist yet."""
+    path = tmp_path / "home" / ".zg" / "offsite.key"
+    p = zg("keygen", "-o", path)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode().startswith("zgpub-")
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700  # the key's own; ones above it as usual
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    p = zg("keygen", "-o", blocked / "k.key")  # a parent that is a file: one line, nothing made
+    assert_one_line_error(p, errors.KeyFileError.exit_code, "cannot create")
+
+
 def test_pub_encrypts_secret_decrypts(keyfile, tmp_path):
     path, recipient = keyfile
     pub = tmp_path / "offsite.pub"
