@@ -427,9 +427,9 @@ class OrderedReader(io.RawIOBase):
     A fetch error is raised when the reader reaches that item, not before.  ``start`` skips to
     that byte offset (items then need ``offset`` and ``size``).  ``on_close`` runs
     once when the reader is closed (release a file descriptor, a connection).  ``release(data)``
-    runs when the reader is done with an item's bytes (the next item is taken, or it is closed),
-    so ``fetch`` may fill buffers used again (``PartBuffers``); a piece from ``pieces()`` is then
-    valid until the next one is asked for.
+    runs when the reader is done with an item's bytes (when the next item is taken; at close they
+    are simply dropped), so ``fetch`` may fill buffers used again (``PartBuffers``); a piece from
+    ``pieces()`` is then valid until the next one is asked for.
 
     ``verifies`` is the store's checksum (``ArchiveInfo.checksum`` notation) that the whole is
     checked against before its last byte is handed out, when the store does that check (not on
