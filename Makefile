@@ -6,7 +6,7 @@ DEB_PACKAGES := zfs-fuse pbzip2 openssl zstd bzip2 rclone
 # A real S3 server for the tests, which start it themselves (tests/servers/ceph_rgw.py)
 CEPH_PACKAGES := radosgw ceph-mon ceph-osd
 
-.PHONY: help install check test test-openzfs openzfs-image openzfs-deps bench demo clean vectors backup restore verify
+.PHONY: help install check test test-openzfs openzfs-image openzfs-deps bench demo clean vectors backup restore verify docs
 
 # Runbook variables for backup/restore/verify (override on the command line or in the environment)
 DEST ?= offsite
@@ -28,6 +28,9 @@ help:
 	@echo "make backup DATASET=tank/db [DEST=offsite PUB=~/.zg/offsite.pub]         back a dataset up (recursively)"
 	@echo "make restore SNAP=tank/db@2026-03-03 TARGET=tank/db-restored [DEST= KEY= TIER=]"
 	@echo "make verify [DEST=offsite KEY=...]   fetch every archive of DEST and check it end to end"
+	@echo "    DRY_RUN=1 (backup, restore): the plan only;  NO_WAIT=1 (restore, verify): request thaws, exit 75"
+	@echo "    make exits 2 on any failure: its last line names the tool's own exit code (75: run again later)"
+	@echo "make docs      rewrite docs/zg-*.md (the command reference) from the parsers"
 
 install: $(STAMP)
 
@@ -75,13 +78,27 @@ vectors:
 clean:
 	rm -rf .make build *.egg-info
 
+# GNU make exits 2 whatever a recipe's status was, so each runbook target says the tool's own exit
+# code and what it means on its last line (75: a thaw was requested, run the same target again
+# later); a script that branches on the code runs the command `make -n TARGET ...` prints.
+RUNBOOK_FLAGS := $(if $(filter-out 0,$(DRY_RUN)),--dry-run) $(if $(filter-out 0,$(NO_WAIT)),--no-wait)
+define runbook
+	@echo '$(1)'; $(1) || { code=$$?; case $$code in \
+	  75) why="a thaw was requested and is not finished: run the same make command again later";; \
+	  *) why="see the line above; README.md, Exit codes";; esac; \
+	  echo "make $@: $(firstword $(notdir $(1))) exited $$code: $$why" >&2; exit $$code; }
+endef
+
 backup:
 	@test -n "$(DATASET)" || { echo "make backup: set DATASET=pool/dataset" >&2; exit 2; }
-	$(BIN)/zg-backup -r "$(DATASET)" "$(DEST)" --key "$(PUB)" --snapshot auto
+	$(call runbook,$(BIN)/zg-backup -r "$(DATASET)" "$(DEST)" --key "$(PUB)" --snapshot auto $(if $(filter-out 0,$(DRY_RUN)),--dry-run))
 
 restore:
 	@test -n "$(SNAP)" -a -n "$(TARGET)" || { echo "make restore: set SNAP=pool/ds@snap TARGET=pool/new" >&2; exit 2; }
-	$(BIN)/zg-restore "$(DEST)" "$(SNAP)" "$(TARGET)" --key "$(KEY)" --tier "$(TIER)"
+	$(call runbook,$(BIN)/zg-restore "$(DEST)" "$(SNAP)" "$(TARGET)" --key "$(KEY)" --tier "$(TIER)" $(RUNBOOK_FLAGS))
 
 verify:
-	$(BIN)/zg-verify "$(DEST)" --key "$(KEY)" --tier "$(TIER)"
+	$(call runbook,$(BIN)/zg-verify "$(DEST)" --key "$(KEY)" --tier "$(TIER)" $(if $(filter-out 0,$(NO_WAIT)),--no-wait))
+
+docs:
+	$(PYTHON) docs/make_reference.py

@@ -275,6 +275,11 @@ def test_a_full_filesystem_loses_nothing_and_leaves_nothing_half_written(w, smal
     _fill(small_fs)
     assert_one_line_error(zg("keygen", "-o", small_fs / "new.key"), 8, "nothing was kept")
     assert not (small_fs / "new.key").exists()
+    # a secret written, its recipient file not: neither is kept (a re-run starts clean)
+    elsewhere = w.key.parent / "fresh.key"
+    p = zg("keygen", "-o", elsewhere, "--public-file", small_fs / "fresh.pub")
+    assert_one_line_error(p, 8, "nothing was kept")
+    assert not elsewhere.exists() and not (small_fs / "fresh.pub").exists()
 
 
 def _fill(mnt):

@@ -1,5 +1,6 @@
 """User configuration: ``$ZG_CONFIG``, else ``$XDG_CONFIG_HOME/zfsglacier/config.toml``
-(``~/.config/zfsglacier/config.toml``).  A missing file is an empty configuration.
+(``~/.config/zfsglacier/config.toml``).  A missing file is an empty configuration.  A complete
+sample is ``data/config.sample.toml`` (``zg-config sample``; README shows it); every key:
 
     catalog = "/var/lib/zfsglacier/catalog.db"   # default: ~/.local/share/zfsglacier/catalog.db
     default_destination = "offsite"
@@ -30,13 +31,23 @@ from typing import Any, Optional
 from .errors import UsageError
 from .plumbing.parts import parse_size
 
-# Keys a [destinations.NAME] table may hold besides url; the stores' options plus CLI settings.
-DESTINATION_KEYS = {
-    "storage_class", "part_size", "profile", "region", "endpoint", "retry_mode", "max_attempts", "connect_attempts",
-    "connect_timeout", "read_timeout", "jobs", "object_lock", "lock_days",
-    "host",  # s3:// only: "ID", "auto" (this machine's name) or "" (none); unset: see cli/storeargs.host_of
-    "sign", "signer",  # the signing key zg-backup signs with; the signer file readers require
+SAMPLE = os.path.join(os.path.dirname(__file__), "data", "config.sample.toml")  # zg-config sample
+
+# Keys a [destinations.NAME] table may hold besides url, each with the TOML types it may have: the
+# stores' options plus CLI settings.  A wrong type is refused when the file is read, naming the key
+# (a `jobs = "4"` must not surface later as an internal error deep in a transfer).
+_TEXT, _INT, _NUMBER = (str,), (int,), (int, float)
+DESTINATION_TYPES = {
+    "storage_class": _TEXT, "part_size": (int, str), "profile": _TEXT, "region": _TEXT, "endpoint": _TEXT,
+    "retry_mode": _TEXT, "max_attempts": _INT, "connect_attempts": _INT, "connect_timeout": _NUMBER,
+    "read_timeout": _NUMBER, "jobs": _INT, "object_lock": _TEXT, "lock_days": _INT,
+    "host": _TEXT,  # s3:// only: "ID", "auto" (this machine's name) or "" (none); unset: see cli/storeargs.host_of
+    "sign": _TEXT, "signer": _TEXT,  # the signing key zg-backup signs with; the signer file readers require
 }
+DESTINATION_KEYS = set(DESTINATION_TYPES)
+TOP_KEYS = {"catalog", "default_destination", "destinations"}
+_PATHS = ("sign", "signer")  # "~/" in these is the user's home, as in catalog
+_TYPE_WORDS = {_TEXT: "a string", _INT: "an integer", _NUMBER: "a number", (int, str): "bytes or a size like \"64M\""}
 
 
 def config_path() -> str:
@@ -98,6 +109,9 @@ def load_config(path: Optional[str] = None) -> Config:
     def bad(msg: str) -> UsageError:
         return UsageError(f"config {path}: {msg}")
 
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise bad(f"unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(TOP_KEYS))})")
     catalog = raw.get("catalog", default_catalog_path())
     if not isinstance(catalog, str):
         raise bad("catalog must be a path string")
@@ -117,6 +131,12 @@ def load_config(path: Optional[str] = None) -> Config:
             raise bad(f"[destinations.{name}]: unknown key(s) {', '.join(sorted(unknown))} "
                       f"(known: url, {', '.join(sorted(DESTINATION_KEYS))})")
         options = {k: v for k, v in table.items() if k != "url"}
+        for key, value in options.items():
+            kinds = DESTINATION_TYPES[key]
+            if isinstance(value, bool) or not isinstance(value, kinds):  # TOML's true is no number
+                raise bad(f"[destinations.{name}]: {key} must be {_TYPE_WORDS[kinds]}, not {value!r}")
+            if key in _PATHS:
+                options[key] = os.path.expanduser(value)
         if "part_size" in options:
             try:  # a number of bytes, or a size like "64M"
                 options["part_size"] = parse_size(options["part_size"])

@@ -53,6 +53,10 @@ class OutputClosedError(ZgError):
 
     exit_code = 8
 
+    def __init__(self, message, *, broken_pipe=False):
+        super().__init__(message)
+        self.broken_pipe = broken_pipe  # the reader stopped (EPIPE), rather than the disk or device failing
+
 
 class InputError(ZgError):
     """The input could not be read (an I/O error, a closed stdin)."""

@@ -515,6 +515,16 @@ class _ThreadPipe:
 
         self._source = Source(run, name=what)
 
+    def kill(self) -> None:
+        """Stop early, as Popen.kill stops a `zfs send`: our end closes, so the libzfs_core call
+        gets EPIPE and returns (its error is check()'s to report or drop)."""
+        for pipe in (self.stdin, self.stdout):
+            if pipe is not None and not pipe.closed:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+
     def check(self) -> None:
         for pipe in (self.stdin, self.stdout):
             if pipe is not None and not pipe.closed:

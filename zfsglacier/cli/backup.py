@@ -10,6 +10,8 @@ from ..catalog.db import catalog_path
 from .. import stores
 from ..errors import CatalogError, PartialFailureError, UsageError, ZgError
 from ..zfs import open_zfs
+from .progress import Progress, add_progress_option
+from . import schema
 from .common import parser, run
 from .keyargs import add_key_options, add_sign_option, recipients as key_recipients, signing_key
 from .sizes import parse_age
@@ -17,10 +19,20 @@ from .storeargs import add_store_options, catalog, catalog_copy_store, host_defa
 from ..catalog.locks import UPLOADS, Locks, lock_directory
 
 
-def body(argv):
+EXAMPLES = [
+    ('zg-backup tank/db offsite --key ~/.zg/offsite.pub --snapshot auto',
+     'snapshot now, then a full (first time) or an incremental'),
+    ('zg-backup -r tank offsite --key ~/.zg/offsite.pub --snapshot auto --full-if-older-than 30d',
+     'every dataset under tank, a new chain each month'),
+    ('zg-backup tank/db offsite --key ~/.zg/offsite.pub --dry-run',
+     'the plan, its size and monthly cost; nothing changes'),
+]
+
+
+def build_parser():
     p = parser("zg-backup", "Back DATASET up to DEST: full or incremental from the newest snapshot already "
-                            "there, encrypted to --key, uploaded and recorded in the catalog.")
-    p.add_argument("dataset", metavar="DATASET")
+                            "there, encrypted to --key, uploaded and recorded in the catalog.", examples=EXAMPLES)
+    p.add_argument("dataset", metavar="DATASET", help="the dataset to back up (with -r, and every one under it)")
     add_store_options(p)
     add_key_options(p, "recipient")
     p.add_argument("-r", "--recursive", action="store_true", help="every dataset under DATASET")
@@ -48,18 +60,29 @@ def body(argv):
                         "every dataset; zg-restore brings the whole tree back (not with -r)")
     p.add_argument("--compressed-send", action="store_true",
                    help="zfs send -c: blocks as ZFS compressed them (less CPU here, a worse zstd ratio)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (snapshots, full/incremental, size, "
+    p.add_argument("-n", "--dry-run", action="store_true", help="print the plan (snapshots, full/incremental, size, "
                                                           "monthly cost) and change nothing")
-    p.add_argument("--storage-class", help="S3 storage class (default DEEP_ARCHIVE)")
-    p.add_argument("-c", "--compression", default=compression.DEFAULT, choices=compression.ALGORITHMS)
-    p.add_argument("-l", "--level", type=int)
+    p.add_argument("--json", action="store_true",
+                   help="with --dry-run: the plan as JSON (schema zfsglacier.backup-plan/1, docs/json.md)")
+    p.add_argument("--storage-class", help="S3 storage class (default: the destination's, else DEEP_ARCHIVE)")
+    p.add_argument("-c", "--compression", default=compression.DEFAULT, choices=compression.ALGORITHMS,
+                   help=f"compression inside the archive (default {compression.DEFAULT}), as zg-encrypt -c")
+    p.add_argument("-l", "--level", type=int, help="compression level, as zg-encrypt -l (zstd: 3 by default, 9 and up: "
+                                                     "long-distance matching)")
     add_sign_option(p)
     p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run of the same dataset and destination (default: fail at once)")
-    args = p.parse_args(argv)
+    add_progress_option(p)
+    return p
+
+
+def body(argv):
+    args = build_parser().parse_args(argv)
     if args.replicate and args.recursive:
         raise UsageError("--replicate sends every dataset under DATASET in one stream already: drop -r (which makes "
                          "one chain per dataset instead)")
+    if args.json and not args.dry_run:
+        raise UsageError("--json goes with --dry-run (the plan); a backup's own output is its archive lines")
     recips = key_recipients(args)
     level = compression.check(args.compression, args.level)
     config, store, dest = open_dest(args, storage_class=args.storage_class)
@@ -88,7 +111,8 @@ def body(argv):
             snap_name = backup.take_snapshot(zfs, args.dataset, snap_name, recursive=args.recursive or args.replicate)
         elif snap_name == "auto":
             snap_name = backup.auto_snapshot_name()
-        made, warned = 0, set()
+        made, warned, planned, current = 0, set(), [], []
+        progress = Progress("backup", mode=args.progress)
         for ds in datasets:
             try:
                 step = backup.plan_dataset(
@@ -97,10 +121,15 @@ def body(argv):
                     full_every=args.full_every, full_if_older=args.full_if_older_than, raw=args.raw,
                     compressed=args.compressed_send, props=args.props, replicate=args.replicate)
                 if step is None:
-                    print(f"{ds}: up to date at {dest}")
+                    current.append(ds)
+                    if not args.json:
+                        print(f"{ds}: up to date at {dest}")
                     continue
                 if args.dry_run:
-                    print("plan: " + backup.describe_step(step, dest_class))
+                    sample = _sample(zfs, step, args.compression, level)
+                    planned.append((step, sample))
+                    if not args.json:
+                        print("plan: " + backup.describe_step(step, dest_class, sample))
                     continue
                 escrow = backup.key_escrow_warning(step, warned)
                 if escrow:
@@ -108,7 +137,7 @@ def body(argv):
                 start = time.monotonic()
                 info, result = backup.run_step(zfs, store, cat, dest, step, recips, algorithm=args.compression,
                                                level=level, jobs=n_jobs,
-                                               intermediates=args.intermediates, sign=sign)
+                                               intermediates=args.intermediates, sign=sign, watch=progress)
                 made += 1
                 secs = time.monotonic() - start
                 for w in backup.keep_bases(zfs, cat, ds, hold=args.hold):
@@ -122,6 +151,8 @@ def body(argv):
                     raise
                 failures.append(ds)
                 sys.stderr.write(f"zg-backup: error: {ds}: {err}\n")
+        if args.dry_run:
+            _show_plan(args, dest, dest_class, planned, current)
         if (made or cat.copy_stale(dest)) and not args.dry_run:  # a copy that failed last time is due too
             try:
                 backup.upload_catalog(catalog_copy_store(args, config, store), cat, dest, recips, jobs=n_jobs,
@@ -135,6 +166,36 @@ def body(argv):
         raise PartialFailureError(f"{len(failures)} of {len(datasets)} datasets failed ({', '.join(failures)}: "
                                   f"see above)" + (f"; the other {rest} are backed up" if rest else ""))
     return 0
+
+
+def _sample(zfs, step, algorithm, level):
+    """How this step's data compresses (a sample of its send stream), or None where none can be
+    read: the plan then shows the send's size, which the archive is at most."""
+    try:
+        return backup.sample_compression(zfs, step, algorithm, level)
+    except ZgError as err:
+        sys.stderr.write(f"zg-backup: note: {step.dataset}: no compression sample ({err}); the archive is at "
+                         f"most the size to send\n")
+        return None
+
+
+def _show_plan(args, dest, dest_class, planned, current):
+    if not args.json:
+        print(f"plan: {len(planned)} archive(s) to make, {len(current)} dataset(s) up to date; "
+              f"{cost.as_of()}")
+        return
+    steps = []
+    for step, sample in planned:
+        archived = backup.archive_estimate(step, sample)
+        steps.append(dict(
+            dataset=step.dataset, snapshot=step.target.short, kind=step.kind,
+            base=step.base.short if step.base is not None else None, reason=step.reason,
+            send_flags=step.flags.cli(), send_bytes=step.estimate, estimated_by=step.estimated_by,
+            upper_bound=step.upper_bound, archive_bytes=archived,
+            monthly_dollars=cost.monthly_storage(archived, dest_class) if archived is not None else None,
+            **({"sample": vars(sample)} if sample is not None else {})))
+    schema.dump("backup-plan", destination=dest, storage_class=dest_class, prices_as_of=cost.as_of(),
+                steps=steps, up_to_date=current)
 
 
 def _refuse_flat_layout(args, config, store, path):

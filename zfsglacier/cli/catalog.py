@@ -13,8 +13,18 @@ from .keyargs import (add_key_options, add_sign_option, add_signer_option, given
 from .storeargs import add_store_options, catalog, catalog_copy_store, elsewhere, jobs, open_dest
 
 
-def body(argv):
-    p = parser("zg-catalog", "Rebuild the local catalog from a destination, or upload an encrypted copy of it.")
+EXAMPLES = [
+    ('zg-catalog rebuild offsite --key ~/.zg/offsite.key',
+     'a lost catalog, rebuilt from the store (names need the key)'),
+    ('zg-catalog check offsite',
+     "compare the catalog with the store's listing; mark what is gone"),
+    ('zg-catalog backup offsite --key ~/.zg/offsite.pub',
+     'an encrypted copy of the catalog, kept in the destination'),
+]
+
+
+def build_parser():
+    p = parser("zg-catalog", "Rebuild the local catalog from a destination, or upload an encrypted copy of it.", examples=EXAMPLES)
     sub = p.add_subparsers(dest="cmd", required=True)
     rb = sub.add_parser("rebuild", help="read every archive's public fields (and, with --key, names) from DEST")
     add_store_options(rb)
@@ -27,7 +37,11 @@ def body(argv):
     add_store_options(bk)
     add_key_options(bk, "recipient")
     add_sign_option(bk)
-    args = p.parse_args(argv)
+    return p
+
+
+def body(argv):
+    args = build_parser().parse_args(argv)
     config, store, dest = open_dest(args)
     with open_for(args, config) as cat:
         if args.cmd == "rebuild":
@@ -106,4 +120,4 @@ def warn(message):
 
 
 def main(argv=None):
-    return run("zg-catalog", body, argv)
+    return run("zg-catalog", body, argv, report=True)

@@ -46,8 +46,18 @@ def _catch_stop_signals():
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports usage errors as a ZgError (exit 2, one line) instead of exiting."""
 
+    examples, notes = (), None
+
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def format_help(self):
+        text = super().format_help()
+        if self.examples:
+            text += "\nexamples:\n" + "".join(f"  {cmd}\n      {why}\n" for cmd, why in self.examples)
+        if self.notes:
+            text += "\n" + self.notes.strip("\n") + "\n"
+        return text
 
     def parse_args(self, args=None, namespace=None):
         """Options may come after positional arguments (`zg-ls DEST tank/db --json`).  A vault's
@@ -72,15 +82,25 @@ class ArgumentParser(argparse.ArgumentParser):
 _LOOKS_LIKE_ID = re.compile(r"^-[A-Za-z0-9_][A-Za-z0-9_-]{38,}$")
 
 
-def parser(prog, description, epilog=None):
-    p = ArgumentParser(prog=prog, description=description, epilog=epilog,
-                       formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter)
+def parser(prog, description, examples=(), notes=None):
+    """A command's parser; ``examples`` are (command line, what it does) pairs that end its --help
+    (tests/test_help.py parses every one of them with this parser, so none can go stale), then
+    ``notes``, text shown as it is written."""
+    p = ArgumentParser(prog=prog, description=description)
+    p.examples, p.notes = list(examples), notes
     p.add_argument("--version", action="version", version=f"zfsglacier {__version__}")
     return p
 
 
-def run(prog, body, argv=None):
-    """Run ``body(argv)``; turn every expected failure into one stderr line and an exit code."""
+# A report (zg-ls, zg-verify...) whose reader stops early (`| head`) ends as Unix tools do, quietly, with
+# the status a shell shows for a process SIGPIPE killed; a filter's or a key's output cut short is an
+# error (exit 8): the data went nowhere.
+SIGPIPE_STATUS = 128 + signal.SIGPIPE
+
+
+def run(prog, body, argv=None, *, report=False):
+    """Run ``body(argv)``; turn every expected failure into one stderr line and an exit code.
+    ``report``: stdout is a report for people and scripts, not data (see SIGPIPE_STATUS)."""
     if argv is None:
         argv = sys.argv[1:]
     # Python's cycle collector ran ~140 times in one zg-fetch, mostly while botocore loads its
@@ -92,11 +112,16 @@ def run(prog, body, argv=None):
     _text_stdout()
     _notices(prog)
     try:
-        code = body(argv) or 0
+        try:
+            code = body(argv) or 0
+        except SystemExit as done:  # argparse after --help or --version: its output is flushed below
+            code = done.code if isinstance(done.code, int) else 0
         sys.stdout.flush()
         return code
     except OutputClosedError as err:
         _silence_stdout()
+        if report and err.broken_pipe:
+            return SIGPIPE_STATUS
         _say(prog, err)
         return err.exit_code
     except ZgError as err:
@@ -104,6 +129,8 @@ def run(prog, body, argv=None):
         return err.exit_code
     except BrokenPipeError:
         _silence_stdout()
+        if report:
+            return SIGPIPE_STATUS
         _say(prog, OutputClosedError("output closed early (broken pipe): the reader stopped"))
         return OutputClosedError.exit_code
     except Terminated as stop:
@@ -182,7 +209,8 @@ _WHY = {errno.EPIPE: "the reader stopped (broken pipe)", errno.ENOSPC: "no space
 
 def output_error(err, what="standard output"):
     """The OutputClosedError (exit 8) for an OSError met writing ``what``."""
-    return OutputClosedError(f"cannot write {what}: {_WHY.get(err.errno, err.strerror or err)}")
+    return OutputClosedError(f"cannot write {what}: {_WHY.get(err.errno, err.strerror or err)}",
+                             broken_pipe=err.errno == errno.EPIPE and what == "standard output")
 
 
 WRITE_PIECE = 1 << 20

@@ -8,14 +8,28 @@ from .common import binary_stdin, binary_stdout, parser, refuse_terminal_output,
 from .keyargs import add_key_options, add_signer_option, identities, signers
 
 
-def body(argv):
-    p = parser("zg-decrypt", "Decrypt an archive on stdin to stdout; only authenticated bytes are written.")
+EXAMPLES = [
+    ('zg-decrypt ~/.zg/offsite.key < db.zg | zfs receive tank/db-restored',
+     'only authenticated bytes reach zfs receive; a damaged archive exits 5'),
+    ('zg-fetch offsite ID | zg-decrypt ~/.zg/offsite.key --signer host.signer | zfs receive tank/db2',
+     'refuse (exit 14) an archive not signed by this backup host'),
+    ('zg-decrypt ~/.zg/old-2013.key < mysql@2013-12-19-1545.bz2.aes.bz2 > mysql.zfs',
+     'a 2013-recipe archive (pbzip2 | openssl aes-256-cbc -a | pbzip2), detected by itself'),
+]
+
+
+def build_parser():
+    p = parser("zg-decrypt", "Decrypt an archive on stdin to stdout; only authenticated bytes are written.", examples=EXAMPLES)
     add_key_options(p, "identity", positional=True, legacy=True)
     p.add_argument("--legacy", action="store_true",
                    help="the input is a 2013-format archive (pbzip2 | openssl aes-256-cbc -a | pbzip2); "
                         "normally detected automatically")
     add_signer_option(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def body(argv):
+    args = build_parser().parse_args(argv)
     required = signers(args)
     idents, foreign = identities(args, allow_foreign=True)
     src, out = binary_stdin(), binary_stdout()

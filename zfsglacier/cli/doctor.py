@@ -10,13 +10,14 @@ from .common import parser, run
 from .storeargs import add_store_options, catalog, open_dest
 
 MARK = {"ok": "ok  ", "info": "info", "warn": "WARN", "fail": "FAIL"}
-EPILOG = """examples:
-  zg-doctor offsite                 a configured destination: bucket, clock, lock, lifecycle, classes...
-  zg-doctor s3://backups/zfs --json the findings as JSON, for a script or a monitoring check
-  zg-doctor offsite --policy backup > backup.json    the IAM policy of the backup host's credentials
-      (aws iam put-user-policy --user-name zg-backup --policy-name zg-backup --policy-document file://backup.json)
-
-roles (--policy): backup   zg-backup, zg-upload: writes new objects only, never reads or deletes one
+EXAMPLES = [
+    ("zg-doctor offsite", "a configured destination: bucket, clock, lock, lifecycle, classes..."),
+    ("zg-doctor s3://backups/zfs --json", "the findings as JSON, for a script or a monitoring check"),
+    ("zg-doctor offsite --policy backup > backup.json",
+     "the IAM policy of the backup host's credentials (then: aws iam put-user-policy --user-name zg-backup "
+     "--policy-name zg-backup --policy-document file://backup.json)"),
+]
+NOTES = """roles (--policy): backup   zg-backup, zg-upload: writes new objects only, never reads or deletes one
                   restore  zg-restore, zg-fetch, zg-verify, zg-catalog rebuild
                   prune    zg-prune, zg-rm: deletes, never reads an archive's bytes
                   admin    all of these, zg-doctor's bucket checks, zg-rm --bypass-governance
@@ -24,18 +25,22 @@ roles (--policy): backup   zg-backup, zg-upload: writes new objects only, never 
 exit: 0 when nothing failed (warnings included), 10 when the destination cannot be used as configured."""
 
 
-def body(argv):
+def build_parser():
     p = parser("zg-doctor", "Probe DEST once: credentials, bucket or vault, clock skew, versioning, Object Lock, "
                             "lifecycle rules over zfsglacier's objects, storage classes, checksums, the part limit, "
                             "part listings and cold reads. Writes nothing that stays (an upload started and "
                             "aborted, a one-byte object deleted), thaws nothing; records what it found in the "
-                            "catalog for the other commands.", epilog=EPILOG)
+                            "catalog for the other commands.", examples=EXAMPLES, notes=NOTES)
     add_store_options(p)
     p.add_argument("--policy", metavar="ROLE", choices=ROLES,
                    help="print the IAM policy of ROLE (backup, restore, prune, admin) for DEST and probe nothing")
     p.add_argument("--json", action="store_true", help="the findings as JSON: {destination, checks: [{name, status, "
                                                        "detail}], capabilities}")
-    args = p.parse_args(argv)
+    return p
+
+
+def body(argv):
+    args = build_parser().parse_args(argv)
     config, store, dest = open_dest(args)
     if args.policy:
         json.dump(store.policy(args.policy), sys.stdout, indent=2)
@@ -58,4 +63,4 @@ def body(argv):
 
 
 def main(argv=None):
-    return run("zg-doctor", body, argv)
+    return run("zg-doctor", body, argv, report=True)

@@ -6,8 +6,18 @@ from .common import binary_stdin, binary_stdout, parser, run, refuse_terminal_ou
 from .keyargs import add_key_options, add_sign_option, recipients, signing_key
 
 
-def body(argv):
-    p = parser("zg-encrypt", "Compress and encrypt stdin (e.g. `zfs send`) into an archive on stdout.")
+EXAMPLES = [
+    ('zfs send tank/db@2026-11-27 | zg-encrypt ~/.zg/offsite.pub > db.zg',
+     'a full, encrypted to one recipient (a backup host needs only the .pub)'),
+    ('zfs send -i @2026-11-26 tank/db@2026-11-27 | zg-encrypt offsite.pub recovery.pub > db-incr.zg',
+     'an incremental that either key opens'),
+    ('tar c /etc | zg-encrypt -l 9 -p offsite.pub > etc.zg',
+     'any stream (not a send stream: sealed as it is), high compression, and a passphrase slot too'),
+]
+
+
+def build_parser():
+    p = parser("zg-encrypt", "Compress and encrypt stdin (e.g. `zfs send`) into an archive on stdout.", examples=EXAMPLES)
     add_key_options(p, "recipient", positional=True)
     p.add_argument("-c", "--compression", default=compression.DEFAULT, choices=compression.ALGORITHMS,
                    help="default zstd (multi-threaded)")
@@ -22,7 +32,11 @@ def body(argv):
                    help="seal a ZFS send stream without following its records and checksums (by default a "
                         "stream that is cut short or fails its checksum leaves the archive unfinished, exit 9)")
     add_sign_option(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def body(argv):
+    args = build_parser().parse_args(argv)
     level = compression.check(args.compression, args.level)
     recips = recipients(args)
     src, out = binary_stdin(), binary_stdout()

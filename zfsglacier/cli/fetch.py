@@ -8,27 +8,42 @@ from ..stores import vouches
 from ..errors import IntegrityError, NotFoundError, OutputClosedError, UsageError
 from ..plumbing.pipes import IO_SIZE, big_buffers_from_mmap, widen_pipe
 from .common import binary_stdout, output_file, parser, refuse_terminal_output, run
-from .progress import Progress
+from .progress import Progress, add_progress_option
 from .storeargs import add_store_options, add_thaw_options, catalog, jobs, open_dest, recorded_elsewhere, thaw_policy
 
-def body(argv):
-    p = parser("zg-fetch", "Write archive ID from DEST to stdout (or -o FILE), thawing it first if it is cold.")
+EXAMPLES = [
+    ('zg-fetch offsite 20261127T163200Z-1a2b3c4d | zg-decrypt ~/.zg/offsite.key | zfs receive tank/db2',
+     'thaw if cold, wait, fetch verified, decrypt, receive'),
+    ('zg-fetch --no-wait --tier Bulk offsite 20261127T163200Z-1a2b3c4d',
+     'request the cheapest thaw and exit 75 at once; run again later'),
+    ('zg-fetch -o db.zg offsite 20261127T163200Z-1a2b3c4d',
+     'to a file, renamed into place once verified'),
+]
+
+
+def build_parser():
+    p = parser("zg-fetch", "Write archive ID from DEST to stdout (or -o FILE), thawing it first if it is cold.", examples=EXAMPLES)
     add_store_options(p)
     p.add_argument("id", metavar="ID", help="archive id, as zg-upload printed it (zg-ls lists them)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (via FILE.partial, renamed when verified)")
     p.add_argument("--resume", action="store_true",
                    help="with -o: keep the bytes already in FILE.partial and fetch only the rest")
     add_thaw_options(p)
-    args = p.parse_args(argv)
+    add_progress_option(p)
+    return p
+
+
+def body(argv):
+    args = build_parser().parse_args(argv)
     big_buffers_from_mmap()
     config, store, dest = open_dest(args)
     with catalog(args, config, write=False) as cat:  # none (another machine): the store's checks only
-        progress = Progress(f"fetch {args.id}")
+        known = cat.get(dest, args.id)
+        progress = Progress("fetch", known.size if known is not None else None, mode=args.progress)
         try:
             thaw.thaw_all(store, dest, cat, [args.id], thaw_policy(args), progress.say)
         except NotFoundError as err:
             raise NotFoundError(f"{err}{recorded_elsewhere(cat, dest, lambda r: r.id == args.id)}") from None
-        known = cat.get(dest, args.id)
         if args.output:
             fetch_to_file(store, args, jobs(args, config), known, progress)
         else:

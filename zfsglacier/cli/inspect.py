@@ -13,14 +13,28 @@ from .common import binary_stdin, parser, run
 from .keyargs import add_key_options, given, identities
 
 
-def body(argv):
-    p = parser("zg-inspect", "Show what an archive's header says (no key needed for the public part).")
+EXAMPLES = [
+    ('zg-inspect < db.zg',
+     'the public header: format, compression, sizes, snapshot guids; no key needed'),
+    ('zg-inspect --key ~/.zg/offsite.key --verify db.zg',
+     'also the names inside, and every chunk authenticated'),
+    ('zg-inspect --json db.zg',
+     'the same as JSON'),
+]
+
+
+def build_parser():
+    p = parser("zg-inspect", "Show what an archive's header says (no key needed for the public part).", examples=EXAMPLES)
     add_key_options(p, "identity", why="also decrypt the private metadata and check the header MAC")
     p.add_argument("--verify", action="store_true",
                    help="also decrypt the whole body (writing nothing) and check every chunk and the trailer")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("file", nargs="?", help="archive file (default: stdin)")
-    args = p.parse_args(argv)
+    return p
+
+
+def body(argv):
+    args = build_parser().parse_args(argv)
     src = PeekReader(open(args.file, "rb") if args.file else binary_stdin())
     keyed = given(args)
     if keyed:
@@ -80,4 +94,4 @@ def _print_human(info):
 
 
 def main(argv=None):
-    return run("zg-inspect", body, argv)
+    return run("zg-inspect", body, argv, report=True)

@@ -1,7 +1,6 @@
 """zg-ls: what a destination holds, from the catalog (or --remote, from the store itself)."""
 
 import datetime
-import json
 import os
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from ..config import load_config
 from ..errors import DatasetNotFoundError, UsageError
 from ..format.metadata import MetadataError, PublicMetadata, printable
 from .storeargs import add_store_options, catalog, open_dest
+from . import schema
 from .common import parser, run
 from .keyargs import add_key_options, given, identities
 from ..zfs import open_zfs
@@ -102,8 +102,18 @@ def _print_holds(out, rows, dest):
         out(f"  {h['snapshot']}  {tags if h['userrefs'] else 'no holds'}{what}\n")
 
 
-def body(argv):
-    p = parser("zg-ls", "List the archives at DEST: from the local catalog, or with --remote from the store.")
+EXAMPLES = [
+    ('zg-ls offsite',
+     'every chain from the catalog: snapshots, sizes, classes, ages, monthly cost'),
+    ('zg-ls offsite tank/db --holds',
+     'one dataset, and which local snapshots are held as the next base'),
+    ('zg-ls offsite --remote --json',
+     'what the store itself holds, as JSON'),
+]
+
+
+def build_parser():
+    p = parser("zg-ls", "List the archives at DEST: from the local catalog, or with --remote from the store.", examples=EXAMPLES)
     add_store_options(p)
     p.add_argument("dataset", nargs="?", help="only this dataset (and its children)")
     p.add_argument("--remote", action="store_true", help="ask the store (vaults: this starts an inventory job)")
@@ -114,7 +124,11 @@ def body(argv):
                         "itself: public metadata, and with --key the names in each host's catalog copies")
     add_key_options(p, "identity", why="with --all-hosts: recover names from each host's catalog copies")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    args = p.parse_args(argv)
+    return p
+
+
+def body(argv):
+    args = build_parser().parse_args(argv)
     if args.all_hosts:
         return _all_hosts(args)
     config, store, dest = open_dest(args)
@@ -138,11 +152,8 @@ def body(argv):
         thaws = cat.thaws(dest)
         held = holds(open_zfs(), cat, dest) if args.holds else None
     if args.json:
-        doc = {"destination": dest, "archives": rows, "incomplete_uploads": incomplete, "thaws": thaws}
-        if held is not None:
-            doc["holds"] = held
-        json.dump(doc, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
+        schema.dump("ls-remote" if args.remote else "ls", destination=dest, archives=rows,
+                    incomplete_uploads=incomplete, thaws=thaws, **({"holds": held} if held is not None else {}))
         return 0
     out = sys.stdout.write
     groups = cost.by_class([SimpleNamespace(**r) for r in rows], lambda r: store.price_class(r.storage_class))
@@ -197,8 +208,7 @@ def _all_hosts(args):
             out(f"{store.url} ({who}): {len(archived)} archives, {cost.human_bytes(sum(a.size for a in archived))}\n")
             _print_chains(out, archived, now)
     if args.json:
-        json.dump({"destination": base.url, "hosts": doc}, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
+        schema.dump("ls-hosts", destination=base.url, hosts=doc)
     elif not doc:
         out(f"{base.url}: no archives, and no host prefix with archives under it\n")
     return 0
@@ -212,4 +222,4 @@ def _store_options(dest, config):
 
 
 def main(argv=None):
-    return run("zg-ls", body, argv)
+    return run("zg-ls", body, argv, report=True)

@@ -9,7 +9,8 @@ import sys
 import time
 
 from ..services import backup, cost, retention
-from ..errors import NotFoundError, RetainedError, StoreError, ZgError
+from ..errors import NotFoundError, RetainedError, StoreError, UsageError, ZgError
+from . import schema
 from .common import parser, run
 from .storeargs import add_store_options, catalog, open_dest
 from ..zfs import open_zfs
@@ -48,11 +49,19 @@ def _error(message):
     sys.stderr.write(f"{PROG}: error: {message}\n")
 
 
-def body(argv):
+EXAMPLES = [
+    ('zg-prune offsite --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run',
+     'what would go and what each deletion costs; nothing is deleted'),
+    ('zg-prune offsite tank/db --keep-last 3',
+     'keep the 3 newest snapshots of tank/db and every archive they need'),
+]
+
+
+def build_parser():
     p = parser(PROG, "Delete the archives at DEST that no keep rule needs. Rules pick snapshots per dataset "
                      "(UTC calendar periods, ISO weeks, the newest snapshot of each of the N most recent periods "
                      "that have one); every archive a kept snapshot's chain needs stays; archives younger than "
-                     "their storage class's minimum duration wait unless --delete-early.")
+                     "their storage class's minimum duration wait unless --delete-early.", examples=EXAMPLES)
     add_store_options(p)
     p.add_argument("dataset", nargs="?", metavar="DATASET", help="only this dataset (and its children)")
     p.add_argument("--keep-last", type=int, default=0, metavar="N", help="keep the N newest snapshots")
@@ -61,10 +70,18 @@ def body(argv):
         p.add_argument(f"--keep-{name}", type=int, default=0, metavar="N",
                        help=f"keep the newest snapshot of each of the N most recent {period} that have one")
     p.add_argument("--dry-run", "-n", action="store_true", help="print the plan, delete nothing")
+    p.add_argument("--json", action="store_true",
+                   help="with --dry-run: the plan as JSON (schema zfsglacier.prune-plan/1, docs/json.md)")
     p.add_argument("--delete-early", action="store_true",
                    help="also delete archives younger than their class's minimum storage duration "
                         "(billed to the minimum anyway)")
-    args = p.parse_intermixed_args(argv)  # DATASET may come after the options
+    return p
+
+
+def body(argv):
+    args = build_parser().parse_args(argv)
+    if args.json and not args.dry_run:
+        raise UsageError("--json goes with --dry-run (the plan)")
     rules = retention.Rules(**{n: getattr(args, f"keep_{n}") for n in retention.RULE_NAMES})
     rules.require()
     now = time.time()
@@ -80,6 +97,9 @@ def body(argv):
                             delete_early=args.delete_early, dataset=args.dataset)
         for w in pl.warnings:
             _warn(w)
+        if args.json:
+            _json_plan(pl, args, dest, rules, now)
+            return 0
         failures = _report_and_delete(pl, args, store, cat, dest, rules, now)
         if not args.dry_run:
             zfs = open_zfs()
@@ -151,6 +171,20 @@ def _report_and_delete(pl, args, store, cat, dest, rules, now):
         summary += f"; {cost.dollars(pl.deferred_saving)}/month more once the deferred ones can go"
     out(f"{summary} ({cost.as_of()})\n")
     return failures
+
+
+def _json_plan(pl, args, dest, rules, now):
+    def row(d, **more):
+        a = d.archive
+        return dict(id=a.id, name=a.name, size=a.size, storage_class=a.storage_class, **more)
+    schema.dump("prune-plan", destination=dest, dataset=args.dataset, rules=rules.describe(), now=now,
+                prices_as_of=cost.as_of(),
+                delete=[row(d, why="; ".join(d.reasons), early_deletion_dollars=d.early_cost)
+                        for d in pl.execution_order()],
+                deferred=[row(d, until=d.until, early_deletion_dollars=d.early_cost) for d in pl.deferred],
+                locked=[row(d, until=d.until) for d in pl.locked],
+                keep=[row(d, why="; ".join(d.reasons)) for d in pl.keep],
+                monthly_saving_dollars=pl.monthly_saving, early_deletion_dollars=pl.early_cost)
 
 
 def _catalog_copies(args, store, cat, dest, out):

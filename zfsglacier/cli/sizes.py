@@ -13,6 +13,14 @@ def parse_size(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def parse_dollars(text):
+    """$5, 5, 0.50 -> dollars (a float)."""
+    m = re.fullmatch(r"\s*\$?\s*(\d+(?:\.\d*)?|\.\d+)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not an amount of dollars: {text!r} (e.g. 5, $2.50)")
+    return float(m.group(1))
+
+
 _AGES = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 

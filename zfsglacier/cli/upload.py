@@ -1,7 +1,9 @@
 """zg-upload: stdin (an archive from zg-encrypt) -> a store; prints the archive id."""
 
 import io
+import os
 import secrets
+import stat
 import sys
 
 from ..errors import CorruptArchiveError, NotAnArchiveError, UsageError
@@ -11,7 +13,7 @@ from ..format.metadata import store_fields
 from ..plumbing.parts import MEMORY_HELP
 from ..plumbing.pipes import IO_SIZE, PeekReader, big_buffers_from_mmap, widen_pipe
 from .common import binary_stdin, parser, run
-from .progress import Progress
+from .progress import Progress, add_progress_option
 from .storeargs import add_store_options, catalog, jobs, open_dest
 from .sizes import parse_size
 from ..catalog.locks import UPLOADS, Locks, lock_directory
@@ -27,9 +29,19 @@ UPLOAD_HELP = ("The stream is cut into parts sent JOBS at a time; parts already 
                "kept by --resume. " + MEMORY_HELP)
 
 
-def body(argv):
+EXAMPLES = [
+    ('zfs send tank/db@d | zg-encrypt offsite.pub | zg-upload s3://bucket/zfs --name tank/db@d',
+     'stream it up, verified; prints the archive id and records it in the catalog'),
+    ('zg-upload offsite --expected-size 2T < big.zg',
+     'a big archive: part sizes chosen for its size'),
+    ('zg-upload --resume offsite < db.zg',
+     'after kill -9: send only the parts the store does not hold'),
+]
+
+
+def build_parser():
     p = parser("zg-upload", "Upload an archive from stdin to DEST, verified end to end; "
-                            "print its id on stdout. " + UPLOAD_HELP)
+                            "print its id on stdout. " + UPLOAD_HELP, examples=EXAMPLES)
     add_store_options(p)
     p.add_argument("--storage-class", help="S3 storage class: DEEP_ARCHIVE (default), GLACIER, GLACIER_IR, "
                                           "STANDARD_IA, STANDARD")
@@ -42,7 +54,12 @@ def body(argv):
     p.add_argument("--raw", action="store_true",
                    help="accept input that is not a zfsglacier archive (its completeness cannot be checked)")
     p.add_argument("--name", metavar="DATASET@SNAP", help="name to record in the catalog")
-    args = p.parse_args(argv)
+    add_progress_option(p)
+    return p
+
+
+def body(argv):
+    args = build_parser().parse_args(argv)
     big_buffers_from_mmap()
     config, store, dest = open_dest(args, storage_class=args.storage_class)
     src = PeekReader(binary_stdin())
@@ -61,7 +78,7 @@ def body(argv):
     n_jobs = jobs(args, config)
     with catalog(args, config) as cat, Locks(lock_directory(cat.path)) as locks:
         locks.take(dest, UPLOADS, "zg-upload", shared=True)
-        progress = Progress("upload")
+        progress = Progress("upload", _input_size(), mode=args.progress)
         token = secrets.token_hex(8)
         if args.resume:
             up = store.open_resume(expected_size=args.expected_size, jobs=n_jobs)
@@ -91,6 +108,15 @@ def body(argv):
     sys.stdout.write(info.id + "\n")
     sys.stdout.flush()
     return 0
+
+
+def _input_size():
+    """The size of stdin when it is a file (the progress line's total), else None."""
+    try:
+        st = os.fstat(0)
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def _split_name(name):

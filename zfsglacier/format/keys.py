@@ -326,10 +326,10 @@ def secret_key_file_text(key, created):
             f"{key.encode()}\n")
 
 
-def write_new_key_file(path, text):
-    """Create a key file with mode 0600, refusing to overwrite anything; directories it needs
-    that do not exist yet (``~/.zg`` on a fresh machine) are made: the key's own 0700, any above it
-    as mkdir makes them."""
+def write_new_key_file(path, text, mode=0o600):
+    """Create a key file with ``mode`` (0600: a secret), refusing to overwrite anything, and whole
+    or not at all; directories it needs that do not exist yet (``~/.zg`` on a fresh machine) are
+    made: the key's own 0700, any above it as mkdir makes them."""
     parent = os.path.dirname(os.fspath(path))
     if parent and not os.path.isdir(parent):
         try:
@@ -338,7 +338,7 @@ def write_new_key_file(path, text):
             why = "a file is in the way" if isinstance(err, (FileExistsError, NotADirectoryError)) else err.strerror
             raise KeyFileError(f"cannot create {path}: cannot make its directory {parent} ({why})") from None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except FileExistsError:
         raise KeyFileError(f"{path} already exists; refusing to overwrite a key") from None
     except OSError as err:

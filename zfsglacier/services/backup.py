@@ -7,11 +7,12 @@ trailer is written, so a failed send never leaves an archive recorded as complet
 
 import hashlib
 import io
+import os
 import secrets
 import time
 from dataclasses import dataclass
 
-from ..format import archive
+from ..format import archive, compression
 from ..catalog import chains
 from . import cost, retention
 from ..errors import (CatalogError, DatasetNotFoundError, NotFoundError, StoreError, UsageError, ZfsMissingError,
@@ -19,6 +20,7 @@ from ..errors import (CatalogError, DatasetNotFoundError, NotFoundError, StoreEr
 from ..format.metadata import CATALOG_KIND, CatalogCopy, PublicMetadata, store_fields
 from ..plumbing.pipes import PeekReader
 from ..zfs import SendFlags, Snapshot
+from .watch import NOBODY, Counted
 
 LEGACY_HOLD_TAG = "zfsglacier"  # zfsglacier < 0.4: one tag for every destination
 
@@ -108,10 +110,12 @@ class Step:
     target: object  # zfs.Snapshot
     base: object = None  # zfs.Snapshot or None
     reason: str = ""
-    estimate: int | None = None
+    estimate: int | None = None  # bytes zfs send will write (progress's total; the plan's size)
     flags: SendFlags = SendFlags()
     encryption: dict | None = None  # the dataset's encryption properties (zfs.encryption)
     tree: dict | None = None  # --replicate: replicated_tree
+    estimated_by: str = ""  # how ``estimate`` was made (see estimate_size)
+    upper_bound: bool = False  # ``estimate`` is at most that, ZFS could not say more
 
     @property
     def kind(self):
@@ -218,7 +222,8 @@ def plan_dataset(zfs, cat, dest, dataset, *, snapshot_name=None, full_every=None
         reason = f"{reason}; raw (-w): {why}" if reason else f"raw (-w): {why}"
     if base is not None and base.bookmark:
         reason += f" (kept as bookmark {base.bookmark})"
-    return Step(dataset, target, base, reason, estimate_size(zfs, target, base, flags), flags, enc, tree)
+    size, how, upper = estimate_size(zfs, target, base, flags)
+    return Step(dataset, target, base, reason, size, flags, enc, tree, how, upper)
 
 
 def replicated_tree(zfs, dataset, target):
@@ -261,15 +266,32 @@ def next_base(snaps, archives, dataset):
 
 
 def estimate_size(zfs, target, base, flags=SendFlags()):
-    """Bytes the send will roughly produce: ZFS's own estimate (`zfs send -nP`, which knows the
-    flags and starts from a bookmark too) where ZFS has one; else `referenced` for a full and
-    `written@base` for an incremental (zfs-fuse has neither -P nor, from a bookmark, anything),
-    summed over the tree for -R.  A snapshot --dry-run has not taken yet is estimated from its
-    datasets as they are now."""
+    """(bytes, how, upper bound?) the send will roughly produce: ZFS's own estimate (`zfs send -nP`,
+    which knows the flags and starts from a bookmark too) where ZFS has one; else `referenced` for
+    a full and `written@base` for an incremental, summed over the tree for -R.  A snapshot
+    --dry-run has not taken yet is estimated from its datasets as they are now.  Where ZFS says
+    nothing of an incremental (zfs-fuse has neither -P nor `written`), the dataset's `referenced`
+    is what it can be at most: an upper bound, said to be one, never "unknown"."""
     if not target.planned:
         size = zfs.send_size(target.name, base.source if base is not None else None, flags)
         if size is not None:
-            return size
+            return size, "zfs send -nP", False
+    else:  # the properties of the dataset as it is now count synced txgs only
+        try:
+            zfs.sync(target.dataset.split("/", 1)[0])
+        except ZgError:
+            pass  # no `zpool sync` (zfs-fuse): what the last txg counted
+    size = _properties_size(zfs, target, base, flags)
+    if size is not None:
+        return size, ("written" if base is not None else "referenced"), False
+    if base is not None:
+        size = _properties_size(zfs, target, None, flags)
+        if size is not None:
+            return size, "the dataset's referenced: ZFS gives no incremental size here", True
+    return None, "", False
+
+
+def _properties_size(zfs, target, base, flags):
     try:
         datasets = zfs.list_datasets(target.dataset) if flags.replicate else [target.dataset]
         total = 0
@@ -286,8 +308,9 @@ def estimate_size(zfs, target, base, flags=SendFlags()):
 
 
 def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs, threads=-1,
-             intermediates=False, sign=None):
+             intermediates=False, sign=None, watch=NOBODY):
     """Send, encrypt, upload and record one Step; returns (ArchiveInfo, archive.Result).
+    ``watch`` sees the bytes of the send stream, against its estimate.
 
     With ``intermediates`` an incremental is `zfs send -I`: a compound stream whose header names no
     guids, so the archive's metadata carries the base's and the target's (the chain needs them)."""
@@ -296,8 +319,9 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
                     intermediates=intermediates, flags=step.flags)
     compound = intermediates or step.flags.compound  # -I, -p and -R streams: an outer DRR_BEGIN without guids
     checked = False
+    watch.begin(f"{step.dataset}@{step.target.short} ({step.kind})", step.estimate)
     try:
-        src = PeekReader(send.stdout)
+        src = PeekReader(Counted(send.stdout, watch))
         declared = (step.target.guid, step.base.guid if step.base else 0) if compound else None
         extra = {}
         if step.flags.raw and step.encryption:  # whose ZFS key opens it, when restored
@@ -326,6 +350,7 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
         finally:  # completed, or aborted by the `with`: no longer incomplete
             cat.upload_ended(dest, token)
     finally:
+        watch.end()
         if not checked:  # something failed first: stop zfs send, keep the first error
             send.kill()
             try:
@@ -471,12 +496,122 @@ def key_escrow_warning(step, warned):
             f"(with your zfsglacier key), or the backup cannot be opened if the host is lost")
 
 
-def describe_step(step, dest_class):
-    est = step.estimate
-    size = cost.human_bytes(est) if est is not None else "unknown size"
-    monthly = cost.dollars(cost.monthly_storage(est, dest_class)) + "/month" if est is not None else "?"
+SAMPLE = 32 << 20  # bytes of a send stream compressed to estimate the archive's size
+
+
+@dataclass
+class Sample:
+    """How well a step's data compresses: ``stored`` bytes of archive from ``read`` bytes of its send
+    stream (or of the dataset's newest snapshot, ``source``, for a snapshot not taken yet)."""
+
+    source: str
+    read: int
+    stored: int
+    whole: bool  # the sample is the whole stream: the ratio is the stream's own
+
+    @property
+    def ratio(self):
+        return self.stored / self.read if self.read else 1.0
+
+
+def sample_compression(zfs, step, algorithm, level, limit=SAMPLE):
+    """Compress up to ``limit`` bytes of the stream this step sends (a snapshot --dry-run has not
+    taken yet: the dataset's newest snapshot, sent the same way from the same base where it can
+    be) with the archive's codec; None when there is nothing to sample.  Reads ZFS, writes
+    nothing."""
+    target, base = step.target, step.base
+    if target.planned:
+        snaps = [s for s in zfs.snapshots(step.dataset) if not s.planned]
+        if not snaps:  # a first backup: its files, as they are now, are all there is to go by
+            return _sample_files(zfs, step.dataset, algorithm, level, limit)
+        target = snaps[-1]
+        if base is not None and (base.guid == target.guid or base.bookmark):
+            base = None  # nothing newer than the base yet: the data as it is, in a full of it
+    send = zfs.send(target.name, from_snap=base.source if base is not None else None, flags=step.flags)
+    stored = _Counter()
+    read, whole = 0, False
+    try:
+        packer = compression.writer(algorithm, level, stored)
+        while read < limit:
+            piece = send.stdout.read(min(1 << 20, limit - read))
+            if not piece:
+                whole = True
+                break
+            packer.write(piece)
+            read += len(piece)
+        packer.close()
+    finally:
+        send.kill()
+        try:
+            send.check()
+        except ZgError:
+            pass  # stopped early on purpose: its EPIPE is no failure
+    return Sample(target.name, read, stored.n, whole)
+
+
+def _sample_files(zfs, dataset, algorithm, level, limit, most_files=10_000):
+    """Compress the start of each file of the mounted ``dataset`` (the first ``most_files`` in
+    directory order, an equal share of ``limit`` each, at least 1 MiB); None when it is not
+    mounted or has no data.  Reads files, never writes."""
+    props = zfs.get(dataset, "mounted", "mountpoint")
+    root = props.get("mountpoint", "")
+    if props.get("mounted") != "yes" or not root.startswith("/"):
+        return None
+    paths = []
+    for top, dirs, files in os.walk(root):
+        dirs.sort()
+        paths.extend(os.path.join(top, name) for name in sorted(files))
+        if len(paths) >= most_files:
+            break
+    share = max(1 << 20, limit // max(len(paths), 1))
+    stored, read, whole = _Counter(), 0, len(paths) < most_files
+    packer = compression.writer(algorithm, level, stored)
+    for path in paths[:most_files]:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                piece = f.read(min(share, limit - read))
+                whole = whole and not f.read(1)
+        except OSError:
+            continue
+        packer.write(piece)
+        read += len(piece)
+        if read >= limit:
+            whole = False
+            break
+    packer.close()
+    return Sample(f"the files of {dataset}", read, stored.n, whole) if read else None
+
+
+class _Counter:
+    def __init__(self):
+        self.n = 0
+
+    def write(self, data):
+        self.n += len(data)
+        return len(data)
+
+
+def describe_step(step, dest_class, sample=None):
+    """One plan line: what is sent, about how big it is and what it costs to keep a month."""
     flags = f", zfs send {' '.join(step.flags.cli())}" if step.flags.cli() else ""
-    return f"{step.dataset}@{step.target.short}: {step.kind} ({step.reason}){flags}, about {size}, {monthly}"
+    words = f"{step.dataset}@{step.target.short}: {step.kind} ({step.reason}){flags}"
+    archived = archive_estimate(step, sample)
+    if archived is None:
+        return f"{words}, size not known (ZFS gives no estimate here)"
+    bound = "at most " if step.upper_bound else "about "
+    sent = f"{bound}{cost.human_bytes(step.estimate)} to send ({step.estimated_by})"
+    if sample is not None:
+        of = f"all of {sample.source}" if sample.whole else f"a {cost.human_bytes(sample.read)} sample of {sample.source}"
+        sent += f", {bound}{cost.human_bytes(archived)} archived ({of} compressed to {sample.ratio:.0%})"
+    monthly = cost.dollars(cost.monthly_storage(archived, dest_class))
+    return f"{words}: {sent}; {bound}{monthly}/month in {dest_class}"
+
+
+def archive_estimate(step, sample=None):
+    """Bytes the archive will take: the send estimate, compressed as the sample was."""
+    if step.estimate is None:
+        return None
+    return int(step.estimate * sample.ratio) if sample is not None else step.estimate
 
 
 def extend_locks(store, cat, dest):

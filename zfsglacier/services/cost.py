@@ -101,6 +101,14 @@ def retrieval_options(size, cls, objects=1, requests=None):
             for name, t in tiers.items()]
 
 
+def thaw_hours(cls, tier):
+    """The typical hours a thaw of ``cls`` at ``tier`` takes (the price table's), or None."""
+    try:
+        return _cls(cls).get("tiers", {})[tier]["hours"]
+    except (KeyError, UsageError):
+        return None
+
+
 def early_deletion(size, cls, age_seconds):
     """(days short of the minimum, dollars still billed) for deleting an archive now."""
     c = _cls(cls)

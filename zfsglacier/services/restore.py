@@ -19,6 +19,7 @@ from ..format.header import read_header
 from ..format.metadata import Identity
 from ..format.zfsstream import STREAM_FEATURES
 from ..format.keys import check_signature, open_header
+from .watch import NOBODY, Counted
 
 
 def names(spec):
@@ -221,13 +222,14 @@ def check_chain(store, chain, start, identities, signers=()):
             check_before_receive(reader, a, identities, signers)
 
 
-def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, say, signers=()):
+def receive_chain(zfs, store, chain, start, target, identities, *, force, jobs, watch=NOBODY, signers=()):
     """Fetch, decrypt and receive archives[start:] into target; check each snapshot's guid."""
+    watch.begin("restore", sum(a.size or 0 for a in chain.archives[start:]))
     for i, a in enumerate(chain.archives[start:], start):
-        say(f"receiving {i + 1}/{len(chain.archives)}: {a.name} ({cost.human_bytes(a.size)})")
+        watch.say(f"receiving {i + 1}/{len(chain.archives)}: {a.name}")
         with store.open_read(a.id, jobs=jobs, recorded=a) as reader:
             vouched = vouches(reader, a.checksum, a.sha256)
-            src = _Hashing(reader, None if vouched else a.sha256, a.id)
+            src = _Hashing(Counted(reader, watch), None if vouched else a.sha256, a.id)
             opened = check_before_receive(src, a, identities, signers)  # again: the store may have changed it
             tree = archive.read_private_metadata(*opened).get("replicated") or {}
             exclude = ("mountpoint",) if carries_props(a) else ()
@@ -269,7 +271,7 @@ def check_tree(zfs, a, target, tree):
 
 
 def restore(zfs, store, cat, dest, spec, target, identities, *, policy=None, force=False, jobs=4,
-            say=lambda s: None, signers=()):
+            watch=NOBODY, signers=()):
     rows, row = find_snapshot(cat, dest, spec)
     chain = chains.chain_to(rows, row.toguid, spec)
     done, exists = done_steps(zfs, target, chain)
@@ -283,9 +285,9 @@ def restore(zfs, store, cat, dest, spec, target, identities, *, policy=None, for
         raise ZfsError(f"{spec} was sent with its properties (zfs send -p/-R), and this zfs cannot receive them without "
                        f"the source's mountpoint (no `zfs receive -x`, OpenZFS 0.7+; zfs-fuse has none): restore it "
                        f"where OpenZFS runs, or the restore would mount over the original")
-    thaw.thaw_all(store, dest, cat, [a.id for a in chain.archives[done:]], policy or thaw.Policy(), say)
+    thaw.thaw_all(store, dest, cat, [a.id for a in chain.archives[done:]], policy or thaw.Policy(), watch.say)
     check_chain(store, chain, done, identities, signers)
-    receive_chain(zfs, store, chain, done, target, identities, force=force and exists, jobs=jobs, say=say,
+    receive_chain(zfs, store, chain, done, target, identities, force=force and exists, jobs=jobs, watch=watch,
                   signers=signers)
     for a in chain.archives:
         cat.thaw_done(dest, a.id)

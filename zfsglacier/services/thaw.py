@@ -6,10 +6,12 @@ as it is made, and the wait polls with a growing interval.  Nothing here reads t
 the clock of its own: the caller passes a Policy (tests give it a short poll and their own sleep).
 """
 
+import datetime
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import cost
 from ..errors import NotFoundError, RestorePendingError
 
 READY = ("ready", "thawed")
@@ -24,6 +26,7 @@ class Policy:
     max_poll: float = 900.0
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    now: Callable[[], float] = field(default=time.time, repr=False)  # wall time, for "expected by"
 
 
 def thaw_all(store, dest, cat, ids, policy, say=lambda s: None, on_missing=None):
@@ -43,14 +46,20 @@ def thaw_all(store, dest, cat, ids, policy, say=lambda s: None, on_missing=None)
         if status.state not in READY:
             pending.append(archive_id)
             waits[archive_id] = status
+    due = _expected(store, dest, cat, pending, policy)
     if pending and not policy.wait:
         first = waits[pending[0]]
+        last = max((due[i] for i in pending if due.get(i)), default=None)
+        when = f" (all expected by {_utc(last)})" if last else ""
         raise RestorePendingError(f"{len(pending)} of {len(ids)} archives are being thawed ({policy.tier} tier"
-                                  f"{_typically(waits.values())}): {first.detail}; run the same command again later")
+                                  f"{_typically(waits.values())}): {first.detail}; run the same command again "
+                                  f"later{when}")
     start, delay = policy.clock(), policy.poll
     while pending:
-        say(f"waiting for {len(pending)} thaw(s) ({policy.tier} tier{_typically(waits.values())}): "
-            f"{int(policy.clock() - start)} s so far; {waits[pending[0]].detail}")
+        first = min((due[i] for i in pending if due.get(i)), default=None)
+        by = f"; the first expected by {_utc(first)}" if first else ""
+        say(f"waiting for {len(pending)} of {len(ids)} thaw(s) ({policy.tier} tier{by}): "
+            f"{_elapsed(policy.clock() - start)} so far; {waits[pending[0]].detail}")
         policy.sleep(delay)
         delay = min(delay * 1.5, policy.max_poll)
         still = []
@@ -78,6 +87,28 @@ def _version(cat, dest, archive_id):
     """The version recorded at upload (what reads name too), where the catalog knows the archive."""
     row = cat.get(dest, archive_id)
     return row.version if row is not None else None
+
+
+def _expected(store, dest, cat, ids, policy):
+    """When each thaw should be done, by the price table's typical hours for its class and tier,
+    counted from when it was asked for (the catalog's note; now, where there is none)."""
+    asked = {t["id"]: t["requested"] for t in cat.thaws(dest)}
+    due = {}
+    for archive_id in ids:
+        row = cat.get(dest, archive_id)
+        hours = cost.thaw_hours(store.price_class(row.storage_class if row is not None else None), policy.tier)
+        if hours is not None:
+            due[archive_id] = asked.get(archive_id, policy.now()) + hours * 3600
+    return due
+
+
+def _utc(ts):
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _elapsed(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def _typically(statuses):

@@ -498,8 +498,7 @@ class Store(ABC):
 
     def init(self) -> str:
         """Prepare a new destination for use (zg-init); returns what was done, as a sentence."""
-        raise UsageError(f"{self.url}: zg-init prepares file:// destinations; create a bucket or vault with "
-                         f"the provider's own tools")
+        raise UsageError(f"{self.url}: this kind of destination has nothing zg-init can prepare")
 
     # ---- uploads
     def open_upload(self, metadata: dict[str, str], *, expected_size: Optional[int] = None,

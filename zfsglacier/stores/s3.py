@@ -792,6 +792,27 @@ class S3Store(Store):
         kept = found.get("Retention") or {}
         return {"ObjectLockMode": kept.get("Mode"), "ObjectLockRetainUntilDate": kept.get("RetainUntilDate")}
 
+    def init(self) -> str:
+        """Create the bucket when it does not exist (with Object Lock when the destination asks for
+        it: most servers enable it only at creation); an existing bucket is not changed."""
+        c = self.client
+        try:
+            call(c.head_bucket, f"{self.url}: bucket {self.bucket}", not_found="missing", Bucket=self.bucket)
+            return (f"bucket {self.bucket} exists: nothing changed (`zg-doctor {self.url}` says whether it suits "
+                    f"backups)")
+        except NotFoundError:
+            pass
+        request = {"Bucket": self.bucket}
+        region = c.meta.region_name
+        if region and region != "us-east-1":  # the one region that takes no LocationConstraint
+            request["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        if self.object_lock:
+            request["ObjectLockEnabledForBucket"] = True
+        call(c.create_bucket, f"{self.url}: create bucket {self.bucket}", **request)
+        return (f"bucket {self.bucket} created" + (f" in {region}" if region else "") +
+                (" with Object Lock enabled (and so versioning)" if self.object_lock else "") +
+                f"; `zg-doctor {self.url}` checks it")
+
     def _check_bucket(self) -> None:
         """HEAD says only 404: tell a missing bucket from a missing object."""
         try:

@@ -41,6 +41,9 @@ READ_RANGE = 16 * MiB  # power of two: every full range is a node of the archive
 JOB_OUTPUT_TTL = 24 * 3600
 
 
+NO_VAULT = "ResourceNotFoundException"  # StoreError.code of a vault that does not exist
+
+
 def describe(metadata: dict[str, str]) -> str:
     """Metadata as the archive description: compact, sorted JSON."""
     return json.dumps(metadata, separators=(",", ":"), sort_keys=True)
@@ -187,7 +190,7 @@ class VaultStore(Store):
             if code == "ResourceNotFoundException":
                 if message.startswith("Vault not found"):
                     raise StoreError(f"{self.url}: vault {self.vault} does not exist (in this "
-                                     f"region)") from None
+                                     f"region)", code=NO_VAULT) from None
                 raise NotFoundError(not_found or f"{what}: {message}") from None
             if code == "InvalidParameterValueException" and "tree-hash" in message.lower():
                 raise IntegrityError(f"{what}: the vault refused the data: {message}") from None
@@ -205,6 +208,18 @@ class VaultStore(Store):
 
         with self._errors(f"{self.url}: {action}", not_found):
             return retry_call(once, transient=_aws.is_transient) if retry else once()
+
+    def init(self) -> str:
+        """Create the vault when it does not exist (AWS stopped taking new vault customers in
+        December 2025: an account that never had a vault is refused, and S3 is the way)."""
+        try:
+            self._call("describe_vault", "describe the vault")
+            return f"vault {self.vault} exists: nothing changed (`zg-doctor {self.url}` checks it)"
+        except StoreError as err:
+            if err.code != NO_VAULT:
+                raise
+        self._call("create_vault", "create the vault")
+        return f"vault {self.vault} created; `zg-doctor {self.url}` checks it"
 
     def doctor(self) -> list[Check]:
         """The vault and credentials, the clock, and what its inventory says (nothing is written)."""
