@@ -67,11 +67,14 @@ def test_the_sample_in_readme_is_the_one_zg_config_prints_and_it_checks():
 
 def test_config_check_passes_the_sample_and_names_each_destination(tmp_path):
     env = dict(_aws_config(tmp_path, "backup", "ceph"), ZG_CONFIG=str(SAMPLE))
+    p = zg("config", "check", env=env)  # the job's key is not there yet: its line says so
+    assert p.returncode == 2 and f"FAIL    job nightly: key file {tmp_path}/.zg/offsite.pub does not exist".encode() in p.stdout, p.stdout
+    zg("keygen", "-o", tmp_path / ".zg" / "offsite.key", "--public-file", tmp_path / ".zg" / "offsite.pub", check=True)
     p = zg("config", "check", env=env)
     assert p.returncode == 0, p.stderr
     out = p.stdout.decode()
     for line in ("ok      usb: file:///mnt/backup/zfs", "ok      offsite: s3://my-backup-bucket/zfs (DEEP_ARCHIVE)",
-                 "default usb"):
+                 "default usb", "ok      job nightly: tank/db to usb, snapshot 'auto', daily"):
         assert line in out, out
 
 
@@ -88,7 +91,7 @@ def test_config_check_fails_one_line_per_destination_that_cannot_be_used(tmp_pat
     assert "FAIL    noprofile: profile 'nosuch' is not in the AWS configuration" in out
     assert "FAIL    badclass: storage class 'ICEBERG'" in out
     assert "FAIL    nosigner: " in out and str(tmp_path / "missing.signer") in out  # ~ is the user's home
-    assert_one_line_error(p, 2, "3 of 4 destination(s) cannot be used")
+    assert_one_line_error(p, 2, "3 of 4 destination(s) and job(s) cannot be used")
 
 
 @pytest.mark.parametrize("text, words", [

@@ -29,7 +29,7 @@ LAYERS = {
     5: {"cli"},
 }
 DETAILED = {"plumbing", "format", "catalog", "services"}  # README's table names each of their modules
-CLI_HELPERS = {"common", "keyargs", "storeargs", "progress", "sizes", "schema", "__init__"}
+CLI_HELPERS = {"common", "keyargs", "storeargs", "progress", "sizes", "schema", "jobs", "__init__"}
 
 
 def layer_of(module):

@@ -56,7 +56,8 @@ def test_readme_first_run_from_nothing_to_a_restore(zfs_dataset, aws, tmp_path):
                 text = config.read_text()
                 assert "file:///mnt/backup/zfs" in text and 'url = "s3://my-backup-bucket/zfs"' in text
                 config.write_text(text.replace("file:///mnt/backup/zfs", f"file://{disk}/zfs").replace(
-                    'url = "s3://my-backup-bucket/zfs"', f'url = "s3://my-backup-bucket/zfs"\nendpoint = "{aws.s3_url}"'))
+                    'url = "s3://my-backup-bucket/zfs"', f'url = "s3://my-backup-bucket/zfs"\nendpoint = "{aws.s3_url}"')
+                    .replace('"tank/db"', f'"{zfs_dataset.name}"'))
         zfs = AdminZfs()
         restored = zfs.mountpoint(target)
         for rel in ("docs/report.txt", "db.bin"):
@@ -84,4 +85,4 @@ def test_the_lines_are_the_readme_s():
     lines = first_run_lines()
     assert [shlex.split(line)[0] for line in lines] == [
         "zg-keygen", "zg-config", "zg-config", "zg-init", "zg-backup", "zg-backup", "zg-ls", "zg-verify",
-        "zg-restore"]
+        "zg-status", "zg-restore"]

@@ -43,11 +43,30 @@ DESTINATION_TYPES = {
     "read_timeout": _NUMBER, "jobs": _INT, "object_lock": _TEXT, "lock_days": _INT,
     "host": _TEXT,  # s3:// only: "ID", "auto" (this machine's name) or "" (none); unset: see cli/storeargs.host_of
     "sign": _TEXT, "signer": _TEXT,  # the signing key zg-backup signs with; the signer file readers require
+    "rpo": _TEXT,  # the longest a dataset may go without a backup there ("26h", "8d"): zg-status
 }
 DESTINATION_KEYS = set(DESTINATION_TYPES)
-TOP_KEYS = {"catalog", "default_destination", "destinations"}
+TOP_KEYS = {"catalog", "default_destination", "destinations", "hooks", "jobs"}
+
+# Keys of a [jobs.NAME] table (what zg-backup --job, zg-prune --job, zg-drill --job and zg-units take),
+# with their types; ages ("30d") and schedules are checked where they are used (cli/jobs.py).
+_LIST = (list,)
+JOB_TYPES = {
+    "datasets": _LIST, "destination": _TEXT, "keys": _LIST, "recursive": (bool,), "intermediates": (bool,),
+    "snapshot": _TEXT,  # "auto" (zg-<UTC time>), or a strftime pattern of UTC time ("daily-%Y-%m-%d")
+    "existing": _TEXT,  # back up the newest existing snapshot matching this pattern (sanoid: "autosnap_*_daily")
+    "full_every": _INT, "full_if_older_than": _TEXT, "rpo": _TEXT,
+    "keep_last": _INT, "keep_hourly": _INT, "keep_daily": _INT, "keep_weekly": _INT, "keep_monthly": _INT,
+    "keep_yearly": _INT,
+    "compression": _TEXT, "level": _INT, "sign": _TEXT,
+    "schedule": _TEXT, "prune_schedule": _TEXT, "drill_schedule": _TEXT,  # systemd OnCalendar expressions
+    "drill_max_cost": _NUMBER,  # dollars a monthly drill may spend on thaws
+    "drill_key": _TEXT,  # the secret key a drill decrypts with (without one it checks checksums only)
+}
+HOOK_KEYS = {"on_success", "on_failure"}  # [hooks]: shell commands run after zg-backup, zg-prune, zg-verify, zg-drill
 _PATHS = ("sign", "signer")  # "~/" in these is the user's home, as in catalog
-_TYPE_WORDS = {_TEXT: "a string", _INT: "an integer", _NUMBER: "a number", (int, str): "bytes or a size like \"64M\""}
+_TYPE_WORDS = {_TEXT: "a string", _INT: "an integer", _NUMBER: "a number", (int, str): "bytes or a size like \"64M\"",
+               (list,): "a list", (bool,): "true or false"}
 
 
 def config_path() -> str:
@@ -74,6 +93,20 @@ class Destination:
 
 
 @dataclass
+class Job:
+    """A named job: what to back up where, how often, and what to keep (``[jobs.NAME]``)."""
+
+    name: str
+    datasets: list
+    destination: str
+    keys: list
+    settings: dict = field(default_factory=dict)  # every other key of the table, as written
+
+    def get(self, key, default=None):
+        return self.settings.get(key, default)
+
+
+@dataclass
 class Config:
     """The parsed configuration; ``raw`` keeps every table for modules with their own sections."""
 
@@ -82,6 +115,15 @@ class Config:
     destinations: dict[str, Destination]
     default_destination: Optional[str] = None
     raw: dict[str, Any] = field(default_factory=dict)
+    hooks: dict[str, str] = field(default_factory=dict)  # on_success / on_failure: shell commands
+    jobs: dict[str, Job] = field(default_factory=dict)
+
+    def job(self, name: str) -> Job:
+        try:
+            return self.jobs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.jobs)) or "none defined"
+            raise UsageError(f"no job {name!r} in {self.path or config_path()} ({known})") from None
 
     def destination(self, name: str) -> Destination:
         try:
@@ -143,6 +185,44 @@ def load_config(path: Optional[str] = None) -> Config:
             except ValueError as exc:
                 raise bad(f"[destinations.{name}]: part_size: {exc}") from None
         destinations[name] = Destination(name, table["url"], options)
+    hooks = raw.get("hooks", {})
+    if not isinstance(hooks, dict) or set(hooks) - HOOK_KEYS or not all(isinstance(v, str) for v in hooks.values()):
+        raise bad(f"[hooks] takes {' and '.join(sorted(HOOK_KEYS))}, each a shell command (a string)")
     if default is not None and default not in destinations:
         raise bad(f"default_destination {default!r} is not under [destinations]")
-    return Config(path, os.path.expanduser(catalog), destinations, default, raw)
+    jobs = {name: _job(bad, name, table, default) for name, table in _tables(bad, raw, "jobs").items()}
+    return Config(path, os.path.expanduser(catalog), destinations, default, raw, dict(hooks), jobs)
+
+
+def _tables(bad, raw, key):
+    tables = raw.get(key, {})
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        raise bad(f"[{key}] must be a table of tables ([{key}.NAME])")
+    return tables
+
+
+def _job(bad, name, table, default):
+    where = f"[jobs.{name}]"
+    unknown = set(table) - set(JOB_TYPES)
+    if unknown:
+        raise bad(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(JOB_TYPES))})")
+    for key, value in table.items():
+        kinds = JOB_TYPES[key]
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise bad(f"{where}: {key} must be {_TYPE_WORDS[kinds]}, not {value!r}")
+    datasets, keys = table.get("datasets"), table.get("keys")
+    if not datasets or not all(isinstance(d, str) and d for d in datasets):
+        raise bad(f"{where} needs datasets = [\"pool/dataset\", ...]")
+    if not keys or not all(isinstance(k, str) and k for k in keys):
+        raise bad(f"{where} needs keys = [\"~/.zg/offsite.pub\"] (the recipients its archives are encrypted to)")
+    destination = table.get("destination", default)
+    if not destination:
+        raise bad(f"{where} needs destination = \"NAME\" (or a default_destination)")
+    if "snapshot" in table and "existing" in table:
+        raise bad(f"{where}: snapshot (take one) and existing (use what sanoid or another tool took) exclude "
+                  f"each other")
+    settings = {k: v for k, v in table.items() if k not in ("datasets", "destination", "keys")}
+    for key in ("sign", "drill_key"):
+        if key in settings:
+            settings[key] = os.path.expanduser(settings[key])
+    return Job(name, list(datasets), destination, [os.path.expanduser(k) for k in keys], settings)

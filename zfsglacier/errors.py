@@ -163,3 +163,10 @@ class RetainedError(ZgError):
     refuses to delete it before (a governance lock yields to --bypass-governance)."""
 
     exit_code = 20
+
+
+class RpoBreachedError(ZgError):
+    """zg-status: a dataset's last good backup is older than its recovery point objective (or it
+    has none that can be restored)."""
+
+    exit_code = 21

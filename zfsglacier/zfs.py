@@ -425,6 +425,15 @@ class ZfsCli:
                     raise
             time.sleep(0.1 * (attempt + 1))
 
+    def destroy_drilled(self, name: str, guid: int) -> None:
+        """Destroy ``name``, a scratch dataset a restore drill received in this very run (it holds
+        the snapshot ``guid`` it received, checked first): the only dataset zfsglacier ever
+        destroys, and only one it made."""
+        if guid not in {s.guid for s in self.snapshots(name)}:
+            raise ZfsError(f"{name} does not hold the snapshot the drill received (guid {guid}): left as it is")
+        self._unmount_tree(name)
+        self._retry_busy("destroy", "-r", name)
+
     def rename(self, old: str, new: str) -> None:
         """Rename a dataset or snapshot; a mounted filesystem is unmounted around it (zfs-fuse)."""
         if "@" in old:

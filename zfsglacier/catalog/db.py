@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS thaws (    -- restores asked of a cold class, until r
 CREATE TABLE IF NOT EXISTS catalog_copies (  -- encrypted copies of this catalog at a destination
     dest TEXT NOT NULL, id TEXT NOT NULL, uploaded REAL NOT NULL, PRIMARY KEY (dest, id)
 );
+CREATE TABLE IF NOT EXISTS checks (  -- each archive zg-verify or zg-drill read back, and how it went
+    dest TEXT NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL,  -- verify | drill
+    finished REAL NOT NULL, result TEXT NOT NULL,           -- ok | FAIL | MISSING
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS checks_by_dest ON checks (dest, kind, finished);
 CREATE TABLE IF NOT EXISTS capabilities (    -- what zg-doctor found a destination's server can do
     dest TEXT PRIMARY KEY, probed REAL NOT NULL, found TEXT NOT NULL  -- JSON: Store.capabilities()
 );
@@ -122,7 +128,7 @@ _NULLABLE_COLUMNS = {"sha256": "TEXT", "checksum": "TEXT", "storage_class": "TEX
                      "snapshot": "TEXT", "deleted": "REAL", "identity": "TEXT", "missing": "REAL",
                      "locked_until": "REAL", "lock_mode": "TEXT",
                      "version": "TEXT"}
-_OUR_TABLES = {"archives", "uploads", "thaws", "catalog_copies", "capabilities"}
+_OUR_TABLES = {"archives", "uploads", "thaws", "catalog_copies", "capabilities", "checks"}
 
 
 LOCKED_WAIT = 30.0  # seconds, as the busy timeout
@@ -344,6 +350,25 @@ class Catalog:
     def thaws(self, dest=None):
         q = "SELECT * FROM thaws" + (" WHERE dest=?" if dest else "")
         return [dict(r) for r in self.db.execute(q, (dest,) if dest else ())]
+
+    # --- what was read back (zg-verify, zg-drill) ---------------------------------------------
+
+    def checked(self, dest, archive_id, kind, result, detail=None, when=None):
+        """Note that ``archive_id`` was read back by ``kind`` (verify | drill) with ``result``."""
+        if self.readonly:
+            return
+        self.db.execute("INSERT INTO checks VALUES (?,?,?,?,?,?)",
+                        (dest, archive_id, kind, time.time() if when is None else when, result, detail))
+
+    def forget_checks(self, dest, kind, result):
+        """Drop the notes of ``kind`` with ``result`` (a drill's "pending" once it has finished)."""
+        if not self.readonly:
+            self.db.execute("DELETE FROM checks WHERE dest=? AND kind=? AND result=?", (dest, kind, result))
+
+    def checks(self, dest, kind=None):
+        """Every check noted for ``dest`` (of ``kind``), oldest first."""
+        q = "SELECT * FROM checks WHERE dest=?" + (" AND kind=?" if kind else "") + " ORDER BY finished"
+        return [dict(r) for r in self.db.execute(q, (dest, kind) if kind else (dest,))]
 
     # --- copies of the catalog itself ---------------------------------------------------------
 

@@ -12,8 +12,10 @@ from ..errors import CatalogError, PartialFailureError, UsageError, ZgError
 from ..zfs import open_zfs
 from .progress import Progress, add_progress_option
 from . import schema
+from . import jobs as jobs_config
 from .common import parser, run
-from .keyargs import add_key_options, add_sign_option, recipients as key_recipients, signing_key
+from .jobs import add_job_option
+from .keyargs import add_key_options, add_sign_option, default_keys, recipients as key_recipients, signing_key
 from .sizes import parse_age
 from .storeargs import add_store_options, catalog, catalog_copy_store, host_defaulted, jobs, open_dest
 from ..catalog.locks import UPLOADS, Locks, lock_directory
@@ -32,8 +34,10 @@ EXAMPLES = [
 def build_parser():
     p = parser("zg-backup", "Back DATASET up to DEST: full or incremental from the newest snapshot already "
                             "there, encrypted to --key, uploaded and recorded in the catalog.", examples=EXAMPLES)
-    p.add_argument("dataset", metavar="DATASET", help="the dataset to back up (with -r, and every one under it)")
-    add_store_options(p)
+    p.add_argument("dataset", metavar="DATASET", nargs="?",
+                   help="the dataset to back up (with -r, and every one under it); not with --job")
+    add_store_options(p, dest_optional=True)
+    add_job_option(p, "back up the datasets")
     add_key_options(p, "recipient")
     p.add_argument("-r", "--recursive", action="store_true", help="every dataset under DATASET")
     p.add_argument("--snapshot", metavar="NAME|auto", help="take this snapshot first (auto: zg-<UTC time>)")
@@ -77,7 +81,42 @@ def build_parser():
 
 
 def body(argv):
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    job = jobs_config.job_of(args)
+    if job is None:
+        if not args.dataset or not args.dest:
+            raise UsageError("give DATASET and DEST, or --job NAME (see zg-backup --help)")
+        args.existing = None
+        return backup_datasets(args)
+    if args.dataset:
+        raise UsageError(f"--job {job.name} names its datasets ({', '.join(job.datasets)}): give no DATASET")
+    jobs_config.apply(args, job, p, jobs_config.BACKUP_SETTINGS)
+    default_keys(args, job.keys)
+    args.existing = job.get("existing")
+    if args.snapshot is None:
+        args.snapshot = jobs_config.snapshot_name(job)
+    failed, plans = [], []
+    for ds in job.datasets:
+        args.dataset = ds
+        try:
+            backup_datasets(args, plans)
+        except ZgError as err:
+            if len(job.datasets) == 1:
+                raise
+            failed.append(ds)
+            sys.stderr.write(f"zg-backup: error: job {job.name}: {ds}: {err}\n")
+    if plans:  # one plan for the whole job
+        _show_plan(args, plans[0][0], plans[0][1], [s for p in plans for s in p[2]], [d for p in plans for d in p[3]])
+    if failed:
+        raise PartialFailureError(f"job {job.name}: {len(failed)} of {len(job.datasets)} datasets failed "
+                                  f"({', '.join(failed)}: see above)")
+    return 0
+
+
+def backup_datasets(args, plans=None):
+    """One DATASET (and, with -r, those under it) to DEST, as the arguments say; a dry run's plan
+    is shown, or added to ``plans`` for the caller to show."""
     if args.replicate and args.recursive:
         raise UsageError("--replicate sends every dataset under DATASET in one stream already: drop -r (which makes "
                          "one chain per dataset instead)")
@@ -106,7 +145,7 @@ def body(argv):
             for ds in sorted(datasets):
                 locks.take(dest, ds, f"zg-backup {ds}")
             locks.take(dest, UPLOADS, "zg-backup", shared=True)
-        snap_name = args.snapshot
+        snap_name = args.snapshot if not args.existing else None  # a job that uses others' snapshots takes none
         if snap_name and not args.dry_run:
             snap_name = backup.take_snapshot(zfs, args.dataset, snap_name, recursive=args.recursive or args.replicate)
         elif snap_name == "auto":
@@ -115,9 +154,12 @@ def body(argv):
         progress = Progress("backup", mode=args.progress)
         for ds in datasets:
             try:
+                if args.existing:
+                    take, plan = jobs_config.newest_matching(zfs, ds, args.existing), None
+                else:
+                    take, plan = (snap_name, None) if not args.dry_run else (None, snap_name)
                 step = backup.plan_dataset(
-                    zfs, cat, dest, ds, snapshot_name=snap_name if not args.dry_run else None,
-                    planned_snapshot=snap_name if args.dry_run else None,
+                    zfs, cat, dest, ds, snapshot_name=take, planned_snapshot=plan,
                     full_every=args.full_every, full_if_older=args.full_if_older_than, raw=args.raw,
                     compressed=args.compressed_send, props=args.props, replicate=args.replicate)
                 if step is None:
@@ -151,7 +193,9 @@ def body(argv):
                     raise
                 failures.append(ds)
                 sys.stderr.write(f"zg-backup: error: {ds}: {err}\n")
-        if args.dry_run:
+        if args.dry_run and plans is not None:
+            plans.append((dest, dest_class, planned, current))
+        elif args.dry_run:
             _show_plan(args, dest, dest_class, planned, current)
         if (made or cat.copy_stale(dest)) and not args.dry_run:  # a copy that failed last time is due too
             try:
@@ -211,4 +255,4 @@ def _refuse_flat_layout(args, config, store, path):
 
 
 def main(argv=None):
-    return run("zg-backup", body, argv)
+    return run("zg-backup", body, argv, hooks=True)

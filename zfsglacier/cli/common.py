@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 
@@ -98,11 +99,57 @@ def parser(prog, description, examples=(), notes=None):
 SIGPIPE_STATUS = 128 + signal.SIGPIPE
 
 
-def run(prog, body, argv=None, *, report=False):
+def run(prog, body, argv=None, *, report=False, hooks=False):
     """Run ``body(argv)``; turn every expected failure into one stderr line and an exit code.
-    ``report``: stdout is a report for people and scripts, not data (see SIGPIPE_STATUS)."""
-    if argv is None:
-        argv = sys.argv[1:]
+    ``report``: stdout is a report for people and scripts, not data (see SIGPIPE_STATUS).
+    ``hooks``: the command is one that cron runs (zg-backup, zg-prune, zg-verify, zg-drill): the config's
+    [hooks] on_success / on_failure command runs after it (see run_hook)."""
+    code = _run(prog, body, sys.argv[1:] if argv is None else argv, report)
+    if hooks:
+        run_hook(prog, code)
+    return code
+
+
+def run_hook(prog, code):
+    """The config's ``on_success`` (exit 0) or ``on_failure`` (any other) shell command, e.g. a
+    healthchecks.io ping, with ZG_COMMAND, ZG_EXIT and ZG_ERROR (the error line, if any) in its
+    environment; its output goes to stderr (stdout is the command's).  A hook that fails, or runs
+    longer than HOOK_TIMEOUT, is a warning: it never changes the command's exit code."""
+    from ..config import load_config
+    try:
+        hooks = load_config().hooks
+    except ZgError:
+        return  # the command has said what is wrong with the configuration
+    command = hooks.get("on_success" if code == 0 else "on_failure")
+    if not command:
+        return
+    env = dict(os.environ, ZG_COMMAND=prog, ZG_EXIT=str(code), ZG_ERROR=_said[-1] if _said else "")
+    which = "on_success" if code == 0 else "on_failure"
+    try:
+        done = subprocess.run(["/bin/sh", "-c", command], env=env, stdin=subprocess.DEVNULL, stdout=2,
+                              timeout=HOOK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _warn(prog, f"the {which} hook ran longer than {HOOK_TIMEOUT} s and was stopped")
+    except OSError as err:
+        _warn(prog, f"the {which} hook could not run: {err.strerror or err}")
+    else:
+        if done.returncode:
+            _warn(prog, f"the {which} hook exited {done.returncode}")
+
+
+HOOK_TIMEOUT = 120
+_said = []  # the error lines this process wrote (the last goes to a hook as ZG_ERROR)
+
+
+def _warn(prog, message):
+    try:
+        sys.stderr.write(f"{prog}: warning: {message}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+
+
+def _run(prog, body, argv, report):
     # Python's cycle collector ran ~140 times in one zg-fetch, mostly while botocore loads its
     # service models, walking them again each time; collecting after 50,000 new objects instead
     # of 700: zg-fetch of 213 MB from RGW took 0.72 CPU-s instead of 0.77 (median of 8 runs).
@@ -181,6 +228,7 @@ def _with_hint(err):
 
 
 def _say(prog, message):
+    _said.append(str(message))
     try:
         sys.stderr.write(f"{prog}: error: {message}\n")
         sys.stderr.flush()

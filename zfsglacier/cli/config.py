@@ -13,6 +13,7 @@ import urllib.parse
 from .. import stores
 from ..config import SAMPLE, config_path, load_config
 from ..errors import OutputClosedError, UsageError, ZgError
+from . import jobs as jobs_config
 from .common import parser, run
 from .keyargs import signers, signing_key
 from .storeargs import this_host
@@ -64,12 +65,18 @@ def body(argv):
         except ZgError as err:
             problems += 1
             print(f"FAIL    {name}: {err}")
+    for name in sorted(config.jobs):
+        try:
+            print(f"ok      job {name}: {jobs_config.check(config.job(name), config)}")
+        except ZgError as err:
+            problems += 1
+            print(f"FAIL    job {name}: {err}")
     print(f"catalog {config.catalog}" + ("" if os.path.exists(config.catalog) else " (made at the first backup)"))
     if config.default_destination:
         print(f"default {config.default_destination}")
     if problems:
-        raise UsageError(f"config {path}: {problems} of {len(config.destinations)} destination(s) cannot be used "
-                         f"(see the FAIL lines)")
+        raise UsageError(f"config {path}: {problems} of {len(config.destinations) + len(config.jobs)} "
+                         f"destination(s) and job(s) cannot be used (see the FAIL lines)")
     return 0
 
 

@@ -38,6 +38,13 @@ def add_key_options(p, role, *, positional=False, legacy=False, why=None):
     p.set_defaults(**({} if positional else {"key_args": []}), **({} if role == "recipient" else {"recipient": []}))
 
 
+def default_keys(args, paths):
+    """The key files a job names (config.toml), where the command line gave no key at all: an
+    option given there wins."""
+    if not given(args):
+        args.keys = list(paths)
+
+
 def key_files(args):
     return list(args.key_args) + list(args.keys)
 

@@ -12,7 +12,7 @@ from ..catalog import chains
 from .. import stores
 from ..catalog.db import Catalog
 from ..config import load_config
-from ..errors import DatasetNotFoundError, UsageError
+from ..errors import UsageError
 from ..format.metadata import MetadataError, PublicMetadata, printable
 from .storeargs import add_store_options, catalog, open_dest
 from . import schema
@@ -63,30 +63,6 @@ def _finish_hint(upload, dest):
         return (f"`zg-upload --resume {dest} < FILE` continues it if its input was a file (not a pipeline: "
                 f"encryption makes new bytes each run); else {free}")
     return free  # seen in the store (--remote): who started it is not known here
-
-
-def holds(zfs, cat, dest):
-    """For each dataset with archives at ``dest``: its held snapshots, which one the next
-    incremental to ``dest`` starts from, and whether that one is held for ``dest``."""
-    out = []
-    tag = backup.hold_tag(dest)
-    archives = cat.archives(dest)
-    for ds in sorted({a.dataset for a in archives if a.dataset}):
-        try:
-            snaps, refs = zfs.snapshots(ds), zfs.userrefs_all(ds)
-        except DatasetNotFoundError:
-            out.append(dict(dataset=ds, state="not on this host"))
-            continue
-        base, reason = backup.next_base(snaps, archives, ds)
-        if base is None:
-            out.append(dict(dataset=ds, state=f"no base for an incremental: {reason}"))
-        for s in snaps:
-            n, is_base = refs.get(s.name, 0), base is not None and s.name == base.name
-            if n or is_base:
-                tags = zfs.holds(s.name) if n else []
-                held = n > 0 if tags is None else tag in tags
-                out.append(dict(dataset=ds, snapshot=s.name, userrefs=n, tags=tags, base=is_base, held=held))
-    return out
 
 
 def _print_holds(out, rows, dest):
@@ -150,7 +126,7 @@ def body(argv):
                          lock_mode=a.lock_mode) for a in archived]
             incomplete = cat.uploads(dest)
         thaws = cat.thaws(dest)
-        held = holds(open_zfs(), cat, dest) if args.holds else None
+        held = backup.holds(open_zfs(), cat, dest) if args.holds else None
     if args.json:
         schema.dump("ls-remote" if args.remote else "ls", destination=dest, archives=rows,
                     incomplete_uploads=incomplete, thaws=thaws, **({"holds": held} if held is not None else {}))

@@ -9,9 +9,11 @@ import sys
 import time
 
 from ..services import backup, cost, retention
-from ..errors import NotFoundError, RetainedError, StoreError, UsageError, ZgError
+from ..errors import NotFoundError, PartialFailureError, RetainedError, StoreError, UsageError, ZgError
 from . import schema
+from . import jobs as jobs_config
 from .common import parser, run
+from .jobs import add_job_option
 from .storeargs import add_store_options, catalog, open_dest
 from ..zfs import open_zfs
 
@@ -62,8 +64,9 @@ def build_parser():
                      "(UTC calendar periods, ISO weeks, the newest snapshot of each of the N most recent periods "
                      "that have one); every archive a kept snapshot's chain needs stays; archives younger than "
                      "their storage class's minimum duration wait unless --delete-early.", examples=EXAMPLES)
-    add_store_options(p)
+    add_store_options(p, dest_optional=True)
     p.add_argument("dataset", nargs="?", metavar="DATASET", help="only this dataset (and its children)")
+    add_job_option(p, "prune, by its keep_* rules, the datasets")
     p.add_argument("--keep-last", type=int, default=0, metavar="N", help="keep the N newest snapshots")
     for name, period in (("hourly", "hours"), ("daily", "days"), ("weekly", "ISO weeks"), ("monthly", "months"),
                          ("yearly", "years")):
@@ -79,7 +82,41 @@ def build_parser():
 
 
 def body(argv):
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    job = jobs_config.job_of(args)
+    if job is None:
+        if not args.dest:
+            raise UsageError("give DEST, or --job NAME (see zg-prune --help)")
+        return prune(args)
+    if args.dest and args.dest != job.destination and not args.dataset:  # `zg-prune --job NAME DATASET`
+        args.dest, args.dataset = None, args.dest
+    jobs_config.apply(args, job, p, {f"keep_{k}": f"keep_{k}" for k in jobs_config.KEEP})
+    chosen = [args.dataset] if args.dataset else job.datasets
+    if args.dataset and args.dataset not in job.datasets:
+        raise UsageError(f"{args.dataset} is not one of job {job.name}'s datasets ({', '.join(job.datasets)})")
+    if args.json and len(chosen) > 1:
+        raise UsageError(f"--json: one plan at a time; give one of job {job.name}'s datasets "
+                         f"({', '.join(job.datasets)})")
+    failed = []
+    for ds in chosen:
+        args.dataset = ds
+        try:
+            prune(args)
+        except NotFoundError as err:  # not backed up yet: nothing of it to prune
+            _warn(f"job {job.name}: {err}")
+        except ZgError as err:
+            if len(chosen) == 1:
+                raise
+            failed.append(ds)
+            _error(f"job {job.name}: {ds}: {err}")
+    if failed:
+        raise PartialFailureError(f"job {job.name}: pruning {len(failed)} of {len(chosen)} datasets failed "
+                                  f"({', '.join(failed)}: see above)")
+    return 0
+
+
+def prune(args):
     if args.json and not args.dry_run:
         raise UsageError("--json goes with --dry-run (the plan)")
     rules = retention.Rules(**{n: getattr(args, f"keep_{n}") for n in retention.RULE_NAMES})
@@ -203,4 +240,4 @@ def _catalog_copies(args, store, cat, dest, out):
 
 
 def main(argv=None):
-    return run(PROG, body, argv)
+    return run(PROG, body, argv, hooks=True)

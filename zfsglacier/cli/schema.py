@@ -84,6 +84,22 @@ SCHEMAS = {
         "ok": _INT, "failed": _INT, "missing": _INT,
     }, {"thaw": _object({"tier": _STR, "archives": _INT, "bytes": _INT, "dollars": _NUM, "hours": _NUM,
                          **_PRICES})}),
+    "status": _doc("status", {
+        "now": _NUM, "breached": {"type": "array", "items": _STR}, "warnings": {"type": "array", "items": _STR},
+        "destinations": {"type": "array", "items": _object({
+            "destination": _STR, "archives": _INT, "bytes": _INT, "incomplete_uploads": _INT, "thaws_pending": _INT,
+            "last_verify": {"type": ["object", "null"]}, "last_drill": {"type": ["object", "null"]},
+            "datasets": {"type": "array", "items": _object({
+                "dataset": _STR, "snapshot": _OPT_STR, "archive": _OPT_STR, "snapshot_time": _OPT_NUM,
+                "age": _OPT_NUM, "rpo": _OPT_NUM, "breached": _BOOL, "chain_length": _INT, "full_time": _OPT_NUM,
+                "broken": _OPT_STR, "last_verified": _OPT_NUM, "last_drill": _OPT_NUM,
+                "held": {"type": "array", "items": _STR}, "next_full": _OPT_NUM})}})},
+    }),
+    "drill": _doc("drill", {
+        "destination": _STR, "snapshot": _STR, "archives": {"type": "array", "items": _STR}, "bytes": _INT,
+        "tier": _STR, "dollars": _NUM, **_PRICES, "result": {"enum": ["ok"]}, "checked": _STR,
+        "compared": _OPT_STR,
+    }),
     "verify-plan": _doc("verify-plan", {
         "destination": _STR, "tier": _STR, **_PRICES,
         "archives": {"type": "array", "items": _ARCHIVE},

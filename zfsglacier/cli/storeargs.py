@@ -11,10 +11,11 @@ from ..config import load_config
 from ..errors import UsageError
 
 
-def add_store_options(p, *, dest=True):
+def add_store_options(p, *, dest=True, dest_optional=False):
     if dest:
-        p.add_argument("dest", metavar="DEST",
-                       help="s3://bucket/prefix, glacier://vault, file:///path, or a NAME from config.toml")
+        p.add_argument("dest", metavar="DEST", **({"nargs": "?"} if dest_optional else {}),
+                       help="s3://bucket/prefix, glacier://vault, file:///path, or a NAME from config.toml"
+                            + ("; with --job, the job's" if dest_optional else ""))
     p.add_argument("--catalog", metavar="PATH", help="catalog file (default: $ZG_CATALOG, config.toml, "
                                                      "~/.local/share/zfsglacier/catalog.db)")
     p.add_argument("--jobs", type=int, metavar="N", help="transfers in flight (default 4)")

@@ -10,57 +10,19 @@ archive deleted behind the tool's back is reported (and marked missing in the ca
 breaks the chains through it) while the rest are still checked.  Then a summary line.
 """
 
-import hashlib
 import random
 import sys
 import time
 
-from ..format import archive
 from ..services import cost, thaw
-from ..services.watch import NOBODY, Counted
-from ..errors import CorruptArchiveError, IntegrityError, NotFoundError, UsageError, ZgError
-from ..plumbing.pipes import IO_SIZE
-from ..format.header import FOOTER, footer_ok
+from ..services.verify import verify_archive
+from ..errors import IntegrityError, NotFoundError, UsageError, ZgError
 from . import schema
 from .common import parser, run
 from .sizes import parse_dollars
 from .keyargs import add_key_options, add_signer_option, given, identities, signers
 from .progress import Progress, add_progress_option
 from .storeargs import add_store_options, add_thaw_options, catalog, jobs, open_dest, thaw_policy
-
-
-class _Hashing:
-    """Pass-through reader that hashes and remembers the last footer-sized bytes."""
-
-    def __init__(self, raw):
-        self.raw, self.digest, self.length, self.tail = raw, hashlib.sha256(), 0, b""
-
-    def read(self, n=-1):
-        data = self.raw.read(n)
-        self.digest.update(data)
-        self.length += len(data)
-        self.tail = (self.tail + data[-FOOTER.size:])[-FOOTER.size:]
-        return data
-
-    def close(self):
-        self.raw.close()
-
-
-def verify_one(store, row, idents, n_jobs, signers=(), watch=NOBODY):
-    reader = _Hashing(Counted(store.open_read(row.id, jobs=n_jobs, recorded=row), watch))
-    try:
-        if idents:
-            archive.decrypt(reader, None, idents, signers=signers)
-        else:
-            while reader.read(IO_SIZE):
-                pass
-            if row.meta.format and not footer_ok(reader.tail, reader.length):
-                raise CorruptArchiveError(f"{row.id}: archive is truncated (no valid footer)")
-    finally:
-        reader.close()
-    if row.sha256 and reader.digest.hexdigest() != row.sha256:
-        raise IntegrityError(f"{row.id}: SHA-256 differs from the one recorded at upload")
-    return reader.length
 
 
 EXAMPLES = [
@@ -115,6 +77,8 @@ def body(argv):
 
         def report(row, result, n=None, detail=None):
             results.append(dict(id=row.id, name=row.name, result=result, bytes=n, detail=detail))
+            cat.checked(dest, row.id, "verify", result, detail if result != "ok" else
+                        ("authenticated" if idents else "checksums only"))
             if not args.json:
                 words = f"{n} bytes" + ("" if idents else " (checksums only: no key)") if result == "ok" else detail
                 print(f"{result:<7} {row.id}  {row.name}  {words}")
@@ -131,7 +95,7 @@ def body(argv):
             progress.begin(f"verify {i + 1}/{len(rows) - len(gone)}", row.size)
             try:
                 try:
-                    n = verify_one(store, row, idents, jobs(args, config), required, progress)
+                    n = verify_archive(store, row, idents, jobs(args, config), required, progress)
                 finally:
                     progress.end()
                 if row.missing:
@@ -226,4 +190,4 @@ def _plan(args, dest, rows, price):
 
 
 def main(argv=None):
-    return run("zg-verify", body, argv, report=True)
+    return run("zg-verify", body, argv, report=True, hooks=True)

@@ -434,6 +434,30 @@ def keep_bases(zfs, cat, dataset, *, hold=None):
     return warnings
 
 
+def holds(zfs, cat, dest):
+    """For each dataset with archives at ``dest``: its held snapshots, which one the next
+    incremental to ``dest`` starts from, and whether that one is held for ``dest``."""
+    out = []
+    tag = hold_tag(dest)
+    archives = cat.archives(dest)
+    for ds in sorted({a.dataset for a in archives if a.dataset}):
+        try:
+            snaps, refs = zfs.snapshots(ds), zfs.userrefs_all(ds)
+        except DatasetNotFoundError:
+            out.append(dict(dataset=ds, state="not on this host"))
+            continue
+        base, reason = next_base(snaps, archives, ds)
+        if base is None:
+            out.append(dict(dataset=ds, state=f"no base for an incremental: {reason}"))
+        for s in snaps:
+            n, is_base = refs.get(s.name, 0), base is not None and s.name == base.name
+            if n or is_base:
+                tags = zfs.holds(s.name) if n else []
+                held = n > 0 if tags is None else tag in tags
+                out.append(dict(dataset=ds, snapshot=s.name, userrefs=n, tags=tags, base=is_base, held=held))
+    return out
+
+
 def _tree(zfs, dataset):
     try:
         return zfs.list_datasets(dataset, recursive=True)

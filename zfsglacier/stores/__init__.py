@@ -25,7 +25,7 @@ STORE_OPTIONS = {
 
 
 # Settings of a configured destination that are for the commands, not the store.
-CLI_OPTIONS = {"jobs", "sign", "signer"}
+CLI_OPTIONS = {"jobs", "sign", "signer", "rpo"}
 # Where under an s3:// URL one host's archives go: ``host = "ID"`` adds ``/ID`` to the prefix ("" adds
 # nothing); the commands resolve "auto" and the default (cli/storeargs.py) before opening the store.
 
