@@ -66,8 +66,7 @@ def build_parser():
                    help="zfs send -c: blocks as ZFS compressed them (less CPU here, a worse zstd ratio)")
     p.add_argument("-n", "--dry-run", action="store_true", help="print the plan (snapshots, full/incremental, size, "
                                                           "monthly cost) and change nothing")
-    p.add_argument("--json", action="store_true",
-                   help="with --dry-run: the plan as JSON (schema zfsglacier.backup-plan/1, docs/json.md)")
+    schema.add_plan_option(p, "backup-plan")
     p.add_argument("--storage-class", help="S3 storage class (default: the destination's, else DEEP_ARCHIVE)")
     p.add_argument("-c", "--compression", default=compression.DEFAULT, choices=compression.ALGORITHMS,
                    help=f"compression inside the archive (default {compression.DEFAULT}), as zg-encrypt -c")
@@ -81,9 +80,7 @@ def build_parser():
 
 
 def body(argv):
-    p = build_parser()
-    args = p.parse_args(argv)
-    job = jobs_config.job_of(args)
+    p, args, job = jobs_config.parse(build_parser, argv)
     if job is None:
         if not args.dataset or not args.dest:
             raise UsageError("give DATASET and DEST, or --job NAME (see zg-backup --help)")

@@ -58,19 +58,9 @@ def body(argv):
         raise UsageError(f"config {path}: no such file (`zg-config sample > {path}` starts one; without a "
                          f"file, commands take URLs only)")
     config = load_config(path)
-    problems = 0
-    for name in sorted(config.destinations):
-        try:
-            print(f"ok      {name}: {_check_destination(config, name)}")
-        except ZgError as err:
-            problems += 1
-            print(f"FAIL    {name}: {err}")
-    for name in sorted(config.jobs):
-        try:
-            print(f"ok      job {name}: {jobs_config.check(config.job(name), config)}")
-        except ZgError as err:
-            problems += 1
-            print(f"FAIL    job {name}: {err}")
+    problems = _report([(name, lambda n=name: _check_destination(config, n)) for name in sorted(config.destinations)]
+                       + [(f"job {name}", lambda n=name: jobs_config.check(config.job(n), config))
+                          for name in sorted(config.jobs)])
     print(f"catalog {config.catalog}" + ("" if os.path.exists(config.catalog) else " (made at the first backup)"))
     if config.default_destination:
         print(f"default {config.default_destination}")
@@ -78,6 +68,18 @@ def body(argv):
         raise UsageError(f"config {path}: {problems} of {len(config.destinations) + len(config.jobs)} "
                          f"destination(s) and job(s) cannot be used (see the FAIL lines)")
     return 0
+
+
+def _report(checks):
+    """One ok or FAIL line per (label, check); returns how many failed."""
+    problems = 0
+    for label, check in checks:
+        try:
+            print(f"ok      {label}: {check()}")
+        except ZgError as err:
+            problems += 1
+            print(f"FAIL    {label}: {err}")
+    return problems
 
 
 def _check_destination(config, name):

@@ -53,9 +53,7 @@ def build_parser():
 
 
 def body(argv):
-    p = build_parser()
-    args = p.parse_args(argv)
-    job = jobs_config.job_of(args)
+    p, args, job = jobs_config.parse(build_parser, argv)
     datasets = None
     if job is not None:
         jobs_config.apply(args, job, p, {})

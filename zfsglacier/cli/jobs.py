@@ -5,7 +5,6 @@ A job's settings are defaults: an option given on the command line wins.  The jo
 destination and keys once, so that the timer's command line is only `zg-backup --job NAME`.
 """
 
-import argparse
 import fnmatch
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import time
 from ..config import load_config
 from ..format import keys
 from ..errors import NotFoundError, UsageError
-from .sizes import parse_age
+from .sizes import age_setting
 
 # The job settings that are zg-backup options: key in [jobs.NAME] -> attribute of its arguments.
 BACKUP_SETTINGS = {"recursive": "recursive", "intermediates": "intermediates", "full_every": "full_every",
@@ -28,6 +27,13 @@ def add_job_option(p, what):
                                                  f"datasets, keys and settings; options given here win)")
 
 
+def parse(build_parser, argv):
+    """(parser, arguments, the Job that --job names or None) of a command that runs jobs."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    return p, args, job_of(args)
+
+
 def job_of(args):
     """The Job that ``--job`` names, or None."""
     if not getattr(args, "job", None):
@@ -36,13 +42,7 @@ def job_of(args):
 
 
 def age(job, key):
-    value = job.get(key)
-    if value is None:
-        return None
-    try:
-        return parse_age(value)
-    except argparse.ArgumentTypeError as err:
-        raise UsageError(f"[jobs.{job.name}] {key}: {err}") from None
+    return age_setting(job.get(key), f"[jobs.{job.name}] {key}")
 
 
 def apply(args, job, parser, settings):

@@ -73,8 +73,7 @@ def build_parser():
         p.add_argument(f"--keep-{name}", type=int, default=0, metavar="N",
                        help=f"keep the newest snapshot of each of the N most recent {period} that have one")
     p.add_argument("--dry-run", "-n", action="store_true", help="print the plan, delete nothing")
-    p.add_argument("--json", action="store_true",
-                   help="with --dry-run: the plan as JSON (schema zfsglacier.prune-plan/1, docs/json.md)")
+    schema.add_plan_option(p, "prune-plan")
     p.add_argument("--delete-early", action="store_true",
                    help="also delete archives younger than their class's minimum storage duration "
                         "(billed to the minimum anyway)")
@@ -82,9 +81,7 @@ def build_parser():
 
 
 def body(argv):
-    p = build_parser()
-    args = p.parse_args(argv)
-    job = jobs_config.job_of(args)
+    p, args, job = jobs_config.parse(build_parser, argv)
     if job is None:
         if not args.dest:
             raise UsageError("give DEST, or --job NAME (see zg-prune --help)")
@@ -117,8 +114,7 @@ def body(argv):
 
 
 def prune(args):
-    if args.json and not args.dry_run:
-        raise UsageError("--json goes with --dry-run (the plan)")
+    schema.check_plan_option(args)
     rules = retention.Rules(**{n: getattr(args, f"keep_{n}") for n in retention.RULE_NAMES})
     rules.require()
     now = time.time()

@@ -3,7 +3,7 @@
 import sys
 
 from ..catalog import chains
-from ..errors import NotFoundError, UsageError
+from ..errors import NotFoundError
 from ..services import cost, restore
 from . import schema
 from .common import parser, run
@@ -36,16 +36,14 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="receive into TARGET even if it exists (overwrites it)")
     p.add_argument("-n", "--dry-run", action="store_true", help="print the chain, bytes, retrieval time and cost per "
                                                           "tier; change nothing")
-    p.add_argument("--json", action="store_true",
-                   help="with --dry-run: the plan as JSON (schema zfsglacier.restore-plan/1, docs/json.md)")
+    schema.add_plan_option(p, "restore-plan")
     add_progress_option(p)
     return p
 
 
 def body(argv):
     args = build_parser().parse_args(argv)
-    if args.json and not args.dry_run:
-        raise UsageError("--json goes with --dry-run (the plan)")
+    schema.check_plan_option(args)
     config, store, dest = open_dest(args)
     with catalog(args, config, write=False, create=False) as cat:
         try:

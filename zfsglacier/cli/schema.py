@@ -11,6 +11,8 @@ tests/test_plans.py checks every document a command writes against its schema.
 import json
 import sys
 
+from ..errors import UsageError
+
 VERSION = 1
 
 _INT, _NUM, _STR, _BOOL = {"type": "integer"}, {"type": "number"}, {"type": "string"}, {"type": "boolean"}
@@ -100,12 +102,31 @@ SCHEMAS = {
         "tier": _STR, "dollars": _NUM, **_PRICES, "result": {"enum": ["ok"]}, "checked": _STR,
         "compared": _OPT_STR,
     }),
+    "migrate-plan": _doc("migrate-plan", {
+        "source": _STR, "destination": _STR, **_PRICES,
+        "archives": {"type": "array", "items": _ARCHIVE},
+        "copied": {"type": "array", "items": _object({"source": _STR, "copy": _STR})},
+        "unverifiable": {"type": "array", "items": _STR},
+        "bytes": _INT, "tier": _STR, "retrieval_dollars": _NUM, "hours": _NUM, "put_dollars": _NUM,
+        "monthly_source_dollars": _NUM, "monthly_target_dollars": _NUM,
+    }),
     "verify-plan": _doc("verify-plan", {
         "destination": _STR, "tier": _STR, **_PRICES,
         "archives": {"type": "array", "items": _ARCHIVE},
         "thaw_dollars": _NUM, "thaw_hours": _NUM, "cold_archives": _INT,
     }),
 }
+
+
+def add_plan_option(p, kind):
+    """--json on a command with --dry-run: its plan as the ``kind`` document."""
+    p.add_argument("--json", action="store_true",
+                   help=f"with --dry-run: the plan as JSON (schema zfsglacier.{kind}/{VERSION}, docs/json.md)")
+
+
+def check_plan_option(args):
+    if args.json and not args.dry_run:
+        raise UsageError("--json goes with --dry-run (the plan)")
 
 
 def document(kind, **fields):

@@ -3,6 +3,7 @@
 import argparse
 import re
 
+from ..errors import UsageError
 from ..plumbing import parts
 
 
@@ -22,6 +23,16 @@ def parse_dollars(text):
 
 
 _AGES = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def age_setting(value, where):
+    """An age written in config.toml (``where`` names the key for the message), or None."""
+    if value is None:
+        return None
+    try:
+        return parse_age(value)
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"{where}: {err}") from None
 
 
 def parse_age(text):

@@ -20,7 +20,7 @@ from ..zfs import open_zfs
 from . import jobs as jobs_config
 from . import schema
 from .common import parser, run
-from .sizes import parse_age
+from .sizes import age_setting, parse_age
 from .storeargs import open_dest
 
 EXAMPLES = [
@@ -130,13 +130,7 @@ def _rpo(args, config, dest):
         return args.rpo
     if "://" in dest or dest.startswith("/"):
         return None
-    setting = config.destination(dest).options.get("rpo")
-    if setting is None:
-        return None
-    try:
-        return parse_age(setting)
-    except argparse.ArgumentTypeError as err:
-        raise UsageError(f"destination {dest!r}: rpo: {err}") from None
+    return age_setting(config.destination(dest).options.get("rpo"), f"destination {dest!r}: rpo")
 
 
 def _short(url):

@@ -58,6 +58,11 @@ def monthly_storage(size, cls, objects=1):
     return cold / GB * c["storage_per_gb_month"] + over_std / GB * std
 
 
+def put_cost(requests, cls):
+    """Dollars for ``requests`` PUT/POST requests (a multipart upload makes one per part)."""
+    return requests / 1000 * _cls(cls).get("put_per_1000", 0)
+
+
 def by_class(items, class_of):
     """{price class: (bytes, count)} of archives (anything with ``size``; ``class_of(item)`` its
     class): each archive is priced as the class it is stored in, not the destination's."""
