@@ -208,3 +208,20 @@ def test_verify_prices_its_thaws_and_keeps_to_a_budget(destination, aws, tmp_pat
     assert p.returncode == 0, p.stderr
     assert len(valid(json.loads(p.stdout), "verify")["archives"]) == 2
     assert b"affords 2 of the 3 archives" in p.stderr
+
+
+def test_every_json_document_names_and_matches_its_schema(tmp_path):
+    """zg-inspect's and zg-doctor's JSON too; and every schema checks a document of its kind."""
+    key = tmp_path / "k.key"
+    zg("keygen", "-o", key, check=True)
+    blob = zg("encrypt", key, input=b"data" * 1000, check=True).stdout
+    valid(json.loads(zg("inspect", "--json", input=blob, check=True).stdout), "inspect")
+    doc = valid(json.loads(zg("inspect", "--json", "--key", key, "--verify", input=blob, check=True).stdout),
+                "inspect")
+    assert doc["verified"]["plaintext_length"] == 4000
+    dest = f"file://{tmp_path}/store"
+    zg("init", dest, check=True)
+    env = {"ZG_CATALOG": str(tmp_path / "c.db"), "ZG_CONFIG": str(tmp_path / "none.toml")}
+    valid(json.loads(zg("doctor", dest, "--json", env=env).stdout), "doctor")
+    with pytest.raises(jsonschema.ValidationError):  # a schema that can fail
+        valid(dict(doc, chunk_size="big"), "inspect")

@@ -51,6 +51,7 @@ def test_within_the_rpo_is_exit_0_with_the_chain_and_what_was_checked(site):
     (ds,) = dest["datasets"]
     assert ds["snapshot"] == "s2" and ds["chain_length"] == 2 and not ds["breached"] and ds["rpo"] == 86400
     assert ds["last_verified"] and time.time() - ds["last_verified"] < 120
+    assert ds["held"] == [f"{site['ds']}@s2"]  # zfs-fuse has no bookmarks: the next base is held
     assert dest["last_verify"]["ok"] == 2 and dest["last_verify"]["failed"] == 0
 
 

@@ -6,6 +6,7 @@ import sys
 
 from ..stores import Check
 from ..stores.s3_policy import ROLES
+from . import schema
 from .common import parser, run
 from .storeargs import add_store_options, catalog, open_dest
 
@@ -35,7 +36,7 @@ def build_parser():
     p.add_argument("--policy", metavar="ROLE", choices=ROLES,
                    help="print the IAM policy of ROLE (backup, restore, prune, admin) for DEST and probe nothing")
     p.add_argument("--json", action="store_true", help="the findings as JSON: {destination, checks: [{name, status, "
-                                                       "detail}], capabilities}")
+                                                       "detail}], capabilities} (schema zfsglacier.doctor/1)")
     return p
 
 
@@ -52,9 +53,7 @@ def body(argv):
         with catalog(args, config) as cat:
             cat.probed(dest, store.capabilities())
     if args.json:
-        json.dump({"destination": dest, "checks": [vars(c) for c in checks], "capabilities": store.capabilities()},
-                  sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        schema.dump("doctor", destination=dest, checks=[vars(c) for c in checks], capabilities=store.capabilities())
     else:
         print(f"{dest}:")
         for c in checks:

@@ -1,7 +1,6 @@
 """zg-inspect: show an archive's header; with --key also its private metadata, with --verify the body."""
 
 import datetime
-import json
 import sys
 
 from ..format import archive
@@ -9,6 +8,7 @@ from ..errors import UsageError
 from ..format.header import read_header
 from ..format.keys import check_signature
 from ..plumbing.pipes import PeekReader
+from . import schema
 from .common import binary_stdin, parser, run
 from .keyargs import add_key_options, given, identities
 
@@ -28,7 +28,7 @@ def build_parser():
     add_key_options(p, "identity", why="also decrypt the private metadata and check the header MAC")
     p.add_argument("--verify", action="store_true",
                    help="also decrypt the whole body (writing nothing) and check every chunk and the trailer")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true", help="machine-readable output (schema zfsglacier.inspect/1)")
     p.add_argument("file", nargs="?", help="archive file (default: stdin)")
     return p
 
@@ -54,8 +54,7 @@ def body(argv):
         check_signature(header)  # needs no key: a signature that fails is reported here too
         info = archive.describe(header)
     if args.json:
-        json.dump(info, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
+        schema.dump("inspect", **info)
     else:
         _print_human(info)
     return 0

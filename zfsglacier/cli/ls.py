@@ -99,7 +99,8 @@ def build_parser():
                    help="every host's chains under DEST's prefix (s3://: one prefix per host), read from the store "
                         "itself: public metadata, and with --key the names in each host's catalog copies")
     add_key_options(p, "identity", why="with --all-hosts: recover names from each host's catalog copies")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true", help="machine-readable output (schemas zfsglacier.ls/1, "
+                                                       "zfsglacier.ls-remote/1, zfsglacier.ls-hosts/1; docs/json.md)")
     return p
 
 

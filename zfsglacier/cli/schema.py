@@ -86,6 +86,16 @@ SCHEMAS = {
         "ok": _INT, "failed": _INT, "missing": _INT,
     }, {"thaw": _object({"tier": _STR, "archives": _INT, "bytes": _INT, "dollars": _NUM, "hours": _NUM,
                          **_PRICES})}),
+    "doctor": _doc("doctor", {
+        "destination": _STR, "capabilities": {"type": "object"},
+        "checks": {"type": "array", "items": _object({"name": _STR, "status": {"enum": ["ok", "info", "warn", "fail"]},
+                                                      "detail": _STR})},
+    }),
+    "inspect": _doc("inspect", {
+        "format": _STR, "created": _NUM, "compression": _STR, "compression_level": {"type": ["integer", "null"]},
+        "cipher": _STR, "chunk_size": _INT, "key_slots": {"type": "array", "items": _STR}, "header_size": _INT,
+    }, {"signer": _STR, "snapshot": {"type": "object"}, "private": {"type": "object"}, "header_mac": _STR,
+        "verified": _object({"plaintext_length": _INT, "plaintext_digest": _STR, "compressed_length": _INT})}),
     "status": _doc("status", {
         "now": _NUM, "breached": {"type": "array", "items": _STR}, "warnings": {"type": "array", "items": _STR},
         "destinations": {"type": "array", "items": _object({
