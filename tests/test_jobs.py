@@ -115,11 +115,13 @@ def test_status_knows_the_jobs_datasets_and_rpo(site):
 def test_units_are_what_systemd_accepts(site):
     out = site["tmp"] / "units"
     out.mkdir()
-    p = zg("units", "-o", out, env=site["env"])
+    p = zg("units", "-o", out, "--prometheus", site["tmp"] / "zg.prom", env=site["env"])
     assert p.returncode == 0, p.stderr
     names = sorted(os.listdir(out))
-    assert names == sorted(f"zfsglacier-{k}-nightly.{u}" for k in ("backup", "prune", "drill")
-                           for u in ("service", "timer"))
+    assert names == sorted([f"zfsglacier-{k}-nightly.{u}" for k in ("backup", "prune", "drill")
+                            for u in ("service", "timer")] + ["zfsglacier-status.service", "zfsglacier-status.timer"])
+    status_unit = (out / "zfsglacier-status.service").read_text()
+    assert f"--prometheus {site['tmp'] / 'zg.prom'}" in status_unit and "SuccessExitStatus=21" in status_unit
     service = (out / "zfsglacier-backup-nightly.service").read_text()
     assert "ExecStart=" in service and service.split("ExecStart=")[1].splitlines()[0].split()[1:] == ["--job", "nightly"]
     assert f"Environment=ZG_CONFIG={site['config']}" in service

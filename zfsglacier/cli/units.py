@@ -44,6 +44,9 @@ def build_parser():
                    help="write the unit files into DIR (e.g. /etc/systemd/system; existing ones are replaced) "
                         "instead of printing them")
     p.add_argument("--cron", action="store_true", help="cron lines (/etc/cron.d format, run as root) instead")
+    p.add_argument("--prometheus", metavar="FILE",
+                   help="also a timer that runs zg-status --prometheus FILE every 15 minutes (node_exporter's "
+                        "textfile directory, e.g. /var/lib/prometheus/node-exporter/zfsglacier.prom)")
     p.add_argument("--bin", metavar="DIR",
                    help="where the zg-* commands are (default: found on PATH, else beside this one)")
     return p
@@ -62,10 +65,15 @@ def body(argv):
         if args.output:
             raise UsageError("--cron prints cron lines: redirect them (zg-units --cron > /etc/cron.d/zfsglacier)")
         sys.stdout.write(cron_lines(jobs, where, args.bin))
+        if args.prometheus:
+            sys.stdout.write(f"*/15 * * * * root {command('zg-status', args.bin)} --prometheus {args.prometheus} "
+                             f">/dev/null\n")
         return 0
     units = {}
     for job in jobs:
         units.update(job_units(job, where, args.bin))
+    if args.prometheus:
+        units.update(status_units(args.prometheus, where, args.bin))
     if not args.output:
         for name, text in units.items():
             sys.stdout.write(f"# {name}\n{text}\n")
@@ -128,6 +136,30 @@ RandomizedDelaySec=15min
 WantedBy=timers.target
 """
     return units
+
+
+def status_units(prometheus, config_file, bin_dir=None):
+    """zg-status every 15 minutes, writing the metrics file; a breached RPO (exit 21) is in the
+    metrics, not a failed unit."""
+    return {"zfsglacier-status.service": f"""[Unit]
+Description=zfsglacier: status metrics for Prometheus ({prometheus})
+
+[Service]
+Type=oneshot
+ExecStart={command('zg-status', bin_dir)} --prometheus {os.path.abspath(prometheus)}
+Environment=ZG_CONFIG={os.path.abspath(config_file)}
+SuccessExitStatus=21
+StandardOutput=null
+""", "zfsglacier-status.timer": """[Unit]
+Description=zfsglacier: status metrics every 15 minutes
+
+[Timer]
+OnCalendar=*:0/15
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+"""}
 
 
 def cron_lines(jobs, config_file, bin_dir=None):
