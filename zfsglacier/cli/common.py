@@ -7,10 +7,12 @@ import io
 import logging
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 
 from .. import __version__
@@ -55,7 +57,10 @@ class ArgumentParser(argparse.ArgumentParser):
     def format_help(self):
         text = super().format_help()
         if self.examples:
-            text += "\nexamples:\n" + "".join(f"  {cmd}\n      {why}\n" for cmd, why in self.examples)
+            width = max(40, shutil.get_terminal_size().columns - 2)  # as argparse wraps its own text
+            text += "\nexamples:\n" + "".join(
+                f"  {cmd}\n" + textwrap.fill(why, width, initial_indent=" " * 6, subsequent_indent=" " * 6) + "\n"
+                for cmd, why in self.examples)
         if self.notes:
             text += "\n" + self.notes.strip("\n") + "\n"
         return text

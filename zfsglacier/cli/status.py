@@ -28,7 +28,8 @@ EXAMPLES = [
                   "the RPO, chains, holds, incomplete uploads, thaws, the last verify and drill"),
     ("zg-status offsite --rpo 26h --nagios", "a Nagios/Icinga check: CRITICAL when a backup is older than 26 hours"),
     ("zg-status --prometheus /var/lib/node_exporter/textfile/zfsglacier.prom",
-     "the same numbers for Prometheus (node_exporter's textfile collector), e.g. every 5 minutes from a timer"),
+     "the same numbers for Prometheus (node_exporter's textfile collector); zg-units --prometheus FILE makes a "
+     "timer that does it every 15 minutes"),
 ]
 
 NAGIOS = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
