@@ -122,8 +122,12 @@ def _reports(args):
         return out
 
 
-def _url(args, dest):
-    return open_dest(argparse.Namespace(dest=dest, catalog=args.catalog, host=None))[2]
+def _url(args, dest, _resolved={}):
+    """The URL of ``dest`` (a name: under this host's prefix), resolved once per name: opening it
+    reads the config and prints the store's warnings, which a status of many jobs must not repeat."""
+    if dest not in _resolved:
+        _resolved[dest] = open_dest(argparse.Namespace(dest=dest, catalog=args.catalog, host=None))[2]
+    return _resolved[dest]
 
 
 def _rpo(args, config, dest):
