@@ -138,12 +138,29 @@ up.commit()
 """
 
 
-def upload_then_kill(dest, options, head, stored_parts, want, jobs=1):
+JOURNALED_UPLOADER = r"""
+import json, sys
+from zfsglacier.plumbing.journal import Journal
+from zfsglacier.stores import open_store
+store = open_store(sys.argv[1], **json.loads(sys.argv[2]))
+up = store.open_continued({"dataset": "tank/fs"}, Journal.create(sys.argv[4], {"test": True}), jobs=int(sys.argv[3]))
+while True:
+    chunk = sys.stdin.buffer.read1(1 << 16)
+    if not chunk:
+        break
+    up.write(chunk)
+up.commit()
+"""
+
+
+def upload_then_kill(dest, options, head, stored_parts, want, jobs=1, journal=None):
     """Run an upload in another process, feed it ``head``, kill -9 it once ``stored_parts()``
-    reaches ``want``: what a crash in the middle of a backup leaves behind."""
+    reaches ``want``: what a crash in the middle of a backup leaves behind.  With ``journal`` (a
+    path) the upload is a journaled one (Store.open_continued), its journal made there."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-c", UPLOADER, dest, json.dumps(options),
-                             str(jobs)], stdin=subprocess.PIPE, env=env, cwd=REPO)
+    script = (JOURNALED_UPLOADER, str(journal)) if journal else (UPLOADER,)
+    proc = subprocess.Popen([sys.executable, "-c", script[0], dest, json.dumps(options),
+                             str(jobs), *script[1:]], stdin=subprocess.PIPE, env=env, cwd=REPO)
     try:
         proc.stdin.write(head)
         proc.stdin.flush()

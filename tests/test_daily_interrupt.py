@@ -1,6 +1,7 @@
-"""Issue 9 on real ZFS and moto: an interrupted zg-backup.  SIGTERM and SIGHUP clean up as Ctrl-C
-does (the multipart upload aborted, nothing recorded, exit 128 + N); kill -9 leaves an upload
-that zg-ls shows, with a hint that fits a zg-backup, and that `zg-rm --incomplete` frees."""
+"""Issue 9 on real ZFS and moto: an interrupted zg-backup.  SIGTERM and SIGHUP end it with one line
+and exit 128 + N, nothing recorded (since issue 14 the upload is kept for the next run to continue);
+kill -9 leaves an upload that zg-ls shows, with a hint that fits a zg-backup, and that
+`zg-rm --incomplete` frees."""
 
 import os
 import re
@@ -51,14 +52,17 @@ def multipart_uploads(aws, dest):
 
 @pytest.mark.parametrize("destination", ["s3"], indirect=True)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_sigterm_and_sighup_clean_up_like_ctrl_c(zfs_dataset, destination, env, aws, signum):  # noqa: F811
+def test_sigterm_and_sighup_keep_a_resumable_upload(zfs_dataset, destination, env, aws, signum):  # noqa: F811
+    """Since issue 14 a stopped backup keeps what it stored, for the next run to continue (before,
+    as Ctrl-C, it aborted the upload): nothing is recorded as complete, one line says so."""
     big_dataset(zfs_dataset)
     code, out, err = backup_stalled_at_part_2(env, zfs_dataset, aws, signum)
     assert code == 128 + signum, err
     assert err.count("\n") == 1 and f"stopped by {signal.Signals(signum).name}" in err and "Traceback" not in err
-    assert multipart_uploads(aws, env["dest"]) == []
+    assert "nothing half-done is recorded" in err and "are kept" in err
+    assert len(multipart_uploads(aws, env["dest"])) == 1
     with Catalog(env["catalog"]) as cat:
-        assert cat.archives(env["dest"]) == [] and cat.uploads(env["dest"]) == []
+        assert cat.archives(env["dest"]) == [] and len(cat.uploads(env["dest"])) == 1
 
 
 @pytest.mark.parametrize("destination", ["s3"], indirect=True)
@@ -69,6 +73,7 @@ def test_a_killed_backup_is_shown_and_collectable(zfs_dataset, destination, env,
     assert len(multipart_uploads(aws, env["dest"])) == 1  # billed until someone aborts it
     listing = zg("ls", env["dest"], env=env["env"]).stdout.decode()
     assert "incomplete upload" in listing and "zg-backup" in listing and "zg-rm --incomplete" in listing
+    assert "resumable" in listing  # the next zg-backup continues it (tests/test_resume_zfs.py)
     assert "zg-upload --resume" not in listing  # that cannot apply to a zg-backup pipeline
     remote = zg("ls", env["dest"], "--remote", env=env["env"]).stdout.decode()
     assert "incomplete upload" in remote
@@ -81,6 +86,7 @@ def test_a_killed_backup_is_shown_and_collectable(zfs_dataset, destination, env,
     with Catalog(env["catalog"]) as cat:
         assert cat.uploads(env["dest"]) == []
     assert "incomplete" not in zg("ls", env["dest"], env=env["env"]).stdout.decode()
+    assert not os.listdir(os.path.join(os.path.dirname(env["catalog"]), "resume"))  # its journal is gone too
 
 
 @pytest.mark.parametrize("destination", ["s3"], indirect=True)

@@ -10,6 +10,7 @@ upload's parts, make a cold archive readable).  The per-store files keep only wh
 does and the others cannot (S3's checksum fallbacks, a vault's inventory, a directory's sidecar).
 """
 
+import hashlib
 import io
 import itertools
 import os
@@ -24,7 +25,9 @@ from moto.server import ThreadedMotoServer
 from tests.helpers import aws_env, file_destination, upload_then_kill
 from tests.servers.glacier_vault import GlacierStandIn
 from zfsglacier.services.cost import prices
-from zfsglacier.errors import IntegrityError, NotFoundError, RestorePendingError, StoreError, UsageError
+from zfsglacier.errors import (IntegrityError, NotFoundError, RestorePendingError, ResumeMismatchError, StoreError,
+                              UsageError)
+from zfsglacier.plumbing.journal import Journal
 from zfsglacier.plumbing.parts import MiB
 from zfsglacier.stores import ArchiveInfo, Properties, open_store
 
@@ -348,6 +351,93 @@ def test_resume_after_kill_9_sends_only_missing_parts(h):
     assert h.stat(info.id).metadata == {"dataset": "tank/fs"}
     assert h.store.read_all(h.readable(info.id)) == data
     assert h.store.incomplete_uploads() == [] and h.leftovers() == []
+
+
+# ---- journaled uploads (a resumable zg-backup, SPEC section 11): the same bytes again, and
+# never other bytes where some may have left
+
+def _killed_journaled(h, tmp_path, data):
+    """A journaled upload of ``data`` killed -9 once three parts are stored; its journal, read back."""
+    path = tmp_path / "upload.journal"
+    upload_then_kill(h.store.url, h.options, data[:3 * h.part + 1], h.stored_parts, want=3, jobs=1, journal=path)
+    journal = Journal.load(str(path))
+    assert journal.ref is not None and len(journal.parts) >= 3  # every stored part was journaled first
+    assert journal.meta == {"test": True} and (path.stat().st_mode & 0o777) == 0o600
+    return journal
+
+
+def _sent_parts(monkeypatch, h):
+    """Record the number of every part a session of this store sends (wrapping the class)."""
+    sent = []
+    cls = type(h.store._new_session({}, None))
+    original = cls.send_part
+
+    def send_part(self, part):
+        sent.append(part.number)
+        return original(self, part)
+    monkeypatch.setattr(cls, "send_part", send_part)
+    return sent
+
+
+def test_journaled_upload_killed_resumes_sending_only_missing_parts(h, tmp_path):
+    data = payload(5 * h.part + 4321)
+    journal = _killed_journaled(h, tmp_path, data)
+    [inc] = h.store.incomplete_uploads()
+    assert inc.ref == journal.ref
+    up = h.store.open_continued({"dataset": "tank/fs"}, journal, jobs=2)
+    up.write(data)
+    info = up.commit()
+    assert up.stats["parts_reused"] == inc.parts and up.stats["parts_sent"] == 6 - inc.parts
+    assert h.store.read_all(h.readable(info.id)) == data
+    assert h.store.incomplete_uploads() == [] and h.leftovers() == []
+    assert sorted(journal.parts) == [n * h.part for n in range(6)]  # the whole stream, journaled
+
+
+def test_journaled_resume_never_sends_other_bytes_where_some_may_have_left(h, tmp_path, monkeypatch):
+    data = payload(5 * h.part + 4321)
+    journal = _killed_journaled(h, tmp_path, data)
+    # Part 5 was encrypted (journaled) by a run that was killed while sending it: the store does
+    # not list it, but its bytes may have reached the server.
+    journal.admit(4 * h.part, h.part, hashlib.sha256(data[4 * h.part:5 * h.part]).digest())
+    other = data[:4 * h.part] + payload(h.part) + data[5 * h.part:]
+    sent = _sent_parts(monkeypatch, h)
+    up = h.store.open_continued({"dataset": "tank/fs"}, journal, jobs=1)
+    with pytest.raises(ResumeMismatchError, match="differ from what an earlier run may already have sent"):
+        up.write(other)
+        up.commit()
+    assert 5 not in sent  # refused before it was handed to the store
+    up.abort()
+    assert h.store.incomplete_uploads() == [] and h.leftovers() == []
+
+
+def test_journaled_resume_refuses_a_journal_that_lost_stored_parts(h, tmp_path):
+    data = payload(5 * h.part + 4321)
+    journal = _killed_journaled(h, tmp_path, data)
+    journal.close()
+    lines = open(journal.path, "rb").read().split(b"\n")  # lines cut from the end: part 3 forgotten
+    open(journal.path, "wb").write(b"\n".join(line for line in lines if b'"part":[%d,' % (2 * h.part) not in line))
+    forgetful = Journal.load(journal.path)
+    up = h.store.open_continued({"dataset": "tank/fs"}, forgetful, jobs=1)
+    with pytest.raises(ResumeMismatchError, match="does not record"):
+        up.write(data)
+        up.commit()
+    assert len(h.store.incomplete_uploads()) == 1  # refused, not freed: the caller decides
+    h.store.discard_incomplete(forgetful.ref)
+
+
+def test_journaled_upload_whose_upload_is_gone_starts_one_and_still_compares(h, tmp_path):
+    data = payload(5 * h.part + 4321)
+    journal = _killed_journaled(h, tmp_path, data)
+    h.store.discard_incomplete(journal.ref)  # freed meanwhile (zg-rm --incomplete, a lifecycle rule)
+    up = h.store.open_continued({"dataset": "tank/fs"}, journal, jobs=2)
+    up.write(data)
+    info = up.commit()
+    assert up.stats["parts_reused"] == 0 and h.store.read_all(h.readable(info.id)) == data
+    bad = h.store.open_continued({"dataset": "tank/fs"}, journal, jobs=1)  # the same journal, other bytes
+    with pytest.raises(ResumeMismatchError):
+        bad.write(payload(2 * h.part))
+        bad.commit()
+    bad.abort()
 
 
 def test_resume_refuses_other_input_and_discard_frees_the_upload(h):

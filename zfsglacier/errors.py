@@ -114,6 +114,12 @@ class IntegrityError(ZgError):
     exit_code = 12
 
 
+class ResumeMismatchError(IntegrityError):
+    """A resumed archive would send, where an earlier run may already have sent other bytes,
+    bytes that differ (or a resume journal is damaged): refused before anything is sent.
+    zg-backup answers it by starting the archive anew under a new key."""
+
+
 class ZfsError(ZgError):
     """A zfs command failed, or a dataset/snapshot is not in the state required."""
 

@@ -4,11 +4,11 @@ import os
 import sys
 import time
 
-from ..services import backup, cost
-from ..format import compression
+from ..services import backup, cost, resume
+from ..format import archive, compression
 from ..catalog.db import catalog_path
 from .. import stores
-from ..errors import CatalogError, PartialFailureError, UsageError, ZgError
+from ..errors import CatalogError, PartialFailureError, ResumeMismatchError, UsageError, ZgError
 from ..zfs import open_zfs
 from .progress import Progress, add_progress_option
 from . import schema
@@ -149,16 +149,62 @@ def backup_datasets(args, plans=None):
             snap_name = backup.auto_snapshot_name()
         made, warned, planned, current = 0, set(), [], []
         progress = Progress("backup", mode=args.progress)
+
+        def plan(ds, take, planned_snapshot=None):
+            return backup.plan_dataset(
+                zfs, cat, dest, ds, snapshot_name=take, planned_snapshot=planned_snapshot,
+                full_every=args.full_every, full_if_older=args.full_if_older_than, raw=args.raw,
+                compressed=args.compressed_send, props=args.props, replicate=args.replicate)
+
+        def settings_of(step):
+            return resume.settings(step, algorithm=args.compression, level=level, intermediates=args.intermediates,
+                                   recipients=recips, sign=sign, chunk_size=archive.DEFAULT_CHUNK_SIZE)
+
+        def make(step, journal, pending=None):
+            escrow = backup.key_escrow_warning(step, warned)
+            if escrow:
+                sys.stderr.write(f"zg-backup: warning: {escrow}\n")
+            start = time.monotonic()
+            info, result, sent = backup.run_step(
+                zfs, store, cat, dest, step, recips, algorithm=args.compression, level=level, jobs=n_jobs,
+                intermediates=args.intermediates, sign=sign, watch=progress, journal=journal, resume=pending)
+            secs = time.monotonic() - start
+            for w in backup.keep_bases(zfs, cat, step.dataset, hold=args.hold):
+                sys.stderr.write(f"zg-backup: warning: {w}\n")
+            kept = f", resumed: {cost.human_bytes(sent['bytes_reused'])} were stored already" if pending else ""
+            print(f"{info.id}  {step.dataset}@{step.target.short}  {step.kind}"
+                  f"{' from ' + step.base.short if step.base else ''}  {cost.human_bytes(info.size)} "
+                  f"({cost.human_bytes(result.plaintext_length)} sent, {secs:.1f} s{kept})")
+            sys.stdout.flush()
+
         for ds in datasets:
             try:
-                if args.existing:
-                    take, plan = jobs_config.newest_matching(zfs, ds, args.existing), None
+                journal = resume.journal_path(cat.path, dest, ds)
+                if args.dry_run:
+                    pending = resume.peek(journal)
+                    if pending is not None and not args.json:
+                        print(f"plan: {ds}: first, continue the interrupted archive of {pending.settings['target']} "
+                              f"({cost.human_bytes(pending.journal.recorded_bytes)} sent already), if this run's "
+                              f"flags and keys are those it was begun with")
                 else:
-                    take, plan = (snap_name, None) if not args.dry_run else (None, snap_name)
-                step = backup.plan_dataset(
-                    zfs, cat, dest, ds, snapshot_name=take, planned_snapshot=plan,
-                    full_every=args.full_every, full_if_older=args.full_if_older_than, raw=args.raw,
-                    compressed=args.compressed_send, props=args.props, replicate=args.replicate)
+                    step, pending, note = backup.resumable(store, cat, dest, ds, journal, lambda snap: plan(ds, snap),
+                                                           settings_of, recips)
+                    if note:
+                        sys.stderr.write(f"zg-backup: note: {ds}: {note}\n")
+                    if pending is not None:
+                        try:
+                            make(step, journal, pending)
+                        except ResumeMismatchError as err:
+                            sys.stderr.write(f"zg-backup: note: {ds}: the interrupted archive of "
+                                             f"{step.target.name} could not be continued ({err}); it is made anew "
+                                             f"under a new key\n")
+                            make(step, journal)
+                        made += 1
+                if args.existing:
+                    take, planned_snapshot = jobs_config.newest_matching(zfs, ds, args.existing), None
+                else:
+                    take, planned_snapshot = (snap_name, None) if not args.dry_run else (None, snap_name)
+                step = plan(ds, take, planned_snapshot)
                 if step is None:
                     current.append(ds)
                     if not args.json:
@@ -170,21 +216,8 @@ def backup_datasets(args, plans=None):
                     if not args.json:
                         print("plan: " + backup.describe_step(step, dest_class, sample))
                     continue
-                escrow = backup.key_escrow_warning(step, warned)
-                if escrow:
-                    sys.stderr.write(f"zg-backup: warning: {escrow}\n")
-                start = time.monotonic()
-                info, result = backup.run_step(zfs, store, cat, dest, step, recips, algorithm=args.compression,
-                                               level=level, jobs=n_jobs,
-                                               intermediates=args.intermediates, sign=sign, watch=progress)
+                make(step, journal)
                 made += 1
-                secs = time.monotonic() - start
-                for w in backup.keep_bases(zfs, cat, ds, hold=args.hold):
-                    sys.stderr.write(f"zg-backup: warning: {w}\n")
-                print(f"{info.id}  {ds}@{step.target.short}  {step.kind}"
-                      f"{' from ' + step.base.short if step.base else ''}  {cost.human_bytes(info.size)} "
-                      f"({cost.human_bytes(result.plaintext_length)} sent, {secs:.1f} s)")
-                sys.stdout.flush()
             except ZgError as err:
                 if len(datasets) == 1:
                     raise

@@ -186,10 +186,12 @@ def _run(prog, body, argv, report):
         _say(prog, OutputClosedError("output closed early (broken pipe): the reader stopped"))
         return OutputClosedError.exit_code
     except Terminated as stop:
-        _say(prog, f"stopped by {signal.Signals(stop.signum).name}; cleaned up (nothing half-done is recorded)")
+        done = "nothing half-done is recorded" if getattr(stop, "__notes__", None) else \
+            "cleaned up (nothing half-done is recorded)"
+        _say(prog, _noted(stop, f"stopped by {signal.Signals(stop.signum).name}; {done}"))
         return 128 + stop.signum
-    except KeyboardInterrupt:
-        _say(prog, "interrupted")
+    except KeyboardInterrupt as stop:
+        _say(prog, _noted(stop, "interrupted"))
         return 130
     except sqlite3.DatabaseError as err:  # the catalog was damaged under a running command
         _say(prog, CatalogError(f"catalog: {err}: `zg-catalog rebuild DEST --key KEY` replaces a damaged one"))
@@ -229,7 +231,12 @@ def _with_hint(err):
         dest, archive_id = err.thaw
         return (f"{err}: run `{THAW_COMMAND.format(dest=dest, id=archive_id)}` to request a restore, "
                 f"and read it once the restore is done")
-    return err
+    return _noted(err, str(err))
+
+
+def _noted(err, line):
+    """``line`` and the notes the layers below added to ``err`` on its way up (what was kept)."""
+    return "; ".join([line, *getattr(err, "__notes__", ())])
 
 
 def _say(prog, message):

@@ -7,7 +7,7 @@ import tempfile
 import time
 from types import SimpleNamespace
 
-from ..services import backup, cost, rebuild
+from ..services import backup, cost, rebuild, resume
 from ..catalog import chains
 from .. import stores
 from ..catalog.db import Catalog
@@ -57,6 +57,12 @@ def _print_chains(out, archived, now):
 def _finish_hint(upload, dest):
     """Only commands that can work for how the upload was started."""
     free = f"`zg-rm --incomplete {dest}` frees what it stored"
+    journaled = upload.get("resumable")
+    if upload.get("command") == "zg-backup" and journaled:
+        return (f"resumable: a zg-backup of {journaled['snapshot']} that was stopped with up to "
+                f"{cost.human_bytes(journaled['bytes'])} sent ({journaled['parts']} parts); the next zg-backup of "
+                f"{journaled['dataset']} continues it (same snapshot, flags and keys; else it starts anew and "
+                f"frees this), or {free}")
     if upload.get("command") == "zg-backup":
         return f"a zg-backup that was stopped; run it again (it starts anew), and {free}"
     if upload.get("command") == "zg-upload":
@@ -125,7 +131,8 @@ def body(argv):
                          name=a.name, dataset=a.dataset, toguid=a.toguid, fromguid=a.fromguid,
                          snap_created=a.snap_created, sha256=a.sha256, locked_until=a.locked_until,
                          lock_mode=a.lock_mode) for a in archived]
-            incomplete = cat.uploads(dest)
+            journaled = {p.token: p.describe() for p in resume.listed(cat.path, dest)}
+            incomplete = [dict(u, resumable=journaled.get(u["token"])) for u in cat.uploads(dest)]
         thaws = cat.thaws(dest)
         held = backup.holds(open_zfs(), cat, dest) if args.holds else None
     if args.json:

@@ -4,7 +4,7 @@ import os
 import sys
 import time
 
-from ..services import backup, cost
+from ..services import backup, cost, resume
 from ..catalog import chains
 from .. import stores
 from ..errors import NotFoundError, UsageError
@@ -131,6 +131,9 @@ def remove_incomplete(store, args, config, dest):
                 continue
             confirm(args, f"abort the incomplete upload {what}?")
             store.discard_incomplete(u.ref)
+            for pending in resume.listed(cat.path, dest):  # a resumable backup of it: given up too
+                if pending.journal.ref == u.ref:
+                    pending.journal.discard()
             aborted += 1
             print(f"aborted  {what}")
         if args.dry_run:

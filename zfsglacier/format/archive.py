@@ -4,6 +4,8 @@ encrypt:  input -> [sha256, length] -> compressor -> ChunkWriter -> output
 decrypt:  input -> header/key slots -> ChunkReader -> decompressor -> [sha256, length] -> output
 """
 
+import hmac
+import io
 import json
 import os
 import socket
@@ -14,7 +16,7 @@ from Crypto.Cipher import AES
 
 from .. import __version__
 from . import compression, metadata, zfsstream
-from ..errors import BrokenStreamError, CorruptArchiveError
+from ..errors import BrokenStreamError, CorruptArchiveError, ResumeMismatchError, ZgError
 from .header import FORMAT_VERSION, Header, SnapshotInfo, metadata_json, read_header, seal_header
 from .keys import ZERO_NONCE, check_signature, derive, header_mac, open_header
 from ..plumbing.digest import BlockDigest
@@ -94,6 +96,37 @@ def prepare(src, recipients, *, algorithm=compression.DEFAULT, level=None, chunk
     if sign is not None:
         header.signer = sign.signer().public
     seal_header(header, lambda covered: header_mac(file_key, file_salt, covered), sign and sign.sign)
+    check = zfsstream.StreamCheck() if ident is not None and check_stream else None
+    return Prepared(header, file_key, ident, src, check, declared if ident is not None else None,
+                    frozenset(tree) if tree is not None else None)
+
+
+def prepare_again(src, file_key, header_raw, *, check_stream=True, declared=None, tree=None):
+    """``prepare`` for an archive begun before (a resumed backup, SPEC section 11): the very header
+    bytes and file key of then, so that the same input makes the very same archive.  The header
+    must open with the key (its MAC) and name the stream ``src`` starts with: ResumeMismatchError
+    otherwise, before any byte is written."""
+    src = src if isinstance(src, PeekReader) else PeekReader(src)
+    try:
+        raw = bytes(header_raw)
+        header = read_header(io.BytesIO(raw))
+    except (ValueError, TypeError, ZgError):
+        raise ResumeMismatchError("the resume journal's archive header is not a readable header") from None
+    if len(header.raw) != len(raw) or not hmac.compare_digest(
+            header_mac(file_key, header.file_salt, header.mac_covered()), header.mac):
+        raise ResumeMismatchError("the resume journal's file key does not open its archive header")
+    check_signature(header)
+    ident = zfsstream.parse_begin(src.peek(zfsstream.BEGIN_RECORD_SIZE))
+    snap = header.snapshot
+    got = None if ident is None else (ident.toguid, ident.fromguid, ident.creation_time, ident.versioninfo,
+                                      ident.drr_flags, ident.objset_type, ident.byteorder == "big")
+    want = None if snap is None else (snap.toguid, snap.fromguid, snap.creation_time, snap.versioninfo,
+                                      snap.drr_flags, snap.objset_type, snap.big_endian)
+    private = read_private_metadata(header, file_key)
+    named = (int(private["toguid"]), int(private["fromguid"])) if "toguid" in private else None
+    if got != want or (declared is not None and named != tuple(declared)) or \
+            (ident is not None and private.get("snapshot") != ident.toname):
+        raise ResumeMismatchError("the stream to resume is not the one the journaled archive header names")
     check = zfsstream.StreamCheck() if ident is not None and check_stream else None
     return Prepared(header, file_key, ident, src, check, declared if ident is not None else None,
                     frozenset(tree) if tree is not None else None)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from ..format import archive, compression
 from ..catalog import chains
-from . import cost, retention
-from ..errors import (CatalogError, DatasetNotFoundError, NotFoundError, StoreError, UsageError, ZfsMissingError,
-                      ZgError)
+from . import cost, resume as resumes, retention
+from ..errors import (CatalogError, DatasetNotFoundError, NotFoundError, ResumeMismatchError, StoreError, UsageError,
+                      ZfsMissingError, ZgError)
 from ..format.metadata import CATALOG_KIND, CatalogCopy, PublicMetadata, store_fields
 from ..plumbing.pipes import PeekReader
 from ..zfs import SendFlags, Snapshot
@@ -308,29 +308,40 @@ def _properties_size(zfs, target, base, flags):
 
 
 def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs, threads=-1,
-             intermediates=False, sign=None, watch=NOBODY):
-    """Send, encrypt, upload and record one Step; returns (ArchiveInfo, archive.Result).
+             intermediates=False, sign=None, watch=NOBODY, journal=None, resume=None):
+    """Send, encrypt, upload and record one Step; returns (ArchiveInfo, archive.Result, the
+    upload's stats: parts and bytes sent and kept).
     ``watch`` sees the bytes of the send stream, against its estimate.
 
     With ``intermediates`` an incremental is `zfs send -I`: a compound stream whose header names no
-    guids, so the archive's metadata carries the base's and the target's (the chain needs them)."""
+    guids, so the archive's metadata carries the base's and the target's (the chain needs them).
+
+    ``journal`` (a path): the archive is resumable (services.resume, SPEC section 11): its key
+    and header are journaled there before anything is sent, and a run that is stopped or loses
+    its store leaves the upload and the journal for the next run.  ``resume`` (a resume.Pending
+    for this very step) continues such an archive; a part that differs from what may have been
+    sent raises ResumeMismatchError, with the upload freed and the journal gone: the caller then
+    makes the archive anew."""
     intermediates = intermediates and step.base is not None and not step.base.bookmark  # -I: never from a bookmark
     send = zfs.send(step.target.name, from_snap=step.base.source if step.base else None,
                     intermediates=intermediates, flags=step.flags)
     compound = intermediates or step.flags.compound  # -I, -p and -R streams: an outer DRR_BEGIN without guids
     checked = False
-    watch.begin(f"{step.dataset}@{step.target.short} ({step.kind})", step.estimate)
+    watch.begin(f"{step.dataset}@{step.target.short} ({step.kind}{', resumed' if resume else ''})", step.estimate)
     try:
         src = PeekReader(Counted(send.stdout, watch))
         declared = (step.target.guid, step.base.guid if step.base else 0) if compound else None
-        extra = {}
-        if step.flags.raw and step.encryption:  # whose ZFS key opens it, when restored
-            extra["encryption_root"] = step.encryption.get("encryptionroot") or step.dataset
-        if step.tree is not None:  # every dataset of a -R stream, for zg-restore's guid checks
-            extra["replicated"] = step.tree
-        prep = archive.prepare(src, recipients, algorithm=algorithm, level=level, declared=declared, sign=sign,
-                               extra_metadata=extra,
-                               tree={int(g) for g in step.tree.values()} if step.tree is not None else None)
+        tree = {int(g) for g in step.tree.values()} if step.tree is not None else None
+        if resume is not None:
+            prep = archive.prepare_again(src, resume.file_key, resume.header, declared=declared, tree=tree)
+        else:
+            extra = {}
+            if step.flags.raw and step.encryption:  # whose ZFS key opens it, when restored
+                extra["encryption_root"] = step.encryption.get("encryptionroot") or step.dataset
+            if step.tree is not None:  # every dataset of a -R stream, for zg-restore's guid checks
+                extra["replicated"] = step.tree
+            prep = archive.prepare(src, recipients, algorithm=algorithm, level=level, declared=declared,
+                                   sign=sign, extra_metadata=extra, tree=tree)
         ident = prep.identity
         expected = ident is not None and (
             (ident.header_type == "compound" and ident.toname == step.target.name) if compound
@@ -339,16 +350,45 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
             raise UsageError(f"zfs send of {step.target.name} did not produce the expected stream")
         metadata = store_fields(prep.header, declared=declared, send=" ".join(step.flags.cli()),
                                 snap_created=step.target.creation if compound else None)
-        token = secrets.token_hex(8)
+        if resume is not None:
+            token, log = resume.token, resume.journal
+        else:
+            token = secrets.token_hex(8)
+            log = journal and resumes.start(journal, dest, step.dataset, token, resumes.settings(
+                step, algorithm=algorithm, level=level, intermediates=intermediates, recipients=recipients,
+                sign=sign, chunk_size=prep.header.chunk_size), prep, metadata)
+        up = store.open_continued(metadata, log, jobs=jobs) if log else store.open_upload(metadata, jobs=jobs)
+        cat.upload_started(dest, token, metadata, command="zg-backup")  # stays listed if killed
+        kept = False
         try:
-            with store.open_upload(metadata, jobs=jobs) as up:
-                cat.upload_started(dest, token, metadata, command="zg-backup")  # stays listed if killed
-                result = archive.write_archive(prep, up, threads=threads)
-                checked = True
-                send.check()  # a failed zfs send must never become a complete archive
-                info = up.commit()
-        finally:  # completed, or aborted by the `with`: no longer incomplete
-            cat.upload_ended(dest, token)
+            result = archive.write_archive(prep, up, threads=threads)
+            checked = True
+            send.check()  # a failed zfs send must never become a complete archive
+            info = up.commit()
+        except BaseException as err:
+            if log and resumes.worth_keeping(err, log):
+                up.keep()
+                kept = True
+                stored = up.stats["bytes_sent"] + up.stats["bytes_reused"]
+                err.add_note(f"the {cost.human_bytes(stored)} of {step.dataset}@{step.target.short} "
+                             f"stored so far are kept: the next zg-backup of {step.dataset} to {dest} continues "
+                             f"the archive (`zg-rm --incomplete {dest}` frees them)")
+            else:
+                try:
+                    up.abort()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    pass
+                if log:
+                    log.discard()
+            raise
+        finally:  # completed, or aborted: no longer incomplete
+            if not kept:
+                cat.upload_ended(dest, token)
+    except ResumeMismatchError:
+        if resume is not None:  # also what the store holds of it under another upload id
+            resumes.abandon(store, resume.journal)
+            cat.upload_ended(dest, resume.token)
+        raise
     finally:
         watch.end()
         if not checked:  # something failed first: stop zfs send, keep the first error
@@ -358,8 +398,57 @@ def run_step(zfs, store, cat, dest, step, recipients, *, algorithm, level, jobs,
             except ZgError:
                 pass
     cat.record(dest, info, dataset=step.dataset, snapshot=step.target.short)
+    if log:
+        log.discard()
     chain_locks(store, cat, dest, info)
-    return info, result
+    return info, result, up.stats
+
+
+def resumable(store, cat, dest, dataset, path, plan, settings_of, recipients):
+    """The interrupted archive of ``dataset`` journaled at ``path``, if this run can continue it:
+    (Step, resume.Pending, None).  Else (None, None, note), the note saying why one was given up
+    (its journal removed, what the store holds of it freed), or None when there was none.
+
+    ``plan(snapshot)`` is the Step this run would make of that snapshot (plan_dataset);
+    ``settings_of(step)`` this run's resume.settings for it."""
+    try:
+        pending = resumes.load(path)
+    except (ResumeMismatchError, OSError) as err:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return None, None, (f"{err}; the interrupted archive starts anew (what the store holds of it stays "
+                            f"until `zg-rm --incomplete {dest}`)")
+    if pending is None:
+        return None, None, None
+    target = pending.settings["target"]
+
+    def give_up(why):
+        warning = resumes.abandon(store, pending.journal)
+        cat.upload_ended(dest, pending.token)
+        return None, None, (f"the interrupted archive of {target} is not continued: {why}; it is made anew under "
+                            f"a new key, what was sent of it is freed" + (f" ({warning})" if warning else ""))
+
+    if (pending.dest, pending.dataset) != (dest, dataset):
+        return give_up("its journal names another destination or dataset")
+    toguid, fromguid = int(pending.settings["toguid"]), int(pending.settings["fromguid"])
+    if any(a.toguid == toguid and (a.fromguid or 0) == fromguid for a in cat.archives(dest)):
+        pending.journal.discard()  # completed and recorded; only the journal's removal was cut short
+        cat.upload_ended(dest, pending.token)
+        return None, None, None
+    try:
+        step = plan(pending.snapshot)
+    except ZgError as err:
+        return give_up(str(err))
+    if step is None:
+        return give_up(f"{target} is backed up already")
+    why = pending.differs(settings_of(step))
+    if why is None and not pending.key_opens(recipients):
+        why = "a key given now does not open it"
+    if why:
+        return give_up(why)
+    return step, pending, None
 
 
 def chain_locks(store, cat, dest, info):

@@ -20,7 +20,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator, Optional
 
-from ..errors import IntegrityError, NotFoundError, RestorePendingError, StoreError, UsageError
+from ..errors import (IntegrityError, NotFoundError, RestorePendingError, ResumeMismatchError, StoreError,
+                      UsageError)
 from ..plumbing.parts import Part, PartDone, PartPipeline, PartPlan, too_big_message
 
 STATES = ("ready", "frozen", "thawing", "thawed")
@@ -227,6 +228,11 @@ class UploadSession(ABC):
         records it.  Asked after ``begin()``; a vault, which checks tree hashes, says no."""
         return True
 
+    @property
+    def ref(self) -> Optional[str]:
+        """The store's id of this upload once begun (``IncompleteUpload.ref``), else None."""
+        return None
+
     def size_of(self, n: int) -> int:
         """Part n's size: what an interrupted upload stored there, else the plan's."""
         ep = self.existing.get(n)
@@ -271,16 +277,22 @@ class Upload(io.BufferedIOBase):
     ``write()``.  ``close()`` only ends writing (so wrapping writers may close it);
     ``commit()`` flushes the last part, completes and verifies, returning the ``ArchiveInfo``;
     ``abort()`` discards.  As a context manager it aborts on exception, and also when left
-    without ``commit()``.  A failing ``commit()`` aborts too.  Only a killed process leaves an
+    without ``commit()``.  A failing ``commit()`` aborts too (unless journaled: see below).  Only a killed process leaves an
     incomplete upload behind, for ``Store.open_resume``.
+
+    With a ``journal`` (plumbing.journal) every part is admitted by it before it is sent or
+    kept, and ``keep()`` leaves the upload for a later run instead of discarding it; ``fallback``
+    makes a new session where no interrupted one matches (see ``Store.open_continued``).
     """
 
     def __init__(self, sessions: list[UploadSession], *, jobs: int = 4, resume: bool = False,
-                 dest: str = ""):
+                 dest: str = "", journal=None, fallback=None):
         super().__init__()
         self._jobs = jobs
         self._resume = resume
         self._dest = dest
+        self._journal = journal
+        self._fallback = fallback
         self._candidates = sessions
         self.session: Optional[UploadSession] = sessions[0] if not resume else None
         self._probe = bytearray()
@@ -341,6 +353,8 @@ class Upload(io.BufferedIOBase):
                 self._choose(at_eof=True)
             result = self._pipeline.finish()
             if result.single is not None and not self._resume:
+                if self._journal is not None:
+                    self._journal.admit(0, len(result.single), result.sha256)
                 info = self.session.put_single(result.single, result.sha256)
                 self._count("parts_sent", "bytes_sent", len(result.single))
             else:
@@ -351,7 +365,8 @@ class Upload(io.BufferedIOBase):
                 info = self.session.complete(parts, result.size, result.sha256)
         except BaseException:
             self._state = "failed"
-            self._abort_quietly()
+            if self._journal is None:  # a journaled upload's caller says: keep() or abort()
+                self._abort_quietly()
             raise
         info.sha256 = result.sha256.hex()
         self.info = info
@@ -371,6 +386,16 @@ class Upload(io.BufferedIOBase):
             for session in self._candidates:
                 session.release()
 
+    def keep(self) -> None:
+        """Stop, leaving what was stored for a later run to continue (a journaled upload)."""
+        if self._state == "committed":
+            raise ValueError("keep of a committed upload")
+        self._state = "kept"
+        if self._pipeline is not None:
+            self._pipeline.cancel()
+        for session in [self.session] if self.session is not None else self._candidates:
+            session.release()
+
     # ---- internals
     def _abort_quietly(self) -> None:
         try:
@@ -386,9 +411,16 @@ class Upload(io.BufferedIOBase):
         self._pipeline = PartPipeline(
             s.size_of, self._handle, jobs=self._jobs, capacity=s.plan.capacity,
             too_big=lambda: StoreError(too_big_message(s.plan)),
-            start=None if self._resume else s.begin, part_sha256=lambda: s.wants_part_sha256)
+            start=None if self._resume else self._begin, part_sha256=lambda: s.wants_part_sha256)
+
+    def _begin(self) -> None:
+        self.session.begin()
+        if self._journal is not None and self.session.ref is not None:
+            self._journal.opened(self.session.ref)
 
     def _handle(self, part: Part) -> Any:
+        if self._journal is not None:  # before anything of the part can reach the store
+            self._journal.admit(part.offset, part.size, part.sha256 or hashlib.sha256(part.data).digest())
         existing = self.session.existing.get(part.number)
         if existing is not None and existing.size == part.size:
             receipt = self.session.reuse_part(existing, part)
@@ -411,6 +443,20 @@ class Upload(io.BufferedIOBase):
         for session in self._candidates:
             if session is not best:
                 session.release()
+        if best is None and self._fallback is not None:
+            best, self._resume = self._fallback(), False
+        elif best is not None and self._journal is not None:
+            offset = 0
+            for n in range(1, max(best.existing) + 1):  # every part the store holds was journaled
+                size = best.size_of(n)
+                if n in best.existing and not self._journal.covers(offset, size):
+                    best.release()
+                    self._state = "failed"
+                    raise ResumeMismatchError(
+                        f"{self._dest} holds part {n} of the interrupted upload, which the resume journal does not "
+                        f"record: the journal is incomplete, so resuming could send other bytes where some have "
+                        f"left already")
+                offset += size
         if best is None:
             self._state = "failed"
             raise NotFoundError(
@@ -520,6 +566,18 @@ class Store(ABC):
             raise NotFoundError(f"no incomplete upload{what} in {self.url} to resume "
                                 f"(none with its first part stored)")
         return Upload(sessions, jobs=jobs, resume=True, dest=self.url)
+
+    def open_continued(self, metadata: dict[str, str], journal, *, jobs: int = 4) -> Upload:
+        """Upload a stream whose bytes an earlier run may in part have sent (a resumed backup):
+        into the upload ``journal.ref`` where the store still holds it (its stored parts checked
+        and kept), else into a new one; either way every part is admitted by ``journal`` first
+        (plumbing.journal), and a part it refuses raises ResumeMismatchError unsent."""
+        fresh = lambda: self._new_session(check_metadata(metadata), None)  # noqa: E731
+        sessions = [s for s in self._resume_sessions(journal.ref, None) if 1 in s.existing] \
+            if journal.ref is not None else []
+        if not sessions:
+            return Upload([fresh()], jobs=jobs, dest=self.url, journal=journal)
+        return Upload(sessions, jobs=jobs, resume=True, dest=self.url, journal=journal, fallback=fresh)
 
     def resume_upload(self, src: BinaryIO, *, id: Optional[str] = None,
                       expected_size: Optional[int] = None, jobs: int = 4) -> ArchiveInfo:

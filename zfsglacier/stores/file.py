@@ -149,6 +149,10 @@ class FileSession(UploadSession):
         self.existing = existing or {}
 
     @property
+    def ref(self) -> Optional[str]:
+        return self.id
+
+    @property
     def partial(self) -> str:
         return self.store._path(self.id, PARTIAL)
 

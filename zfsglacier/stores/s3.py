@@ -180,6 +180,10 @@ class S3Session(UploadSession):
         return self.composite_promised or any((ep.check or {}).get("ChecksumSHA256")
                                               for ep in self.existing.values())
 
+    @property
+    def ref(self) -> Optional[str]:
+        return self.upload_id
+
     def begin(self) -> None:
         p = self.plan
         metadata = {**self.metadata, PLAN_KEY: f"{p.first}/{p.grow_after}/{p.grow_every}/{p.cap}"}

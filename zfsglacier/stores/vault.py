@@ -87,6 +87,10 @@ class VaultSession(UploadSession):
         return self.store._call(method, action, **kw)
 
     wants_part_sha256 = False  # parts are checked by their tree hash
+    @property
+    def ref(self) -> Optional[str]:
+        return self.upload_id
+
     def begin(self) -> None:
         resp = self._call("initiate_multipart_upload", "start upload",
                           archiveDescription=describe(self.metadata),
