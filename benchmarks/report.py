@@ -49,6 +49,9 @@ XMEM_SIZES = ("1gb", "4gb")  # xmem/zg-upload-1gb, xmem/zg-fetch-4gb, ...
 # chains (issue 4)
 CHAIN_SEND, CHAIN_BACKUP = "chain/zfs-send", "chain/zg-backup"
 CHAIN_RECV, CHAIN_RESTORE = "chain/zfs-receive", "chain/zg-restore"
+CHAIN_NATIVE_BACKUP, CHAIN_NATIVE_RESTORE = "chain/native-backup", "chain/native-restore"  # issue 14
+CHAIN_BACKUP_S3, CHAIN_NATIVE_BACKUP_S3 = "chain/zg-backup-s3", "chain/native-backup-s3"
+CHAIN_RESTORE_S3, CHAIN_NATIVE_RESTORE_S3 = "chain/zg-restore-s3", "chain/native-restore-s3"
 CHAIN_OVERHEAD_MAX = None  # the issue states no bound for the overhead ratios: set one to get a verdict
 
 SECTIONS = {
@@ -318,6 +321,30 @@ def chain_targets() -> list[tuple[str, str, str]]:
         else:
             verdict = _verdict(v <= CHAIN_OVERHEAD_MAX)
         out.append((f"overhead: {text} (wall-time ratio){bound}", measured, verdict))
+    for zg_key, native_key, text in (
+            (CHAIN_BACKUP, CHAIN_NATIVE_BACKUP, "zg-backup to file:// >= 1.0x `zfs send | zstd -T0 -3 | openssl enc "
+                                               "> file` (issue 14)"),
+            (CHAIN_RESTORE, CHAIN_NATIVE_RESTORE, "zg-restore from file:// >= 1.0x `openssl enc -d < file | zstd -d | "
+                                                  "zfs receive` (issue 14)"),
+            (CHAIN_BACKUP_S3, CHAIN_NATIVE_BACKUP_S3, "zg-backup to S3 (moto) >= 1.0x `zfs send | zstd -T0 -3 | "
+                                                     "openssl enc | aws s3 cp -` (issue 14)"),
+            (CHAIN_RESTORE_S3, CHAIN_NATIVE_RESTORE_S3, "zg-restore from S3 (moto) >= 1.0x `aws s3 cp - | openssl "
+                                                        "enc -d | zstd -d | zfs receive` (issue 14)")):
+        v = _ratio(R(native_key).best.wall, R(zg_key).best.wall) if R(zg_key) and R(native_key) else None
+        measured = ("not measured" if v is None else
+                    f"{v:.2f}x ({R(zg_key).best.wall:.2f} s vs {R(native_key).best.wall:.2f} s)")
+        out.append((f"speed: {text}", measured, _verdict(None if v is None else v >= 1.0)))
+    for what, stages in (("backup", ((CHAIN_SEND, "zfs send"), (ZG_ENC, "compress + encrypt (zg-encrypt)"),
+                                     (UP_ZG, "transfer (zg-upload to moto)"))),
+                         ("restore", ((DOWN_ZG, "transfer (zg-fetch from moto)"), (ZG_DEC, "decrypt + decompress "
+                                                                                            "(zg-decrypt)"),
+                                      (CHAIN_RECV, "zfs receive")))):
+        rates = [(R(key).mbps, name) for key, name in stages if R(key)]
+        if rates:
+            slowest = min(rates)
+            out.append((f"where a {what}'s time goes: each stage alone, MB/s of what it moves (the slowest bounds the whole)",
+                        "; ".join(f"{name} {rate:.0f}" for rate, name in rates) + f": slowest is {slowest[1]}",
+                        "reported"))
     return out
 
 
@@ -433,7 +460,8 @@ def chain_table() -> str:
         if rows:
             lines.append(f"| **{SECTIONS[section]}** | | | | | | | | |")
         for r in rows:
-            bare = R(CHAIN_SEND if r.key in (CHAIN_SEND, CHAIN_BACKUP) else CHAIN_RECV)
+            bare = R(CHAIN_SEND if r.key in (CHAIN_SEND, CHAIN_BACKUP, CHAIN_NATIVE_BACKUP, CHAIN_BACKUP_S3,
+                                             CHAIN_NATIVE_BACKUP_S3) else CHAIN_RECV)
             vs = _ratio(r.best.wall, bare.best.wall) if bare else None
             lines.append(
                 f"| {_cell(r.label)} | {r.best.wall:.2f} | {r.mbps:.1f} | {_fmt(vs, '.2f')}{'x' if vs else ''} | "

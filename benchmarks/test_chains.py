@@ -9,6 +9,19 @@ stream) and one snapshot.  The pool lives only while this module runs and is des
     zfs receive POOL/target2 < stream                     the snapshot's stream, saved once beforehand
     zg-restore file:///DEST DS@bench POOL/target --key KEY
 
+and what a user would otherwise type for the same backup and restore (issue 14):
+
+    zfs send DS@bench | zstd -T0 -3 | openssl enc -aes-256-ctr -pbkdf2 -pass file:K > DEST/native.bin
+    openssl enc -d -aes-256-ctr -pbkdf2 -pass file:K < DEST/native.bin | zstd -d | zfs receive POOL/target3
+
+and the same two to and from S3 (moto in a process of its own, benchmarks/motoserver.py; STANDARD
+class so that both restores read at once; 16 MiB parts, 4 at a time for both clients):
+
+    zg-backup DS s3://B/P --key KEY.pub                     fresh catalog and bucket each round
+    zfs send DS@bench | zstd -T0 -3 | openssl enc ... | aws s3 cp - s3://B/native.bin
+    zg-restore s3://B/P DS@bench POOL/target --key KEY
+    aws s3 cp s3://B/native.bin - | openssl enc -d ... | zstd -d | zfs receive POOL/target3
+
 Targets are destroyed (and zg-backup's hold released) before each round, unmeasured.  zfs-fuse does
 the pool work in its daemon: its CPU is shown as "zfs-fuse cores", not as other processes' load.
 Only correctness is asserted: exit codes, the received snapshot's guid, the stream's length.
@@ -28,9 +41,13 @@ from . import corpus as corpus_mod
 from . import report
 from .corpus import zfsfuse
 from .test_filters import zg
+from zfsglacier.catalog.db import Catalog
 from zfsglacier.services.backup import hold_tag
 from zfsglacier.stores import open_store
 from .corpus import AdminZfs
+from .motoserver import MotoServer
+
+BUCKET = "zg-chain"
 
 FAST = 3
 SNAP = "bench"
@@ -120,9 +137,10 @@ def chain(corpus):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _row(benchmark, chain, key, label, command, stages, *, plain_bytes, setup, after=None, **run_kw):
+def _row(benchmark, chain, key, label, command, stages, *, plain_bytes, setup, after=None, helpers=None, **run_kw):
     return report.measure(benchmark, key, label, command, stages, rounds=FAST, setup=setup, after=after,
-                          plain_bytes=plain_bytes, helpers=(chain.daemon,), helper="zfs-fuse", **run_kw)
+                          plain_bytes=plain_bytes, helpers=helpers or (chain.daemon,),
+                          helper="zfs-fuse" if helpers is None else "zfs-fuse + moto", **run_kw)
 
 
 def test_chain_zfs_send(benchmark, chain):
@@ -140,6 +158,39 @@ def test_chain_zg_backup(benchmark, chain, keys):
                                                         keys.zg_public)],
          plain_bytes=chain.stream.stat().st_size, setup=chain.fresh_destination, after=after, source=None,
          env=chain.env, sink=chain.work / "stdout")
+
+
+def _openssl(keys, *decrypt):
+    return ["openssl", "enc", *decrypt, "-aes-256-ctr", "-pbkdf2", "-pass", f"file:{keys.openssl_pass}"]
+
+
+def test_chain_native_backup(benchmark, chain, keys):
+    out = chain.work / "native.bin"
+
+    def after(res):
+        assert out.stat().st_size > 0
+
+    _row(benchmark, chain, report.CHAIN_NATIVE_BACKUP, "zfs send | zstd -T0 -3 | openssl enc > file",
+         "zfs send DS@snap | zstd -T0 -3 | openssl enc -aes-256-ctr -pbkdf2 > DEST/native.bin",
+         [[chain.zfs.zfs, "send", chain.snap], ["zstd", "-T0", "-3", "-q", "-c"], _openssl(keys)],
+         plain_bytes=chain.stream.stat().st_size, setup=None, after=after, source=None, sink=out)
+
+
+def test_chain_native_restore(benchmark, chain, keys):
+    target, native = f"{chain.pool}/target3", chain.work / "native.bin"
+    if not native.exists():  # run alone (-k): make it, unmeasured
+        with open(native, "wb") as out:
+            subprocess.run(f"{chain.zfs.zfs} send {chain.snap} | zstd -T0 -3 -q -c | {' '.join(_openssl(keys))}",
+                           shell=True, stdout=out, check=True)
+
+    def after(res):
+        assert chain.zfs.guid(f"{target}@{SNAP}") == chain.zfs.guid(chain.snap)
+
+    _row(benchmark, chain, report.CHAIN_NATIVE_RESTORE, "openssl enc -d < file | zstd -d | zfs receive",
+         "openssl enc -d -aes-256-ctr -pbkdf2 < DEST/native.bin | zstd -d | zfs receive POOL/target",
+         [_openssl(keys, "-d"), ["zstd", "-d", "-q", "-c"], [chain.zfs.zfs, "receive", target]],
+         plain_bytes=chain.stream.stat().st_size, setup=lambda: chain.drop(target), after=after, source=native)
+    chain.drop(target)
 
 
 def test_chain_zfs_receive(benchmark, chain):
@@ -169,4 +220,96 @@ def test_chain_zg_restore(benchmark, chain, keys):
          [zg("restore", f"file://{chain.dest}", chain.snap, target, "--key", keys.zg_secret)],
          plain_bytes=chain.stream.stat().st_size, setup=lambda: chain.drop(target), after=after, source=None,
          env=chain.env)
+    chain.drop(target)
+
+
+# ---- to and from S3 (moto): what a user feels end to end (issue 14)
+
+@dataclass
+class S3Chain:
+    moto: MotoServer
+    zg_env: dict
+    aws_env: dict
+
+    dest = f"s3://{BUCKET}/zg"
+    native = f"s3://{BUCKET}/native.bin"
+
+
+@pytest.fixture(scope="module")
+def s3chain(chain):
+    if shutil.which("aws") is None:
+        pytest.fail("missing command: aws (`make bench` installs awscli)", pytrace=False)
+    work = chain.work / "s3"
+    work.mkdir()
+    part = report.PART_MIB << 20
+    with MotoServer(work) as moto:
+        moto.make_bucket(BUCKET)
+        (work / "zg.toml").write_text(f'[destinations.chain]\nurl = "{S3Chain.dest}"\nstorage_class = "STANDARD"\n'
+                                      f'host = ""\npart_size = {part}\njobs = {report.JOBS}\n')
+        (work / "aws.ini").write_text(
+            f"[default]\nregion = us-east-1\ns3 =\n    multipart_chunksize = {part}\n"
+            f"    multipart_threshold = {part}\n    max_concurrent_requests = {report.JOBS}\n")
+        yield S3Chain(moto, {**chain.env, **moto.env, "ZG_CONFIG": str(work / "zg.toml")},
+                      {**moto.env, "AWS_CONFIG_FILE": str(work / "aws.ini")})
+
+
+def _fresh_bucket(chain, s3):
+    if chain.zfs.userrefs(chain.snap):
+        chain.zfs.release(hold_tag(S3Chain.dest), chain.snap)
+    (chain.work / "catalog.db").unlink(missing_ok=True)
+    s3.moto.clear(BUCKET)
+
+
+def test_chain_zg_backup_s3(benchmark, chain, s3chain, keys):
+    _row(benchmark, chain, report.CHAIN_BACKUP_S3, "zg-backup DS s3://... (full, moto)",
+         "zg-backup DS s3://B/P --key KEY.pub", [zg("backup", chain.dataset, "chain", "--key", keys.zg_public)],
+         plain_bytes=chain.stream.stat().st_size, setup=lambda: _fresh_bucket(chain, s3chain), source=None,
+         env=s3chain.zg_env, sink=chain.work / "stdout", helpers=(chain.daemon, s3chain.moto.pid))
+
+
+def test_chain_native_backup_s3(benchmark, chain, s3chain, keys):
+    _row(benchmark, chain, report.CHAIN_NATIVE_BACKUP_S3, "zfs send | zstd -T0 -3 | openssl enc | aws s3 cp -",
+         "zfs send DS@snap | zstd -T0 -3 | openssl enc -aes-256-ctr -pbkdf2 | aws s3 cp - s3://B/native.bin",
+         [[chain.zfs.zfs, "send", chain.snap], ["zstd", "-T0", "-3", "-q", "-c"], _openssl(keys),
+          ["aws", "s3", "cp", "--only-show-errors", "-", S3Chain.native]],
+         plain_bytes=chain.stream.stat().st_size, setup=None, source=None, env=s3chain.aws_env,
+         helpers=(chain.daemon, s3chain.moto.pid))
+
+
+def test_chain_zg_restore_s3(benchmark, chain, s3chain, keys):
+    target = f"{chain.pool}/target"
+    with Catalog(str(chain.work / "catalog.db")) as cat:
+        made = bool(cat.archives(S3Chain.dest))
+    if not made:  # run alone (-k): make the backup to restore, unmeasured
+        _fresh_bucket(chain, s3chain)
+        subprocess.run(zg("backup", chain.dataset, "chain", "--key", keys.zg_public), env=s3chain.zg_env,
+                       check=True, capture_output=True)
+
+    def after(res):
+        assert chain.zfs.guid(f"{target}@{SNAP}") == chain.zfs.guid(chain.snap)
+
+    _row(benchmark, chain, report.CHAIN_RESTORE_S3, "zg-restore s3://... DS@snap POOL/target (moto)",
+         "zg-restore s3://B/P DS@snap POOL/target --key KEY",
+         [zg("restore", "chain", chain.snap, target, "--key", keys.zg_secret)],
+         plain_bytes=chain.stream.stat().st_size, setup=lambda: chain.drop(target), after=after, source=None,
+         env=s3chain.zg_env, helpers=(chain.daemon, s3chain.moto.pid))
+    chain.drop(target)
+
+
+def test_chain_native_restore_s3(benchmark, chain, s3chain, keys):
+    target = f"{chain.pool}/target3"
+    listed = s3chain.moto.client().list_objects_v2(Bucket=BUCKET, Prefix="native.bin").get("KeyCount", 0)
+    if not listed:  # run alone (-k): make it, unmeasured
+        subprocess.run(f"{chain.zfs.zfs} send {chain.snap} | zstd -T0 -3 -q -c | {' '.join(_openssl(keys))} | "
+                       f"aws s3 cp --only-show-errors - {S3Chain.native}", shell=True, env=s3chain.aws_env, check=True)
+
+    def after(res):
+        assert chain.zfs.guid(f"{target}@{SNAP}") == chain.zfs.guid(chain.snap)
+
+    _row(benchmark, chain, report.CHAIN_NATIVE_RESTORE_S3, "aws s3 cp - | openssl enc -d | zstd -d | zfs receive",
+         "aws s3 cp s3://B/native.bin - | openssl enc -d -aes-256-ctr -pbkdf2 | zstd -d | zfs receive POOL/target",
+         [["aws", "s3", "cp", "--only-show-errors", S3Chain.native, "-"], _openssl(keys, "-d"),
+          ["zstd", "-d", "-q", "-c"], [chain.zfs.zfs, "receive", target]],
+         plain_bytes=chain.stream.stat().st_size, setup=lambda: chain.drop(target), after=after, source=None,
+         env=s3chain.aws_env, helpers=(chain.daemon, s3chain.moto.pid))
     chain.drop(target)

@@ -274,6 +274,32 @@ def test_full_sends_use_pool_features_and_the_chain_keeps_them(zfs_dataset, env)
     assert full.meta.send == "-L -e" and incr.meta.send == "-L -e"
 
 
+def _sent_digest(zfs, snap, base=None, flags=SendFlags()):
+    proc = zfs.send(snap, from_snap=base, flags=flags)
+    h = hashlib.sha256()
+    while chunk := proc.stdout.read(1 << 20):
+        h.update(chunk)
+    proc.check()
+    return h.hexdigest()
+
+
+@openzfs_only
+def test_a_snapshot_sends_the_same_bytes_every_time(zfs_dataset):
+    """What a resumed backup stands on (SPEC section 11; on zfs-fuse too, tests/test_resume_zfs.py):
+    one snapshot, sent twice with the same flags, through this session's backend, the same bytes.
+    (A resume does not trust it: other bytes are refused and the archive starts anew.)"""
+    zfs = open_zfs()
+    fill(zfs_dataset.path, 90, n=2)
+    zfs.snapshot(f"{zfs_dataset.name}@d0")
+    fill(zfs_dataset.path, 91, n=2)
+    zfs.snapshot(f"{zfs_dataset.name}@d1")
+    for base, flags in [(None, SendFlags()), (None, SendFlags(large_blocks=True, embedded=True, compressed=True)),
+                        (f"{zfs_dataset.name}@d0", SendFlags(large_blocks=True, embedded=True)),
+                        (None, SendFlags(props=True))]:
+        first = _sent_digest(zfs, f"{zfs_dataset.name}@d1", base, flags)
+        assert _sent_digest(zfs, f"{zfs_dataset.name}@d1", base, flags) == first, (base, flags)
+
+
 @openzfs_only
 def test_props_travel_with_the_chain_but_never_the_mountpoint(zfs_dataset, zfs_pool, env, tmp_path):  # noqa: F811
     zfs = AdminZfs()

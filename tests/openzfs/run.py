@@ -35,7 +35,7 @@ from guest import REPO, BuildFailed, Guest, Unavailable, find_image  # noqa: E40
 
 # The tests that need ZFS, on the stores that need no server (moto is not shipped to the guest).
 DEFAULT_TESTS = ["tests/test_openzfs.py", "tests/test_replicate_zfs.py", "tests/test_zfs.py", "tests/test_filters_zfs.py",
-                 "tests/test_chains_zfs.py", "tests/test_daily_zfs.py", "-k", "not s3 and not rgw and not vault"]
+                 "tests/test_chains_zfs.py", "tests/test_daily_zfs.py", "tests/test_resume_zfs.py", "-k", "not s3 and not rgw and not vault"]
 # `--ci` (make check) has a time budget (CI: keep all of it under 45 min), so the files are shared
 # out between the two backends' sessions, which run side by side, to end at about the same time.
 # Each runs the files that drive every backend call directly (test_openzfs, test_zfs); pyzfs, the
@@ -48,7 +48,7 @@ SERVERLESS = ["-k", "not s3 and not rgw and not vault"]
 CI_TESTS = {
     "pyzfs": ["tests/test_openzfs.py", "tests/test_zfs.py", "tests/test_chains_zfs.py", *SERVERLESS],
     "cli": ["tests/test_openzfs.py", "tests/test_zfs.py", "tests/test_replicate_zfs.py", "tests/test_filters_zfs.py",
-            *SERVERLESS],
+            "tests/test_resume_zfs.py", *SERVERLESS],
 }
 # What the guest needs: the runtime dependencies, and pytest with the plugin pyproject's addopts name.
 ROOTS = ["construct", "pycryptodome", "zstandard", "lz4", "numpy", "tqdm", "boto3", "pytest", "pytest-benchmark"]

@@ -33,7 +33,11 @@ EXAMPLES = [
 
 def build_parser():
     p = parser("zg-backup", "Back DATASET up to DEST: full or incremental from the newest snapshot already "
-                            "there, encrypted to --key, uploaded and recorded in the catalog.", examples=EXAMPLES)
+                            "there, encrypted to --key, uploaded and recorded in the catalog.", examples=EXAMPLES,
+               notes="A run that is killed, stopped (Ctrl-C, SIGTERM) or loses its store part way keeps what it "
+                     "stored: the next zg-backup of the dataset to DEST continues that archive, sending only what "
+                     "the store lacks, when the snapshot, flags and keys are the same (else it starts anew under a "
+                     "new key and says why). zg-ls shows it as resumable; zg-rm --incomplete gives it up.")
     p.add_argument("dataset", metavar="DATASET", nargs="?",
                    help="the dataset to back up (with -r, and every one under it); not with --job")
     add_store_options(p, dest_optional=True)

@@ -277,8 +277,8 @@ class Upload(io.BufferedIOBase):
     ``write()``.  ``close()`` only ends writing (so wrapping writers may close it);
     ``commit()`` flushes the last part, completes and verifies, returning the ``ArchiveInfo``;
     ``abort()`` discards.  As a context manager it aborts on exception, and also when left
-    without ``commit()``.  A failing ``commit()`` aborts too (unless journaled: see below).  Only a killed process leaves an
-    incomplete upload behind, for ``Store.open_resume``.
+    without ``commit()``.  A failing ``commit()`` aborts too (unless journaled: see below).  Only
+    a killed process leaves an incomplete upload behind, for ``Store.open_resume``.
 
     With a ``journal`` (plumbing.journal) every part is admitted by it before it is sent or
     kept, and ``keep()`` leaves the upload for a later run instead of discarding it; ``fallback``
