@@ -42,6 +42,7 @@ from . import report
 from .corpus import zfsfuse
 from .test_filters import zg
 from zfsglacier.catalog.db import Catalog
+from zfsglacier.errors import ZgError
 from zfsglacier.services.backup import hold_tag
 from zfsglacier.stores import open_store
 from .corpus import AdminZfs
@@ -254,8 +255,11 @@ def s3chain(chain):
 
 
 def _fresh_bucket(chain, s3):
-    if chain.zfs.userrefs(chain.snap):
+    chain.release()  # the file:// rows' hold, and this destination's
+    try:
         chain.zfs.release(hold_tag(S3Chain.dest), chain.snap)
+    except ZgError:
+        pass  # not held for it
     (chain.work / "catalog.db").unlink(missing_ok=True)
     s3.moto.clear(BUCKET)
 
