@@ -255,11 +255,11 @@ def s3chain(chain):
 
 
 def _fresh_bucket(chain, s3):
-    chain.release()  # the file:// rows' hold, and this destination's
-    try:
-        chain.zfs.release(hold_tag(S3Chain.dest), chain.snap)
-    except ZgError:
-        pass  # not held for it
+    for dest in (f"file://{chain.dest}", S3Chain.dest):  # the file:// rows' hold, and this destination's
+        try:
+            chain.zfs.release(hold_tag(dest), chain.snap)
+        except ZgError:
+            pass  # not held for it
     (chain.work / "catalog.db").unlink(missing_ok=True)
     s3.moto.clear(BUCKET)
 
