@@ -126,24 +126,12 @@ def mounted(mnt, commands, why):
 
 UPLOADER = r"""
 import json, sys
-from zfsglacier.stores import open_store
-store = open_store(sys.argv[1], **json.loads(sys.argv[2]))
-up = store.open_upload({"dataset": "tank/fs"}, jobs=int(sys.argv[3]))
-while True:
-    chunk = sys.stdin.buffer.read1(1 << 16)
-    if not chunk:
-        break
-    up.write(chunk)
-up.commit()
-"""
-
-
-JOURNALED_UPLOADER = r"""
-import json, sys
 from zfsglacier.plumbing.journal import Journal
 from zfsglacier.stores import open_store
 store = open_store(sys.argv[1], **json.loads(sys.argv[2]))
-up = store.open_continued({"dataset": "tank/fs"}, Journal.create(sys.argv[4], {"test": True}), jobs=int(sys.argv[3]))
+jobs, meta = int(sys.argv[3]), {"dataset": "tank/fs"}
+up = store.open_continued(meta, Journal.create(sys.argv[4], {"test": True}), jobs=jobs) if len(sys.argv) > 4 \
+    else store.open_upload(meta, jobs=jobs)
 while True:
     chunk = sys.stdin.buffer.read1(1 << 16)
     if not chunk:
@@ -158,9 +146,8 @@ def upload_then_kill(dest, options, head, stored_parts, want, jobs=1, journal=No
     reaches ``want``: what a crash in the middle of a backup leaves behind.  With ``journal`` (a
     path) the upload is a journaled one (Store.open_continued), its journal made there."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    script = (JOURNALED_UPLOADER, str(journal)) if journal else (UPLOADER,)
-    proc = subprocess.Popen([sys.executable, "-c", script[0], dest, json.dumps(options),
-                             str(jobs), *script[1:]], stdin=subprocess.PIPE, env=env, cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-c", UPLOADER, dest, json.dumps(options),
+                             str(jobs), *([str(journal)] if journal else [])], stdin=subprocess.PIPE, env=env, cwd=REPO)
     try:
         proc.stdin.write(head)
         proc.stdin.flush()

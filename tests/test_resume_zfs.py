@@ -132,6 +132,8 @@ def test_killed_backup_resumes_sending_only_what_the_store_lacks(zfs_dataset, zf
         [up] = cat.uploads(env["dest"])
     ls_json = json.loads(zg("ls", "offsite", "--json", env=run_env).stdout)
     assert ls_json["incomplete_uploads"][0]["resumable"]["snapshot"] == f"{zfs_dataset.name}@s0"
+    plan = backup(run_env, zfs_dataset, env, "--dry-run")
+    assert plan.returncode == 0 and "first, continue the interrupted archive of" in plan.stdout, plan.stderr
     p = backup(run_env, zfs_dataset, env)
     assert p.returncode == 0, p.stderr
     kept = re.search(r"resumed: ([\d.]+ \w+) were stored already", p.stdout)

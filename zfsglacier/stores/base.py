@@ -375,11 +375,7 @@ class Upload(io.BufferedIOBase):
 
     def abort(self) -> None:
         """Discard the upload and whatever parts of it were stored."""
-        if self._state == "committed":
-            raise ValueError("abort of a committed upload")
-        self._state = "aborted"
-        if self._pipeline is not None:
-            self._pipeline.cancel()
+        self._stop("aborted")
         if self.session is not None:
             self.session.abort()
         else:  # resume that never chose an upload: discard nothing
@@ -388,13 +384,17 @@ class Upload(io.BufferedIOBase):
 
     def keep(self) -> None:
         """Stop, leaving what was stored for a later run to continue (a journaled upload)."""
-        if self._state == "committed":
-            raise ValueError("keep of a committed upload")
-        self._state = "kept"
-        if self._pipeline is not None:
-            self._pipeline.cancel()
+        self._stop("kept")
         for session in [self.session] if self.session is not None else self._candidates:
             session.release()
+
+    def _stop(self, state: str) -> None:
+        """No more parts: wait for those in flight (nothing is sent after this returns)."""
+        if self._state == "committed":
+            raise ValueError(f"{state} after the upload was committed")
+        self._state = state
+        if self._pipeline is not None:
+            self._pipeline.cancel()
 
     # ---- internals
     def _abort_quietly(self) -> None:
