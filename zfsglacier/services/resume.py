@@ -15,7 +15,7 @@ import io
 import os
 import time
 
-from ..errors import ResumeMismatchError, StoreError, ZgError
+from ..errors import NotFoundError, ResumeMismatchError, StoreError, ZgError
 from ..format.header import read_header
 from ..format.keys import Passphrase, PublicRecipient, SecretKey
 from ..plumbing.journal import Journal
@@ -46,7 +46,9 @@ def settings(step, *, algorithm, level, intermediates, recipients, sign, chunk_s
         "target": step.target.name, "toguid": str(step.target.guid),
         "base": step.base.source if step.base is not None else None,
         "fromguid": str(step.base.guid) if step.base is not None else "0",
-        "send": list(step.flags.cli()), "intermediates": bool(intermediates),
+        "send": list(step.flags.cli()),
+        # as run_step sends: -I only for an incremental from a snapshot (a full or a bookmark has none)
+        "intermediates": bool(intermediates and step.base is not None and not step.base.bookmark),
         "compression": algorithm, "level": level, "chunk_size": chunk_size,
         "recipients": sorted(_recipient(r) for r in recipients),
         "signer": sign.signer().encode() if sign is not None else None,
@@ -165,9 +167,10 @@ def abandon(store, journal):
     if journal.ref is not None:
         try:
             store.discard_incomplete(journal.ref)
+        except NotFoundError:
+            pass  # freed already
         except ZgError as err:
-            if "no incomplete upload" not in str(err):
-                warning = f"the interrupted upload {journal.ref} could not be freed ({err}): `zg-rm --incomplete` does"
+            warning = f"the interrupted upload {journal.ref} could not be freed ({err}): `zg-rm --incomplete` does"
     journal.discard()
     return warning
 
