@@ -54,6 +54,19 @@ def corpus() -> corpus_mod.Corpus:
     return c
 
 
+@pytest.fixture(scope="session")
+def corpus2(corpus) -> corpus_mod.Corpus:
+    """The second corpus (recipe pylib, ~1.1 GB), built once and cached like the first."""
+    try:
+        c = corpus_mod.ensure(recipe="pylib")
+    except Exception as err:  # noqa: BLE001
+        pytest.fail(f"cannot build the second benchmark corpus: {err}", pytrace=False)
+    report.CONTEXT["corpus2"] = c.info
+    subprocess.run(["cat", str(c.stream)], stdout=subprocess.DEVNULL, check=True)
+    (c.dir / "out").mkdir(exist_ok=True)
+    return c
+
+
 @dataclass(frozen=True)
 class Keys:
     zg_secret: Path  # zg-keygen secret key (mode 0600): zg-decrypt

@@ -20,7 +20,18 @@ stream is larger than 512 MiB) with ``corpus.json`` beside it.  ZFS (zfs-fuse, v
 tests/zfsfuse.py) is used only while building: the pool is destroyed afterwards and the daemon is
 stopped if this module started it.
 
-    python3 -m benchmarks.corpus [--mb N] [--dir DIR] [--force]
+A second recipe, ``pylib`` (issue 14: a real 1.1 GB stream with Python libraries, docs, an SQL
+dump, logs and media ran zg-encrypt at 0.94x of zstd|openssl, and the 2013 recipe at ~10 MB/s),
+is written to ``$ZG_BENCH_DIR/pylib-mb<N>/`` (default N = 1050, a stream of ~1.1 GB):
+
+    python  35%  the files of this Python's library tree (stdlib, site-packages: .py, .pyc, .so, data)
+    docs     8%  real text from /usr/share/doc and the licenses, as in the first recipe
+    sql     22%  the generated dump of the first recipe
+    logs    15%  generated syslog, nginx access and application logs (seeded, time-ordered)
+    media   20%  files that are compressed already, as they are on disk: the .gz of /usr/share/man
+                 and /usr/share/doc, images under /usr/share, wheels; random bytes for the rest
+
+    python3 -m benchmarks.corpus [--recipe mixed|pylib] [--mb N] [--dir DIR] [--force]
 """
 
 from __future__ import annotations
@@ -53,6 +64,10 @@ DEFAULT_DIR = "/var/tmp/zfsglacier-bench"
 DEFAULT_MB = 544
 SHARES = {"sql": 0.35, "text": 0.25, "binary": 0.30, "random": 0.10}
 MiB = 1 << 20
+
+
+PYLIB_MB = 1050
+PYLIB_SHARES = {"python": 0.35, "docs": 0.08, "sql": 0.22, "logs": 0.15, "media": 0.20}
 
 
 def bench_dir() -> Path:
@@ -274,6 +289,94 @@ def _text_files(limit: int) -> list[tuple[str, bytes]]:
     return out
 
 
+class Logs:
+    """Generated logs of three kinds (one kind per file, as under /var/log): syslog, an nginx
+    access log and an application log, with time moving forward line by line."""
+
+    KINDS = ("syslog", "access", "app")
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.ts = 1767225600  # 2026-01-01
+        self.hosts = [f"web{i:02d}" for i in range(12)] + ["db01", "db02", "lb01"]
+        self.paths = ["/", "/api/v1/orders", "/api/v1/orders/%d", "/api/v1/cart/%d", "/static/app.%x.js",
+                      "/static/img/p%d.jpg", "/login", "/search?q=%s", "/api/v1/customers/%d/invoices"]
+        self.words = _syllable_words(rng, 500, 2, 3)
+        self.agents = ["Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+                       "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0",
+                       "curl/8.5.0", "Prometheus/2.51.0", "python-requests/2.31.0"]
+        self.daemons = [("sshd", "Accepted publickey for deploy from %s port %d ssh2"),
+                        ("CRON", "(root) CMD (/usr/local/bin/zg-backup --job nightly)"),
+                        ("kernel", "[%d.%06d] eth0: link up, 1000Mbps, full-duplex"),
+                        ("systemd", "Started Session %d of User deploy."),
+                        ("postfix/smtpd", "connect from unknown[%s]"),
+                        ("zed", "eid=%d class=history_event pool='tank'")]
+        self.pending = {k: b"" for k in self.KINDS}
+
+    def _ip(self) -> str:
+        r = self.rng.random
+        return f"10.{int(r() * 256)}.{int(r() * 256)}.{int(r() * 256)}"
+
+    def _line(self, kind: str) -> str:
+        r = self.rng.random
+        self.ts += int(r() * 3)
+        t = time.gmtime(self.ts)
+        if kind == "syslog":
+            name, fmt = self.daemons[int(r() * len(self.daemons))]
+            n = fmt.count("%")
+            args = {0: (), 1: (int(r() * 99999),), 2: (self._ip(), int(r() * 60000) + 1024)}[n]
+            if name == "kernel":
+                args = (self.ts % 100000, int(r() * 1e6))
+            elif name == "postfix/smtpd":
+                args = (self._ip(),)
+            return (f"{time.strftime('%b %e %H:%M:%S', t)} {self.hosts[int(r() * len(self.hosts))]} "
+                    f"{name}[{int(r() * 32768)}]: {fmt % args}")
+        if kind == "access":
+            path = self.paths[int(r() * len(self.paths))]
+            if "%s" in path:
+                path = path % self.words[int(r() * len(self.words))].lower()
+            elif "%" in path:
+                path = path % int(r() * 100000)
+            status = 200 if r() < 0.9 else (404 if r() < 0.6 else 500)
+            return (f'{self._ip()} - - [{time.strftime("%d/%b/%Y:%H:%M:%S +0000", t)}] "GET {path} HTTP/1.1" '
+                    f'{status} {int(r() * 60000)} "-" "{self.agents[int(r() * len(self.agents))]}" '
+                    f'{r() * 0.8:.3f}')
+        level = ("INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR")[int(r() * 6)]
+        return (f"{time.strftime('%Y-%m-%dT%H:%M:%S', t)}.{int(r() * 1000):03d}Z {level:5} "
+                f"[worker-{int(r() * 8)}] {self.words[int(r() * len(self.words))].lower()}.service - "
+                f"order {int(r() * 10**6)} {('paid', 'shipped', 'updated', 'cancelled')[int(r() * 4)]} "
+                f"({int(r() * 900)} ms) req={self.rng.getrandbits(32):08x}")
+
+    def taker(self, kind: str):
+        def take(n: int) -> bytes:
+            buf = [self.pending[kind]]
+            have = len(buf[0])
+            while have < n:
+                line = (self._line(kind) + "\n").encode()
+                buf.append(line)
+                have += len(line)
+            data = b"".join(buf)
+            self.pending[kind] = data[n:]
+            return data[:n]
+        return take
+
+
+def _walk_files(roots, keep=lambda path: True) -> list[str]:
+    """Regular files (no symlinks) under ``roots``, in a sorted walk, that ``keep`` accepts."""
+    found = []
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                if not os.path.islink(path) and os.path.isfile(path) and keep(path):
+                    found.append(path)
+    return found
+
+
+MEDIA_SUFFIXES = (".gz", ".png", ".jpg", ".jpeg", ".gif", ".svgz", ".whl", ".xz", ".bz2", ".zip")
+
+
 def _elf_files(rng: random.Random) -> list[str]:
     """ELF files of 16 KiB..32 MiB under /usr/lib and /usr/bin, in a seeded order."""
     found = []
@@ -345,6 +448,88 @@ def _plan(total: int, rng: random.Random):
     return items, real
 
 
+def _copies(items, kind: str, paths, quota: int, prefix: str) -> int:
+    """Add real files of ``kind`` to ``items`` until ``quota`` bytes; returns the bytes planned."""
+    left = quota
+    for n, path in enumerate(paths):
+        if left <= 0:
+            break
+        size = min(os.path.getsize(path), left)
+        if size:
+            items.append((kind, f"{prefix}/{n:05d}-{os.path.basename(path)}", path))
+            left -= size
+    return quota - left
+
+
+def _generated(items, kind: str, quota: int, prefix: str, lo: int, hi: int, rng: random.Random, name) -> None:
+    left, n = quota, 0
+    while left > 0:
+        size = min(left, rng.randint(lo, hi))
+        items.append((kind, f"{prefix}/{name(n)}", size))
+        left -= size
+        n += 1
+
+
+def _plan_pylib(total: int, rng: random.Random):
+    """The second recipe's [(kind, relative path, size | bytes | source path)], shuffled."""
+    quota = {k: int(total * v) for k, v in PYLIB_SHARES.items()}
+    items = []
+    lib = Path(sys.base_prefix) / "lib"
+    _copies(items, "python", _walk_files([lib]), quota["python"], "lib")
+    docs = _text_files(quota["docs"])
+    used = 0
+    for i, (path, data) in enumerate(docs):
+        data = data[: quota["docs"] - used]
+        if not data:
+            break
+        items.append(("docs", f"doc/{i:05d}-{os.path.basename(path).removesuffix('.gz')}", data))
+        used += len(data)
+    _generated(items, "sql", quota["sql"], "db", 4 * MiB, 24 * MiB, rng, lambda n: f"shop-{n:03d}.sql")
+    for kind in Logs.KINDS:
+        _generated(items, f"logs-{kind}", quota["logs"] // 3, "log", 256 << 10, 16 * MiB, rng,
+                   lambda n, k=kind: f"{k}.log.{n}")
+    media = _walk_files(["/usr/share", os.path.expanduser("~/.cache/pip")],
+                        lambda p: p.endswith(MEDIA_SUFFIXES) and os.path.getsize(p) >= 4096)
+    real = _copies(items, "media", media, quota["media"], "media")
+    _generated(items, "random", quota["media"] - real, "media", 256 << 10, 8 * MiB, rng,
+               lambda n: f"VID_{n:05d}.mp4")
+    rng.shuffle(items)
+    return items
+
+
+def _write_items(root: Path, items, makers: dict, caps: dict) -> dict:
+    """Write the planned files; generated kinds come from ``makers[kind](n)`` a MiB at a time, real
+    files are copied whole, up to what ``caps[kind]`` leaves of their kind's quota."""
+    stats: dict = {}
+    for kind, rel, what in items:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        st = stats.setdefault(kind.split("-")[0], {"bytes": 0, "files": 0})
+        with open(root / rel, "wb") as f:
+            if isinstance(what, int):
+                for off in range(0, what, MiB):
+                    f.write(makers[kind](min(MiB, what - off)))
+                n = what
+            elif isinstance(what, bytes):
+                f.write(what)
+                n = len(what)
+            else:
+                with open(what, "rb") as src:
+                    n = len(data := src.read(caps[kind] - st["bytes"]))
+                f.write(data)
+        st["bytes"] += n
+        st["files"] += 1
+    return stats
+
+
+def _write_pylib(root: Path, total: int, rng: random.Random) -> dict:
+    items = _plan_pylib(total, rng)
+    logs = Logs(random.Random(rng.getrandbits(64)))
+    noise = random.Random(rng.getrandbits(64))
+    makers = {"sql": SqlDump(random.Random(rng.getrandbits(64))).take, "random": noise.randbytes,
+              **{f"logs-{k}": logs.taker(k) for k in Logs.KINDS}}
+    return _write_items(root, items, makers, {k: int(total * v) for k, v in PYLIB_SHARES.items()})
+
+
 def _write_tree(root: Path, total: int, rng: random.Random) -> dict:
     items, real = _plan(total, rng)
     sql = SqlDump(random.Random(rng.getrandbits(64)))
@@ -392,13 +577,16 @@ def pool_size(mb: int, copies: int = 1) -> str:
     return f"{max(1024, mb * (copies + 1) + 256)}M"
 
 
-def fill_dataset(zfs: AdminZfs, ds: str, mb: int) -> dict:
+RECIPES = {"mixed": _write_tree, "pylib": _write_pylib}
+
+
+def fill_dataset(zfs: AdminZfs, ds: str, mb: int, recipe: str = "mixed") -> dict:
     """Create ``ds`` (compression off) and write the corpus files into it; returns what went in, per kind."""
     zfs.create(ds, {"compression": "off", "atime": "off"})
-    return _write_tree(Path(zfs.mountpoint(ds)), mb * MiB, random.Random(SEED))
+    return RECIPES[recipe](Path(zfs.mountpoint(ds)), mb * MiB, random.Random(SEED))
 
 
-def _build(dest: Path, mb: int) -> dict:
+def _build(dest: Path, mb: int, recipe: str) -> dict:
     find_command("zfs")  # a clear message early if ZFS is missing
     t0 = time.monotonic()
     started = zfsfuse.start()
@@ -407,7 +595,7 @@ def _build(dest: Path, mb: int) -> dict:
         try:
             zfs = AdminZfs()
             ds = f"{pool.name}/bench"
-            stats = fill_dataset(zfs, ds, mb)
+            stats = fill_dataset(zfs, ds, mb, recipe)
             written = time.monotonic()
             snap = zfs.snapshot(f"{ds}@bench")
             tmp = dest / "stream.zfs.tmp"
@@ -428,7 +616,7 @@ def _build(dest: Path, mb: int) -> dict:
     tmp.rename(dest / "stream.zfs")
     files_bytes = sum(s["bytes"] for s in stats.values())
     return {
-        "generator": GENERATOR, "seed": SEED, "mb": mb, "stream_bytes": stream_bytes,
+        "generator": GENERATOR, "recipe": recipe, "seed": SEED, "mb": mb, "stream_bytes": stream_bytes,
         "stream_sha256": digest.hexdigest(), "file_bytes": files_bytes,
         "composition": {k: {**v, "share": round(v["bytes"] / files_bytes, 4)} for k, v in stats.items()},
         "snapshot_guid": snap.guid, "zfs": "zfs-fuse " + _tool_version(["dpkg-query", "-W", "-f=${Version}", "zfs-fuse"]),
@@ -437,10 +625,10 @@ def _build(dest: Path, mb: int) -> dict:
     }
 
 
-def ensure(mb: int | None = None, base: Path | None = None, force: bool = False) -> Corpus:
-    """The cached corpus for this size, built first if missing or made by another recipe."""
-    mb = mb or bench_mb()
-    d = (base or bench_dir()) / f"mb{mb}"
+def ensure(mb: int | None = None, base: Path | None = None, force: bool = False, recipe: str = "mixed") -> Corpus:
+    """The cached corpus of this recipe and size, built first if missing or made by another generator."""
+    mb = mb or (bench_mb() if recipe == "mixed" else PYLIB_MB)
+    d = (base or bench_dir()) / (f"mb{mb}" if recipe == "mixed" else f"{recipe}-mb{mb}")
     d.mkdir(parents=True, exist_ok=True)
     with open(d / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once: the second waits, then reuses
@@ -448,12 +636,13 @@ def ensure(mb: int | None = None, base: Path | None = None, force: bool = False)
         with contextlib.suppress(OSError, ValueError):
             info = json.loads(meta.read_text())
             if (not force and info.get("generator") == GENERATOR and info.get("seed") == SEED
+                    and info.get("recipe", "mixed") == recipe
                     and info.get("mb") == mb and stream.stat().st_size == info.get("stream_bytes")):
                 return Corpus(d, stream, info)
         for p in (meta, stream):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-        info = _build(d, mb)
+        info = _build(d, mb, recipe)
         meta.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
         return Corpus(d, stream, info)
 
@@ -463,9 +652,11 @@ def main(argv=None) -> int:
     ap.add_argument("--mb", type=int, default=None, help=f"MiB of file data (default $ZG_BENCH_MB or {DEFAULT_MB})")
     ap.add_argument("--dir", type=Path, default=None, help=f"cache directory (default $ZG_BENCH_DIR or {DEFAULT_DIR})")
     ap.add_argument("--force", action="store_true", help="rebuild even if a cached corpus matches")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="mixed",
+                    help=f"which corpus (default mixed; pylib: {PYLIB_MB} MiB unless --mb)")
     args = ap.parse_args(argv)
     try:
-        c = ensure(args.mb, args.dir, args.force)
+        c = ensure(args.mb, args.dir, args.force, args.recipe)
     except zfsfuse.HarnessError as err:
         print(f"corpus: {err}", file=sys.stderr)
         return 1

@@ -63,8 +63,9 @@ def pipelines(keys) -> dict[str, tuple[str, list[list[str]]]]:
 
 # archives written by encrypt rows for the decrypt rows: name -> (pipeline that makes it, repeat)
 ARCHIVES = {"recipe-2013.bin": ("recipe-enc", 1), "zstd-openssl.bin": ("ref-enc", 1),
-            "zg-default.zg": ("zg-enc", 1), "zg-big.zg": ("zg-enc-nocheck", BIG_REPEAT)}
-_made: set[str] = set()  # archives written in this session
+            "zg-default.zg": ("zg-enc", 1), "zg-big.zg": ("zg-enc-nocheck", BIG_REPEAT),
+            "zstd-openssl-big.bin": ("ref-enc", BIG_REPEAT)}
+_made: set[Path] = set()  # archives written in this session (one directory per corpus)
 
 
 def _stamp(name: str, corpus, keys) -> str:
@@ -82,10 +83,10 @@ def archive(name: str, corpus, keys) -> Path:
     path = corpus.dir / "out" / name
     pipe, repeat = ARCHIVES[name]
     stamp = path.with_suffix(path.suffix + ".stamp")
-    if name in _made or (path.exists() and stamp.exists() and stamp.read_text() == _stamp(name, corpus, keys)):
+    if path in _made or (path.exists() and stamp.exists() and stamp.read_text() == _stamp(name, corpus, keys)):
         return path
     procs.run_pipeline(pipelines(keys)[pipe][1], source=corpus.stream, repeat=repeat, sink=path)
-    _made.add(name)
+    _made.add(path)
     stamp.write_text(_stamp(name, corpus, keys))
     return path
 
@@ -105,7 +106,7 @@ def encrypt_row(benchmark, corpus, keys, key, label, pipe, *, rounds=FAST, keep=
                   repeat=repeat, plain_bytes=corpus.size * repeat)
     assert all(r.bytes_in == corpus.size * repeat for r in row.results)
     if keep:
-        _made.add(keep)
+        _made.add(sink)
         (sink.with_suffix(sink.suffix + ".stamp")).write_text(_stamp(keep, corpus, keys))
     return row
 
@@ -191,6 +192,47 @@ def test_mem_zg_decrypt_big(benchmark, corpus, keys):
     gb = corpus.size * BIG_REPEAT / 1e9
     decrypt_row(benchmark, corpus, keys, report.ZG_DEC_BIG, f"zg-decrypt, {gb:.1f} GB stream", "zg-dec",
                 "zg-big.zg", rounds=SLOW, repeat=BIG_REPEAT)
+
+
+def test_mem_ref_decrypt_big(benchmark, corpus, keys):
+    """What zg-decrypt's 8x row is compared with (issue 14: >= 1.0x at >= 4 GB)."""
+    gb = corpus.size * BIG_REPEAT / 1e9
+    decrypt_row(benchmark, corpus, keys, report.REF_DEC_BIG, f"openssl enc -d | zstd -d, {gb:.1f} GB stream",
+                "ref-dec", "zstd-openssl-big.bin", rounds=SLOW, repeat=BIG_REPEAT)
+
+
+# ---------------------------------------------------------------- the second corpus (issue 14)
+# A real-world mix of another kind (benchmarks/corpus.py, recipe pylib): Python libraries, docs, an
+# SQL dump, logs and already-compressed files.  The rows the targets need, against the same tools.
+
+
+def test_mix2_recipe_2013(benchmark, corpus2, keys):
+    encrypt_row(benchmark, corpus2, keys, report.MIX2["recipe_enc"], "2013 recipe: pbzip2 -9 | openssl -a | pbzip2 -9",
+                "recipe-enc", rounds=SLOW, keep="recipe-2013.bin")
+
+
+def test_mix2_zstd_openssl(benchmark, corpus2, keys):
+    encrypt_row(benchmark, corpus2, keys, report.MIX2["ref_enc"], "zstd -T0 -3 | openssl enc -aes-256-ctr", "ref-enc",
+                keep="zstd-openssl.bin")
+
+
+def test_mix2_zg_default(benchmark, corpus2, keys):
+    encrypt_row(benchmark, corpus2, keys, report.MIX2["zg_enc"], "zg-encrypt (default: zstd -3, all cores)", "zg-enc",
+                keep="zg-default.zg")
+
+
+def test_mix2_zg_high(benchmark, corpus2, keys):
+    encrypt_row(benchmark, corpus2, keys, report.MIX2["zg_high"], f"zg-encrypt -l {report.HIGH_LEVEL}", "zg-enc-high",
+                rounds=SLOW)
+
+
+def test_mix2_dec_zstd_openssl(benchmark, corpus2, keys):
+    decrypt_row(benchmark, corpus2, keys, report.MIX2["ref_dec"], "openssl enc -d -aes-256-ctr | zstd -d", "ref-dec",
+                "zstd-openssl.bin")
+
+
+def test_mix2_dec_zg(benchmark, corpus2, keys):
+    decrypt_row(benchmark, corpus2, keys, report.MIX2["zg_dec"], "zg-decrypt", "zg-dec", "zg-default.zg")
 
 
 # ---------------------------------------------------------------- exploratory (ZG_BENCH_LEVELS=1)

@@ -70,11 +70,13 @@ class Header:
         if not 47 < size <= 1 << 20 or size > len(data):
             raise Refused("damaged", f"header size {size}")
         self.raw, p = data[:size], 14
-        self.flags, self.created, self.compression, self.level, suite, self.chunk_size = \
+        self.flags, self.created, self.compression, self.level, self.suite, self.chunk_size = \
             struct.unpack(">HQBbBI", self.raw[p:p + 17])
         p += 17
-        if self.flags & ~3 or suite != 1 or self.compression > 4 or not 4096 <= self.chunk_size <= 16 << 20:
-            raise Refused("damaged", "flags, suite, compression or chunk size out of range")
+        if self.suite not in (1, 2):
+            raise Refused("newer-version", f"cipher suite {self.suite}")
+        if self.flags & ~3 or self.compression > 4 or not 4096 <= self.chunk_size <= 16 << 20:
+            raise Refused("damaged", "flags, compression or chunk size out of range")
         self.file_salt, p = self.raw[p:p + 16], p + 16
         self.snapshot = None
         if self.flags & 1:
@@ -186,10 +188,19 @@ def body(data, header, k):
     if len(packed) != compressed:
         raise Refused("damaged", "compressed length differs from the trailer's")
     plain = decompress(header.compression, packed)
-    blocks = b"".join(hashlib.sha256(plain[i:i + (4 << 20)]).digest() for i in range(0, len(plain), 4 << 20))
-    if len(plain) != length or hashlib.sha256(blocks).digest() != digest:
+    if len(plain) != length or plaintext_digest(header.suite, plain) != digest:
         raise Refused("damaged", "plaintext length or digest differs from the trailer's")
     return plain
+
+
+def plaintext_digest(suite, plain):
+    """Section 4: suite 1, SHA-256 over the SHA-256s of 4 MiB blocks; suite 2, XXH3-128 in its
+    canonical big-endian bytes, then 16 zero bytes."""
+    if suite == 2:
+        import xxhash  # only archives of suite 2 need it
+        return xxhash.xxh3_128(plain).digest() + bytes(16)
+    blocks = b"".join(hashlib.sha256(plain[i:i + (4 << 20)]).digest() for i in range(0, len(plain), 4 << 20))
+    return hashlib.sha256(blocks).digest()
 
 
 def decompress(algorithm, data):

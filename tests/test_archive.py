@@ -192,30 +192,103 @@ def test_header_size_bounds(key, sample):
         dec(huge, [key])
 
 
+def _trailer_nonce_key(blob, header, file_key):
+    from zfsglacier.format.keys import derive
+    n = -(-(len(blob) - len(header.raw) - END_SIZE) // (header.chunk_size + TAG_SIZE))  # data chunks
+    return n.to_bytes(11, "big") + b"\x01", derive(file_key, header.mac, b"payload")
+
+
+def trailer_of(blob, opened):
+    """(plaintext length, compressed length, digest) from the sealed trailer, opened here."""
+    import struct
+    from Crypto.Cipher import AES
+    nonce, key = _trailer_nonce_key(blob, *opened)
+    sealed = blob[-END_SIZE:-16]
+    return struct.unpack(">QQ32s", AES.new(key, AES.MODE_GCM, nonce=nonce).decrypt_and_verify(sealed[:-16], sealed[-16:]))
+
+
+def rewrite_trailer(blob, header, file_key, change):
+    """The archive with its trailer sealed again (validly) over ``change(trailer fields)``."""
+    import struct
+    from Crypto.Cipher import AES
+    nonce, key = _trailer_nonce_key(blob, header, file_key)
+    fields = change(trailer_of(blob, (header, file_key)))
+    ct, tag = AES.new(key, AES.MODE_GCM, nonce=nonce).encrypt_and_digest(struct.pack(">QQ32s", *fields))
+    return blob[:-END_SIZE] + ct + tag + blob[-16:]
+
+
+def documented_digest(suite, data):
+    """SPEC 4's plaintext digest, computed here from its words alone."""
+    import hashlib
+    if suite == "aes256gcm_stream":
+        want = hashlib.sha256()
+        for i in range(0, len(data), 4 << 20):
+            want.update(hashlib.sha256(data[i:i + (4 << 20)]).digest())
+        return want.digest()
+    import xxhash
+    return xxhash.xxh3_128(data).digest() + bytes(16)
+
+
+@pytest.mark.parametrize("suite", ["aes256gcm_stream", "aes256gcm_stream_xxh3"])
 @pytest.mark.parametrize("size", [0, 5, 4 << 20, (9 << 20) + 123])
 @pytest.mark.parametrize("algorithm", ["zstd", "bz2", "none"])
-def test_trailer_digest_is_the_documented_block_hash_list(key, size, algorithm):
-    import hashlib
+def test_trailer_digest_is_the_documented_one_for_each_suite(key, size, algorithm, suite):
+    """Both suites are written (suite 1 on request) and read; the sealed trailer holds exactly the
+    digest SPEC 4 gives for the suite the header names."""
     data = os.urandom(size)
-    want = hashlib.sha256()
-    for i in range(0, size, 4 << 20):
-        want.update(hashlib.sha256(data[i:i + (4 << 20)]).digest())
-    blob, r = enc(data, [key], algorithm=algorithm, chunk_size=1 << 20)
-    assert r.plaintext_sha256 == want.hexdigest()
+    want = documented_digest(suite, data)
+    blob, r = enc(data, [key], algorithm=algorithm, chunk_size=1 << 20, suite=suite)
+    header = read_header(io.BytesIO(blob))
+    assert header.cipher_suite == suite and blob[26] == (1 if suite == "aes256gcm_stream" else 2)
+    assert r.plaintext_digest == want[:32 if suite == "aes256gcm_stream" else 16].hex()
     out = io.BytesIO()
     back = archive.decrypt(io.BytesIO(blob), out, [key])
-    assert out.getvalue() == data and back.plaintext_sha256 == want.hexdigest()
+    assert out.getvalue() == data and back.plaintext_digest == r.plaintext_digest
+    opened = archive.open_archive(io.BytesIO(blob), [key])
+    assert trailer_of(blob, opened)[2] == want
 
 
+def test_suite_2_digest_is_xxh3_128_in_canonical_order():
+    """Pins the library to XXH3-128 itself: the empty input's value from xxHash's own sanity
+    checks, and the big-endian (high 64 bits first) byte order SPEC 4 names."""
+    import xxhash
+    from zfsglacier.plumbing.digest import Xxh3Digest
+    d = Xxh3Digest()
+    assert d.digest() == bytes.fromhex("99aa06d3014798d8" "6001c324468d497f") + bytes(16)
+    d.add(b"zfs send"), d.add(b" | zg-encrypt")
+    assert d.digest()[:16] == xxhash.xxh3_128(b"zfs send | zg-encrypt").intdigest().to_bytes(16, "big")
+    assert d.length == 21 and d.hexdigest() == d.digest()[:16].hex()
+
+
+def test_new_archives_use_the_fast_digest_suite(key):
+    blob, _ = enc(b"x" * 1000, [key])
+    assert read_header(io.BytesIO(blob)).cipher_suite == "aes256gcm_stream_xxh3"
+
+
+@pytest.mark.parametrize("suite", ["aes256gcm_stream", "aes256gcm_stream_xxh3"])
+def test_a_wrong_plaintext_digest_is_damage_in_both_suites(key, suite):
+    """A trailer that commits to other plaintext (as a writer with a codec bug would make) is
+    refused after the output, with the digest named."""
+    data = mixed_data(5_000_000, seed=3)
+    blob, _ = enc(data, [key], chunk_size=1 << 20, suite=suite)
+    header, file_key = archive.open_archive(io.BytesIO(blob), [key])
+    forged = rewrite_trailer(blob, header, file_key, lambda t: (t[0], t[1], documented_digest(suite, data + b"!")))
+    err, out = decrypt_damaged(forged, key)
+    assert out == data and "plaintext digest" in str(err)
+    assert ("XXH3-128" if suite.endswith("xxh3") else "SHA-256") in str(err)
+
+
+@pytest.mark.parametrize("suite", ["aes256gcm_stream", "aes256gcm_stream_xxh3"])
 @pytest.mark.parametrize("level", [-5, 1, 3, 8, 9, 12])
-def test_zstd_levels_parallel_frames_and_long_mode(key, level):
+def test_zstd_levels_parallel_frames_and_long_mode(key, level, suite):
     """Levels below 9 write independent frames (decompressed in parallel), 9 and up one long-distance
     stream (decompressed as a stream): both must come back byte for byte, digest included."""
     data = mixed_data(9_000_000, seed=level + 10)
-    blob, r = enc(data, [key], level=level, chunk_size=1 << 20)
+    blob, r = enc(data, [key], level=level, chunk_size=1 << 20, suite=suite)
     out = io.BytesIO()
     back = archive.decrypt(io.BytesIO(blob), out, [key])
-    assert out.getvalue() == data and back.plaintext_sha256 == r.plaintext_sha256
+    assert out.getvalue() == data and back.plaintext_digest == r.plaintext_digest
+    assert trailer_of(blob, archive.open_archive(io.BytesIO(blob), [key]))[2] == documented_digest(suite, data)
 
 
 def test_reader_takes_any_frame_layout(key):

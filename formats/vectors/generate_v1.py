@@ -31,6 +31,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+import xxhash
 
 CHUNK = 4096  # the smallest chunk size (SPEC 1): several chunks from a few KB
 CREATED = 1764547200  # 2025-12-01T00:00:00Z
@@ -91,16 +92,21 @@ def passphrase_slot(case, k, passphrase, log_n=10, r=8, p=1):
 
 # --- the archive (SPEC 1, 3, 4) -------------------------------------------------------------------
 
-def digest(plain):
+def digest(plain, suite=1):
+    """SPEC 4: suite 1, SHA-256 over the SHA-256s of 4 MiB blocks; suite 2, XXH3-128 (canonical,
+    big-endian) and 16 zero bytes."""
+    if suite == 2:
+        return xxhash.xxh3_128(plain).digest() + bytes(16)
     blocks = b"".join(hashlib.sha256(plain[i:i + (4 << 20)]).digest() for i in range(0, len(plain), 4 << 20))
     return hashlib.sha256(blocks).digest()
 
 
 def archive(case, plain, *, slots=None, compression=0, compressed=None, metadata=None, version=1,
-            trailer=None, sign=False):
+            trailer=None, sign=False, suite=1):
     """The bytes of one archive; ``slots(k)`` gives its slots for file key k (default: one secret
     slot for secret.key); ``compressed`` overrides the body's compressed bytes; ``trailer`` the
-    sealed trailer's fields (plaintext length, compressed length, digest)."""
+    sealed trailer's fields (plaintext length, compressed length, digest); ``suite`` the header's
+    cipher suite (SPEC 1), which names the trailer's digest."""
     k = det(case, "file key")
     file_salt = det(case, "file salt", 16)
     slots = slots(k) if slots else [secret_slot(case, k, SECRET)]
@@ -110,7 +116,7 @@ def archive(case, plain, *, slots=None, compression=0, compressed=None, metadata
                       separators=(",", ":")).encode()
     private = seal(hkdf(k, file_salt, "metadata"), b"\0" * 12, meta)
     flags = 2 if sign else 0
-    fields = struct.pack(">HQBbBI", flags, CREATED, compression, 0, 1, CHUNK) + file_salt
+    fields = struct.pack(">HQBbBI", flags, CREATED, compression, 0, suite, CHUNK) + file_salt
     fields += bytes([len(slots)]) + b"".join(struct.pack(">BH", t, len(b)) + b for t, b in slots)
     fields += struct.pack(">I", len(private)) + private
     size = 14 + len(fields) + 32 + (96 if sign else 0)
@@ -123,7 +129,7 @@ def archive(case, plain, *, slots=None, compression=0, compressed=None, metadata
     payload = hkdf(k, mac, "payload")
     body = [seal(payload, i.to_bytes(11, "big") + b"\0", compressed[off:off + CHUNK])
             for i, off in enumerate(range(0, len(compressed), CHUNK))]
-    t = trailer or (len(plain), len(compressed), digest(plain))
+    t = trailer or (len(plain), len(compressed), digest(plain, suite))
     body.append(seal(payload, len(body).to_bytes(11, "big") + b"\x01", struct.pack(">QQ32s", *t)))
     data = header + b"".join(body)
     return data + b"ZGLACEND" + struct.pack(">Q", len(data) + 16)
@@ -217,6 +223,12 @@ def cases():
              "plaintext of exactly two chunks: no short last chunk"),
         good("good_signed.zg", archive("signed", P, sign=True), P,
              "signed header (SPEC 1.2); the signer is the key of det('signed', 'signing seed')"),
+        good("good_xxh3_none.zg", archive("xxh3_none", P, suite=2), P,
+             "cipher suite 2: the trailer's digest is XXH3-128 and 16 zero bytes (SPEC 4)"),
+        good("good_xxh3_bz2.zg", archive("xxh3_bz2", P, compression=3, suite=2), P,
+             "cipher suite 2, bzip2: the digest is of the decompressed plaintext"),
+        good("good_xxh3_empty.zg", archive("xxh3_empty", b"", suite=2), b"",
+             "cipher suite 2, empty plaintext: XXH3-128 of nothing"),
     ]
     base = archive("fail_base", P)
     hs = header_size(base)
@@ -245,6 +257,21 @@ def cases():
         bad("fail_65_slots.zg", archive("many", P, slots=lambda k: [secret_slot("many", k, OTHER, f"o{i}")
                                                                     for i in range(64)] + [secret_slot("many", k, SECRET)]),
             "damaged", "65 slots: refused before any slot is tried (SPEC 2.1)"),
+    ]
+    out += [
+        bad("fail_xxh3_trailer_digest.zg", archive("xxh3_dig", P, suite=2, trailer=(len(P), len(P), digest(P + b"x", 2))),
+            "damaged", "suite 2, the sealed trailer commits to another plaintext's XXH3-128", case="xxh3_dig"),
+        bad("fail_xxh3_digest_padding.zg", archive("xxh3_pad", P, suite=2, trailer=(
+            len(P), len(P), digest(P, 2)[:16] + b"\x01" + bytes(15))), "damaged",
+            "suite 2, right XXH3-128 but the 16 bytes after it are not zero", case="xxh3_pad"),
+        bad("fail_suite_1_digest_under_suite_2.zg", archive("suite_mix", P, suite=2, trailer=(
+            len(P), len(P), digest(P, 1))), "damaged",
+            "suite 2 header, suite 1 digest in the trailer: the header's suite decides", case="suite_mix"),
+        bad("fail_suite_1_header_xxh3_digest.zg", archive("suite_mix1", P, suite=1, trailer=(
+            len(P), len(P), digest(P, 2))), "damaged",
+            "suite 1 header, suite 2 digest in the trailer", case="suite_mix1"),
+        bad("fail_suite_3.zg", archive("suite3", P, suite=3), "newer-version",
+            "cipher suite 3, unknown: the reader says a newer release is needed (SPEC 1)"),
     ]
     signed = archive("bad_signature", P, sign=True)
     out.append(bad("fail_bad_signature.zg", flip(signed, header_size(signed) - 1), "bad-signature",

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -193,7 +192,7 @@ def _run(prog, body, argv, report):
     except KeyboardInterrupt as stop:
         _say(prog, _noted(stop, "interrupted"))
         return 130
-    except sqlite3.DatabaseError as err:  # the catalog was damaged under a running command
+    except _catalog_damage() as err:  # the catalog was damaged under a running command
         _say(prog, CatalogError(f"catalog: {err}: `zg-catalog rebuild DEST --key KEY` replaces a damaged one"))
         return CatalogError.exit_code
     except Exception as err:  # a bug: still one line, with a way to get the traceback
@@ -201,6 +200,13 @@ def _run(prog, body, argv, report):
             raise
         _say(prog, f"internal error: {type(err).__name__}: {err} (set ZG_DEBUG=1 for a traceback)")
         return 1
+
+
+def _catalog_damage():
+    """sqlite3's error class once a catalog was opened (no catalog, no such error: nothing to catch).
+    Looked up, not imported, so that the filters do not load sqlite3 for nothing."""
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3.DatabaseError if sqlite3 is not None else ()
 
 
 def _notices(prog):

@@ -45,7 +45,7 @@ def body(argv):
         info["header_mac"] = "ok"
         if args.verify:
             r = archive.decrypt(src, None, idents, opened=opened)
-            info["verified"] = {"plaintext_length": r.plaintext_length, "plaintext_digest": r.plaintext_sha256,
+            info["verified"] = {"plaintext_length": r.plaintext_length, "plaintext_digest": r.plaintext_digest,
                                 "compressed_length": r.compressed_length}
     else:
         if args.verify:

@@ -1,7 +1,6 @@
 """How commands turn key options into recipients and identities (one group for every command)."""
 
 from ..format import keys
-from .. import stores
 from ..errors import KeyFileError, UsageError
 
 
@@ -115,7 +114,10 @@ def add_signer_option(p):
 
 def _setting(args, config, key):
     dest = getattr(args, "dest", None)
-    return stores.destination_setting(dest, key, config=config) if dest and config is not None else None
+    if not dest or config is None:
+        return None
+    from .. import stores  # only commands with a destination pay for the store layer's imports
+    return stores.destination_setting(dest, key, config=config)
 
 
 def signing_key(args, config=None):

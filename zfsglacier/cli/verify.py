@@ -1,6 +1,6 @@
 """zg-verify: read archives back from a destination and check them end to end.
 
-With --key, every chunk is authenticated and the trailer's length and SHA-256 are checked (the
+With --key, every chunk is authenticated and the trailer's length and plaintext digest are checked (the
 same work as a restore, minus `zfs receive`); without a key, the store's checksums, the catalog's
 SHA-256 and the archive's footer are checked.  Cold archives are thawed first (this costs money:
 see `zg-restore --dry-run` for the per-tier price).

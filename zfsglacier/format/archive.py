@@ -8,7 +8,6 @@ import hmac
 import io
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 
@@ -17,9 +16,9 @@ from Crypto.Cipher import AES
 from .. import __version__
 from . import compression, metadata, zfsstream
 from ..errors import BrokenStreamError, CorruptArchiveError, ResumeMismatchError, ZgError
-from .header import FORMAT_VERSION, Header, SnapshotInfo, metadata_json, read_header, seal_header
+from .header import FORMAT_VERSION, WRITTEN_SUITE, Header, SnapshotInfo, metadata_json, read_header, seal_header
 from .keys import ZERO_NONCE, check_signature, derive, header_mac, open_header
-from ..plumbing.digest import BlockDigest
+from ..plumbing.digest import BlockDigest, Xxh3Digest
 from ..plumbing.pipeline import ReadAhead, WriteBehind
 from ..plumbing.pipes import IO_SIZE, PeekReader, read_full
 from .stream import ChunkReader, ChunkWriter
@@ -27,11 +26,15 @@ from .stream import ChunkReader, ChunkWriter
 DEFAULT_CHUNK_SIZE = 1 << 20
 
 
+# The trailer's plaintext digest, by the header's cipher suite (SPEC 4).
+DIGESTS = {"aes256gcm_stream": BlockDigest, "aes256gcm_stream_xxh3": Xxh3Digest}
+
+
 @dataclass
 class Result:
     header: Header
     plaintext_length: int
-    plaintext_sha256: str
+    plaintext_digest: str  # hex, of the header's suite (DIGESTS)
     compressed_length: int
     identity: "zfsstream.StreamIdentity | None" = None
 
@@ -66,7 +69,7 @@ class Prepared:
 
 
 def prepare(src, recipients, *, algorithm=compression.DEFAULT, level=None, chunk_size=DEFAULT_CHUNK_SIZE,
-            extra_metadata=None, check_stream=True, declared=None, tree=None, sign=None):
+            extra_metadata=None, check_stream=True, declared=None, tree=None, sign=None, suite=WRITTEN_SUITE):
     """Sniff ``src`` for a ZFS stream and build the header, so that the public fields are known
     (e.g. for object metadata) before the first body byte is written.
 
@@ -75,12 +78,15 @@ def prepare(src, recipients, *, algorithm=compression.DEFAULT, level=None, chunk
     DRR_BEGIN for a plain stream; for a compound one, whose outer BEGIN names no guid, from
     ``declared`` = (toguid, fromguid), which the check then holds the substreams to; for a
     replication (-R) stream also ``tree``, the guids of every dataset's snapshot it must hold.
-    ``sign`` (a keys.SigningKey) signs the header."""
+    ``sign`` (a keys.SigningKey) signs the header.  ``suite`` (SPEC 1) may name an older cipher
+    suite, for a reader of an older release (one that knows suite 1 only)."""
     level = compression.check(algorithm, level)
+    if suite not in DIGESTS:
+        raise ValueError(f"unknown cipher suite {suite!r}")
     src = src if isinstance(src, PeekReader) else PeekReader(src)
     ident = zfsstream.parse_begin(src.peek(zfsstream.BEGIN_RECORD_SIZE))
     file_key, file_salt = os.urandom(32), os.urandom(16)
-    private = {"tool": f"zfsglacier {__version__}", "host": socket.gethostname()}
+    private = {"tool": f"zfsglacier {__version__}", "host": os.uname().nodename}
     snapshot = None
     if ident is not None:
         private.update(metadata.Identity.of_stream(ident, declared).private_fields())
@@ -91,7 +97,7 @@ def prepare(src, recipients, *, algorithm=compression.DEFAULT, level=None, chunk
     private.update(extra_metadata or {})
     header = Header(
         created=int(time.time()), compression=algorithm, compression_level=level, chunk_size=chunk_size,
-        file_salt=file_salt, snapshot=snapshot, slots=[r.wrap(file_key) for r in recipients],
+        file_salt=file_salt, snapshot=snapshot, slots=[r.wrap(file_key) for r in recipients], cipher_suite=suite,
         private_metadata=_seal_metadata(file_key, file_salt, private))
     if sign is not None:
         header.signer = sign.signer().public
@@ -136,7 +142,7 @@ def write_archive(prep, out, *, threads=-1):
     """Write the header and the body of a prepared archive to ``out``."""
     header, src = prep.header, prep.src
     out.write(header.raw)
-    digest = BlockDigest()  # fed by the compression workers, which hash the blocks they compress
+    digest = DIGESTS[header.cipher_suite]()  # suite 1: hashed by the workers as they compress
     chunks = ChunkWriter(out, derive(prep.file_key, header.mac, b"payload"), header.chunk_size, len(header.raw))
     comp = compression.writer(header.compression, header.compression_level, chunks, threads=threads, digest=digest)
     ahead = ReadAhead(lambda: _checked(prep, read_full(src, compression.BLOCK_SIZE)))  # overlaps compressing
@@ -218,13 +224,13 @@ def decrypt(src, out, identities, *, opened=None, signers=()):
     header, file_key = opened or open_archive(src, identities, signers)
     chunks = ChunkReader(src, derive(file_key, header.mac, b"payload"), header.chunk_size, len(header.raw))
     ahead = ReadAhead(chunks.read_chunk)  # reading and opening chunks overlaps decompression
-    digest = BlockDigest()
+    digest = DIGESTS[header.cipher_suite]()
     parallel = behind = None
     codec = compression.CODECS[header.compression]
     try:  # compression.decoding wraps the decoder calls only: a failed write is never "damage"
         if codec.parallel_reader is not None:  # independent frames: decompressed and hashed on all cores
             behind = WriteBehind(out)
-            parallel = codec.parallel_reader(ahead.read_piece)
+            parallel = codec.parallel_reader(ahead.read_piece, block_hash=digest.worker_hash)
             while True:
                 with compression.decoding(codec):
                     data, digests = parallel.read_block()
@@ -255,7 +261,8 @@ def decrypt(src, out, identities, *, opened=None, signers=()):
     length = digest.length
     want_length, compressed_length, want_sha = chunks.trailer
     if length != want_length or digest.digest() != want_sha:
-        raise CorruptArchiveError("decrypted data does not match the length and SHA-256 in the archive's trailer")
+        raise CorruptArchiveError(f"decrypted data does not match the length and plaintext digest ({digest.name}) "
+                                  f"in the archive's trailer")
     return Result(header, length, digest.hexdigest(), compressed_length)
 
 
@@ -275,7 +282,7 @@ def describe(header, private=None):
         "created": header.created,
         "compression": header.compression,
         "compression_level": header.compression_level,
-        "cipher": "AES-256-GCM STREAM (HKDF-SHA256)",
+        "cipher": f"AES-256-GCM STREAM (HKDF-SHA256), {DIGESTS[header.cipher_suite].name} plaintext digest",
         "chunk_size": header.chunk_size,
         "key_slots": [t for t, _ in header.slots],
         "header_size": len(header.raw),

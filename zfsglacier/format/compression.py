@@ -21,7 +21,7 @@ import lz4.frame
 import zstandard
 
 from ..plumbing.concurrency import OrderedMap
-from ..plumbing.digest import BLOCK, block_digests
+from ..plumbing.digest import BLOCK
 from ..errors import CorruptArchiveError, UsageError, ZgError
 
 DEFAULT = "zstd"
@@ -86,12 +86,14 @@ class _Abortable(io.RawIOBase):
 class ParallelCompressor(_Abortable):
     """Writable: compresses BLOCK_SIZE blocks on ``workers`` threads, writes frames to ``out`` in order.
 
-    Each worker also hashes its block for ``digest`` (a digest.BlockDigest), in input order."""
+    ``digest`` (from plumbing.digest) is fed the plaintext in input order: by the workers, as
+    block hashes, when it has a ``worker_hash``; else here, as it is written."""
 
     def __init__(self, algorithm, level, out, workers=-1, digest=None):
         self._out = out
         self._fn = CODECS[algorithm].frame(level)
         self._digest = digest
+        self._hash = digest.worker_hash if digest is not None else None
         self._block = BLOCK_SIZE
         self._buf = bytearray()
         self._blocks = 0
@@ -102,9 +104,9 @@ class ParallelCompressor(_Abortable):
         return True
 
     def write(self, data):
+        if self._digest is not None and (self._fn is None or self._hash is None):
+            self._digest.add(data)
         if self._fn is None:
-            if self._digest is not None:
-                self._digest.add(data)
             return self._out.write(data)
         if not self._buf and len(data) == self._block:
             self._submit(bytes(data))  # the common case: the reader hands over whole blocks
@@ -116,7 +118,7 @@ class ParallelCompressor(_Abortable):
         return len(data)
 
     def _work(self, block):
-        return len(block), block_digests(block) if self._digest is not None else None, self._fn(block)
+        return len(block), self._hash(block) if self._hash is not None else None, self._fn(block)
 
     def _submit(self, block):
         self._blocks += 1
@@ -128,7 +130,7 @@ class ParallelCompressor(_Abortable):
 
     def _emit(self):
         _, (size, digests, frame) = self._map.next()
-        if size and self._digest is not None and not self._digest.add_blocks(size, digests):
+        if size and self._hash is not None and not self._digest.add_blocks(size, digests):
             raise ValueError("compressed blocks out of step with the plaintext digest")
         self._out.write(frame)
 
@@ -184,8 +186,8 @@ class LongZstdWriter(_Abortable):
 
 def writer(algorithm, level, out, threads=-1, digest=None):
     """A binary writer that compresses into ``out`` (which stays open); call close() to flush.
-    ``digest`` (a digest.BlockDigest) is fed the plaintext (hashed on the worker threads where the
-    blocks are independent)."""
+    ``digest`` (from plumbing.digest) is fed the plaintext (hashed on the worker threads where the
+    blocks are independent and the digest has a ``worker_hash``)."""
     if long_mode(algorithm, level):
         return LongZstdWriter(level, out, workers=threads, digest=digest)
     return ParallelCompressor(algorithm, level, out, workers=threads, digest=digest)
@@ -354,13 +356,14 @@ def zstd_frames(read_piece):
 
 class ParallelZstdReader:
     """Decompresses the frames of ``read_piece`` on ``workers`` threads; ``read_block()`` yields
-    (plaintext, its digest.block_digests or None) in order.  Memory: 2 x workers frames in flight."""
+    (plaintext, ``block_hash(plaintext)`` or None) in order.  Memory: 2 x workers frames in flight."""
 
-    def __init__(self, read_piece, workers=-1):
+    def __init__(self, read_piece, workers=-1, block_hash=None):
         self._frames = zstd_frames(read_piece)
         n = workers if workers and workers > 0 else (os.cpu_count() or 1)
         self._map = OrderedMap(self._decompress, n, depth=2 * n, name="zg-decompress")
         self._local = threading.local()
+        self._hash = block_hash
         self._stream = None  # set when the rest of the data is decompressed as a stream
         self._done = False
 
@@ -369,7 +372,7 @@ class ParallelZstdReader:
         if dctx is None:
             dctx = self._local.dctx = _zstd_decompressor()
         data = dctx.decompress(frame)  # content size is known and at most PARALLEL_FRAME_LIMIT
-        return data, block_digests(data)
+        return data, self._hash(data) if self._hash is not None else None
 
     def read_block(self):
         while not self._done and not self._map.full:
@@ -405,7 +408,7 @@ class Codec:
     (None: blocks are stored as they are); ``reader(src)`` decodes concatenated frames with
     bounded memory; ``errors`` what its decoder raises for bad data (reported as a damaged
     archive); ``parallel_reader(read_piece)``, where its frames say their size, decodes several
-    at once (``read_block()`` -> (plaintext, block digests)).
+    at once (``read_block()`` -> (plaintext, its ``block_hash`` or None)).
     """
 
     name: str

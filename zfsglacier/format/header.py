@@ -56,7 +56,10 @@ Preamble = Struct(
 )
 
 Compression = Enum(Int8ub, **{c.name: c.id for c in CODECS.values()})  # SPEC 2.1: none 0, zstd 1, lz4 2, bz2 3, xz 4
-CipherSuite = Enum(Int8ub, aes256gcm_stream=1)
+# SPEC 1: both suites encrypt alike; they differ in the plaintext digest of the trailer (SPEC 4),
+# 1: SHA-256 hash list, 2: XXH3-128 (written since 2026-12; format.archive.DIGESTS).
+CipherSuite = Enum(Int8ub, aes256gcm_stream=1, aes256gcm_stream_xxh3=2)
+WRITTEN_SUITE = "aes256gcm_stream_xxh3"
 SlotType = Enum(Int8ub, secret=1, passphrase=2, x25519=3)
 
 WRAPPED_KEY_SIZE = 48  # 32-byte file key + 16-byte GCM tag
@@ -150,7 +153,7 @@ class Header:
     slots: list  # of (type_name, construct container or raw bytes)
     private_metadata: bytes  # ciphertext
     snapshot: SnapshotInfo | None = None
-    cipher_suite: str = "aes256gcm_stream"
+    cipher_suite: str = WRITTEN_SUITE
     mac: bytes = b"\0" * MAC_SIZE
     raw: bytes = field(default=b"", repr=False)
     signer: bytes | None = None  # Ed25519 public key of a signed header

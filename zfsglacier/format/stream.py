@@ -5,7 +5,7 @@ Layout after the header:  chunk_0 .. chunk_{n-1}  trailer
   1..chunk_size; a chunk is its ciphertext followed by a 16-byte tag;
 - chunk i is sealed with nonce = i (11 bytes, big-endian) || 0x00;
 - the trailer is sealed with nonce = n || 0x01 and holds the plaintext length, the compressed
-  length and the SHA-256 of the plaintext (TRAILER below);
+  length and the plaintext digest (TRAILER below; which digest, the cipher suite says: SPEC 4);
 - a public footer ends the archive: ``ZGLACEND`` and the archive's total length (format.FOOTER).  It is
   not secret and not what makes an archive trustworthy (the trailer is); it lets tools without
   a key (zg-upload, a store check) tell a complete archive from one cut short by a dying pipeline.
@@ -25,7 +25,7 @@ from ..errors import CorruptArchiveError
 from .header import FOOTER, FOOTER_MAGIC, footer_ok
 
 TAG_SIZE = 16
-TRAILER = struct.Struct(">QQ32s")  # plaintext length, compressed length, SHA-256 of plaintext
+TRAILER = struct.Struct(">QQ32s")  # plaintext length, compressed length, plaintext digest
 TRAILER_SEALED = TRAILER.size + TAG_SIZE
 END_SIZE = TRAILER_SEALED + FOOTER.size  # what a reader holds back until the end of input
 
@@ -70,14 +70,14 @@ class ChunkWriter(io.RawIOBase):
         self.archive_length += len(ct) + TAG_SIZE
         self._counter += 1
 
-    def finish(self, plaintext_length, plaintext_sha256):
+    def finish(self, plaintext_length, plaintext_digest):
         """Write the short last chunk, if any, and the trailer that marks a complete archive."""
         if self._finished:
             return
         if self._buf:
             self._seal(bytes(self._buf))
             self._buf.clear()
-        self._seal(TRAILER.pack(plaintext_length, self.compressed_length, plaintext_sha256), last=True)
+        self._seal(TRAILER.pack(plaintext_length, self.compressed_length, plaintext_digest), last=True)
         self.archive_length += FOOTER.size
         self._out.write(FOOTER.pack(FOOTER_MAGIC, self.archive_length))
         self._finished = True
