@@ -29,6 +29,7 @@ Only correctness is asserted: exit codes, the received snapshot's guid, the stre
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -101,10 +102,11 @@ def _daemon_pid() -> int:
     pytest.fail("zfs-fuse answers but no zfs-fuse process was found", pytrace=False)
 
 
-@pytest.fixture(scope="module")
-def chain(corpus):
-    mb = corpus.info["mb"]
-    work = corpus_mod.bench_dir() / "chains"
+@contextlib.contextmanager
+def bench_pool(name: str, size: str):
+    """(work directory, zfs-fuse pool in it), both new; zfs-fuse started when it was not running;
+    all of it destroyed after (the pool with everything in it, zg-backup's holds included)."""
+    work = corpus_mod.bench_dir() / name
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
@@ -112,30 +114,37 @@ def chain(corpus):
     except zfsfuse.HarnessError as err:
         pytest.fail(f"real ZFS unavailable: {err}", pytrace=False)
     try:
-        pool = zfsfuse.Pool.create(size=corpus_mod.pool_size(mb, copies=3), workdir=work / "pool")
+        pool = zfsfuse.Pool.create(size=size, workdir=work / "pool")
         try:
-            zfs = AdminZfs()
-            ds = f"{pool.name}/bench"
-            corpus_mod.fill_dataset(zfs, ds, mb)
-            zfs.snapshot(f"{ds}@{SNAP}")
-            c = Chain(zfs, pool.name, ds, work, work / "stream.zfs", _daemon_pid())
-            with open(c.stream, "wb") as out:
-                subprocess.run([zfs.zfs, "send", c.snap], stdout=out, check=True)
-            report.CONTEXT["chains"] = {
-                "setup": f"a zfs-fuse pool (sparse file) with one dataset (compression off) holding the corpus "
-                         f"files ({mb} MiB, benchmarks/corpus.py), snapshot @{SNAP}: a full stream of "
-                         f"{c.stream.stat().st_size / 1e6:.1f} MB. zg-backup writes to a fresh file:// directory "
-                         "with a fresh catalog each round (default zstd -3); zg-restore reads the last backup; "
-                         "`zfs receive` reads the same snapshot's stream from a file (page cache). Targets are "
-                         "destroyed between rounds.",
-            }
-            yield c
+            yield work, pool
         finally:
-            pool.destroy()  # with everything in it, zg-backup's hold included
+            pool.destroy()
     finally:
         if started:
             zfsfuse.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def chain(corpus):
+    mb = corpus.info["mb"]
+    with bench_pool("chains", corpus_mod.pool_size(mb, copies=3)) as (work, pool):
+        zfs = AdminZfs()
+        ds = f"{pool.name}/bench"
+        corpus_mod.fill_dataset(zfs, ds, mb)
+        zfs.snapshot(f"{ds}@{SNAP}")
+        c = Chain(zfs, pool.name, ds, work, work / "stream.zfs", _daemon_pid())
+        with open(c.stream, "wb") as out:
+            subprocess.run([zfs.zfs, "send", c.snap], stdout=out, check=True)
+        report.CONTEXT["chains"] = {
+            "setup": f"a zfs-fuse pool (sparse file) with one dataset (compression off) holding the corpus "
+                     f"files ({mb} MiB, benchmarks/corpus.py), snapshot @{SNAP}: a full stream of "
+                     f"{c.stream.stat().st_size / 1e6:.1f} MB. zg-backup writes to a fresh file:// directory "
+                     "with a fresh catalog each round (default zstd -3); zg-restore reads the last backup; "
+                     "`zfs receive` reads the same snapshot's stream from a file (page cache). Targets are "
+                     "destroyed between rounds.",
+        }
+        yield c
 
 
 def _row(benchmark, chain, key, label, command, stages, *, plain_bytes, setup, after=None, helpers=None, **run_kw):

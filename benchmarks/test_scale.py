@@ -26,7 +26,7 @@ import pytest
 from . import corpus as corpus_mod
 from . import report
 from .corpus import AdminZfs, zfsfuse
-from .test_chains import _daemon_pid
+from .test_chains import _daemon_pid, bench_pool
 from .test_filters import zg
 from zfsglacier.stores import open_store
 
@@ -77,44 +77,28 @@ def scale(corpus):
     mb = corpus.info["mb"]
     src = _source_tree(mb)
     copy_gb = mb * corpus_mod.MiB / GB
-    work = corpus_mod.bench_dir() / "scale"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
-        started = zfsfuse.start()
-    except zfsfuse.HarnessError as err:
-        pytest.fail(f"real ZFS unavailable: {err}", pytrace=False)
-    try:
-        top = max(SIZES)
-        pool = zfsfuse.Pool.create(size=f"{int(top * 2.3 * 1000) + 2048}M", workdir=work / "pool")
-        try:
-            zfs = AdminZfs()
-            grow = f"{pool.name}/grow"
-            zfs.create(grow, {"compression": "off", "atime": "off"})
-            root, copies, datasets = Path(zfs.mountpoint(grow)), 0, {}
-            for size in SIZES:
-                while copies * copy_gb < size:
-                    subprocess.run(["cp", "-a", str(src / "files"), str(root / f"copy{copies:03d}")], check=True)
-                    copies += 1
-                snap = f"{grow}@g{size}"
-                zfs.snapshot(snap)
-                ds = f"{pool.name}/s{size}"
-                subprocess.run([zfs.zfs, "clone", snap, ds], check=True)
-                zfs.snapshot(f"{ds}@s")
-                datasets[size] = (ds, _stream_bytes(zfs, f"{ds}@s"))
-            report.CONTEXT["scale"] = {
-                "setup": f"a zfs-fuse pool with one dataset filled by copies of the corpus files ({mb} MiB each, "
-                         f"recipe mixed), cloned at " + ", ".join(f"{s} GB ({datasets[s][1] / GB:.1f} GB stream)"
-                                                                for s in SIZES)
-                         + "; one round of each row, fresh catalog and file:// destination per size.",
-            }
-            yield Scale(zfs, pool.name, work, _daemon_pid(), datasets)
-        finally:
-            pool.destroy()
-    finally:
-        if started:
-            zfsfuse.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    with bench_pool("scale", f"{int(max(SIZES) * 2.3 * 1000) + 2048}M") as (work, pool):
+        zfs = AdminZfs()
+        grow = f"{pool.name}/grow"
+        zfs.create(grow, {"compression": "off", "atime": "off"})
+        root, copies, datasets = Path(zfs.mountpoint(grow)), 0, {}
+        for size in SIZES:
+            while copies * copy_gb < size:
+                subprocess.run(["cp", "-a", str(src / "files"), str(root / f"copy{copies:03d}")], check=True)
+                copies += 1
+            snap = f"{grow}@g{size}"
+            zfs.snapshot(snap)
+            ds = f"{pool.name}/s{size}"
+            subprocess.run([zfs.zfs, "clone", snap, ds], check=True)
+            zfs.snapshot(f"{ds}@s")
+            datasets[size] = (ds, _stream_bytes(zfs, f"{ds}@s"))
+        report.CONTEXT["scale"] = {
+            "setup": f"a zfs-fuse pool with one dataset filled by copies of the corpus files ({mb} MiB each, "
+                     f"recipe mixed), cloned at " + ", ".join(f"{s} GB ({datasets[s][1] / GB:.1f} GB stream)"
+                                                            for s in SIZES)
+                     + "; one round of each row, fresh catalog and file:// destination per size.",
+        }
+        yield Scale(zfs, pool.name, work, _daemon_pid(), datasets)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.zfs
 MiB = 1 << 20
 PART_SIZE = {"s3": "5M", "vault": "1M", "file": "1M"}
 _targets = itertools.count(1)
+LOST_STORE_EXIT = 10  # StoreError: README's exit codes
 PART_REQUEST = {"s3": r"^PUT \S*partNumber=", "vault": r"^PUT \S*/multipart-uploads/"}
 
 
@@ -50,19 +51,28 @@ def backup(run_env, ds, env, *args):  # noqa: F811
                            *args], env=run_env, capture_output=True, text=True, timeout=300)
 
 
-def killed_at_part(run_env, ds, env, kind, nth, *args, signum=signal.SIGKILL):  # noqa: F811
-    """zg-backup through a proxy that stalls the ``nth`` part request; ``signum`` then."""
-    upstream = run_env["AWS_ENDPOINT_URL_S3" if kind == "s3" else "AWS_ENDPOINT_URL_GLACIER"]
+def endpoint_variable(kind):
+    return "AWS_ENDPOINT_URL_S3" if kind == "s3" else "AWS_ENDPOINT_URL_GLACIER"
+
+
+def from_nth_part(kind, nth):
+    """A FaultProxy ``when``: true for the ``nth`` part request and every one after it."""
     seen = []
 
-    def nth_part(req):
+    def when(req):
         if re.match(PART_REQUEST[kind], req.request_line):
             seen.append(req.request_line)
             return len(seen) >= nth
         return False
-    with FaultProxy(upstream, flavor="s3" if kind == "s3" else "json", stall_seconds=60) as proxy:
-        proxy.inject("stall", count=None, when=nth_part)
-        via = {**run_env, ("AWS_ENDPOINT_URL_S3" if kind == "s3" else "AWS_ENDPOINT_URL_GLACIER"): proxy.url}
+    return when
+
+
+def killed_at_part(run_env, ds, env, kind, nth, *args, signum=signal.SIGKILL):  # noqa: F811
+    """zg-backup through a proxy that stalls the ``nth`` part request; ``signum`` then."""
+    with FaultProxy(run_env[endpoint_variable(kind)], flavor="s3" if kind == "s3" else "json",
+                    stall_seconds=60) as proxy:
+        proxy.inject("stall", count=None, when=from_nth_part(kind, nth))
+        via = {**run_env, endpoint_variable(kind): proxy.url}
         proc = subprocess.Popen([sys.executable, str(BIN / "zg-backup"), ds.name, "offsite", "--key",
                                  str(env["pub"]), *args], env=via, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
@@ -159,6 +169,36 @@ def test_sigterm_keeps_a_multipart_archive_for_the_next_run(zfs_dataset, zfs_poo
     assert len(incomplete(env, "s3")) == 1 and archives(env) == []
     p = backup(run_env, zfs_dataset, env)
     assert p.returncode == 0 and "resumed" in p.stdout, p.stderr
+
+
+@pytest.mark.parametrize("destination", ["s3", "vault"], indirect=True)
+def test_a_lost_store_keeps_the_archive_and_the_next_run_resumes(zfs_dataset, zfs_pool, destination, env, tmp_path,
+                                                                 aws):  # noqa: F811
+    """The network goes at a part and does not come back within the run's retries (every part
+    request from then on is reset): zg-backup ends with one line saying what is kept, and the next
+    run, with the network back, continues the archive instead of sending it again."""
+    kind = "s3" if env["dest"].startswith("s3://") else "vault"
+    nth = 2 if kind == "s3" else 6
+    run_env = named(env, tmp_path, kind)
+    fill(zfs_dataset)
+    subprocess.run(["zfs", "snapshot", f"{zfs_dataset.name}@s0"], check=True)
+    want = tree_digest(zfs_dataset.path)
+    variable = endpoint_variable(kind)
+    with FaultProxy(run_env[variable], flavor="s3" if kind == "s3" else "json") as proxy:
+        proxy.inject("reset", count=None, when=from_nth_part(kind, nth))
+        p = backup({**run_env, variable: proxy.url}, zfs_dataset, env)
+        assert proxy.injected.get("reset"), "the backup never reached that part"
+    errors = [line for line in p.stderr.splitlines() if not line.startswith("zg-backup: warning: ")]
+    assert p.returncode == LOST_STORE_EXIT and len(errors) == 1, p.stderr
+    assert "are kept" in errors[0] and "continues the archive" in errors[0], p.stderr
+    assert len(incomplete(env, kind)) == 1 and archives(env) == []
+    assert os.path.exists(journal_of(env, zfs_dataset))
+    p = backup(run_env, zfs_dataset, env)
+    assert p.returncode == 0, p.stderr
+    kept = re.search(r"resumed: ([\d.]+ \w+) were stored already", p.stdout)
+    assert kept and not kept.group(1).startswith("0 "), p.stdout
+    assert incomplete(env, kind) == [] and len(archives(env)) == 1
+    restores(run_env, env, zfs_dataset, zfs_pool, "s0", want)
 
 
 @pytest.mark.parametrize("destination", ["file"], indirect=True)

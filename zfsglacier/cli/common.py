@@ -16,6 +16,7 @@ import threading
 
 from .. import __version__
 from ..errors import CatalogError, InputError, OutputClosedError, RestorePendingError, UsageError, ZgError
+from ..plumbing.writes import START_WRITEBACK, start_writeback, write_all
 
 
 class Terminated(KeyboardInterrupt):
@@ -279,15 +280,9 @@ def output_error(err, what="standard output"):
                              broken_pipe=err.errno == errno.EPIPE and what == "standard output")
 
 
-WRITE_PIECE = 1 << 20
-
-
 class _FdWriter:
-    """Unbuffered fd that always writes everything it is given, at most 1 MiB per write(2).
-
-    Measured (Linux 6.18, ext4, in a VM): 213 MB written to a new file in 16 MiB writes took
-    0.56-0.70 s, in 1 MiB writes 0.055 s, in 2-4 MiB writes anything between (the page cache's
-    allocations for big writes); ranges fetched are 16 MiB.  A pipe takes 1 MiB at a time anyway."""
+    """Unbuffered fd that always writes everything it is given, at most 1 MiB per write(2)
+    (plumbing/writes.py says why)."""
 
     def __init__(self, fd, what="standard output"):
         self._fd, self._what = fd, what
@@ -296,10 +291,8 @@ class _FdWriter:
         return self._fd
 
     def write(self, data):
-        view = memoryview(data).cast("B")
         try:
-            while view:
-                view = view[os.write(self._fd, view[:WRITE_PIECE]):]
+            write_all(self._fd, data)
         except OSError as err:
             raise output_error(err, self._what) from None
         self._wrote(len(data))
@@ -385,13 +378,7 @@ def output_file(fileobj, name):
 
 
 class _FileOut(_FdWriter):
-    """Writes start the disk writes at once, so ``flush()``'s fsync finds little left to do.
-
-    Linux starts writeback of a range's dirty pages on POSIX_FADV_DONTNEED (and leaves them cached
-    until they are written); measured on zg-fetch -o of 213 MB: the final fsync took 0.07-0.09 s
-    of a 1 s run when all of it was left to the end, ~0 s this way."""
-
-    START_WRITEBACK = 8 << 20  # bytes written between two advices
+    """Writes start the disk writes at once, so ``flush()``'s fsync finds little left to do."""
 
     def __init__(self, fd, name):
         super().__init__(fd, name)
@@ -399,12 +386,9 @@ class _FileOut(_FdWriter):
 
     def _wrote(self, n):
         self._end += n
-        if self._advised is not None and self._end - self._advised >= self.START_WRITEBACK:
-            try:
-                os.posix_fadvise(self._fd, self._advised, self._end - self._advised, os.POSIX_FADV_DONTNEED)
-                self._advised = self._end
-            except (OSError, AttributeError):  # not a regular file, or not Linux: fsync does it all
-                self._advised = None
+        if self._advised is not None and self._end - self._advised >= START_WRITEBACK:
+            ok = start_writeback(self._fd, self._advised, self._end - self._advised)
+            self._advised = self._end if ok else None
 
     def flush(self):
         try:

@@ -6,7 +6,7 @@ import os
 from ..services import thaw
 from ..stores import vouches
 from ..errors import IntegrityError, NotFoundError, OutputClosedError, UsageError
-from ..plumbing.pipes import IO_SIZE, big_buffers_from_mmap, widen_pipe
+from ..plumbing.pipes import IO_SIZE, widen_pipe
 from .common import binary_stdout, output_file, parser, refuse_terminal_output, run
 from .progress import Progress, add_progress_option
 from .storeargs import add_store_options, add_thaw_options, catalog, jobs, open_dest, recorded_elsewhere, thaw_policy
@@ -35,7 +35,6 @@ def build_parser():
 
 def body(argv):
     args = build_parser().parse_args(argv)
-    big_buffers_from_mmap()
     config, store, dest = open_dest(args)
     with catalog(args, config, write=False) as cat:  # none (another machine): the store's checks only
         known = cat.get(dest, args.id)

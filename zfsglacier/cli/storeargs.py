@@ -9,6 +9,7 @@ from .. import stores
 from ..catalog.db import catalog_path, open_catalog, probed_capabilities, records_archives
 from ..config import load_config
 from ..errors import UsageError
+from ..plumbing.pipes import one_malloc_arena
 
 
 def add_store_options(p, *, dest=True, dest_optional=False):
@@ -108,7 +109,11 @@ def _recorded_at(args, config, url):
 
 def open_dest(args, **options):
     """(config, store, canonical destination URL) for args.dest (under this host's prefix:
-    host_of)."""
+    host_of).
+
+    Every command that opens a destination may move parts between threads, so malloc keeps one
+    arena from here on (plumbing/pipes.py says why)."""
+    one_malloc_arena()
     config = load_config()
     cost.use_prices(os.environ.get(PRICES_ENV))
     host = host_of(args, config)

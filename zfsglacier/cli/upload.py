@@ -11,7 +11,7 @@ from ..services import backup
 from ..format.header import FOOTER, MAGIC, PREAMBLE_SIZE, Preamble, describe_foreign, footer_ok, read_header
 from ..format.metadata import store_fields
 from ..plumbing.parts import MEMORY_HELP
-from ..plumbing.pipes import IO_SIZE, PeekReader, big_buffers_from_mmap, widen_pipe
+from ..plumbing.pipes import IO_SIZE, PeekReader, widen_pipe
 from .common import binary_stdin, parser, run
 from .progress import Progress, add_progress_option
 from .storeargs import add_store_options, catalog, jobs, open_dest
@@ -60,7 +60,6 @@ def build_parser():
 
 def body(argv):
     args = build_parser().parse_args(argv)
-    big_buffers_from_mmap()
     config, store, dest = open_dest(args, storage_class=args.storage_class)
     src = PeekReader(binary_stdin())
     widen_pipe(src._raw)

@@ -35,6 +35,7 @@ import threading
 from typing import Optional
 
 from ..errors import ResumeMismatchError
+from .writes import write_all
 
 FORMAT = "zfsglacier-journal/1"
 MAX_LINE = 1 << 20  # the first line holds a header of at most 1 MiB, hex-encoded
@@ -177,9 +178,7 @@ class Journal:
         line = _line(record)
         if len(line) > MAX_LINE * 2 + 200:
             raise ValueError("journal record too large")
-        view = memoryview(line)
-        while view:
-            view = view[os.write(self._fd, view):]
+        write_all(self._fd, line)
         os.fsync(self._fd)
 
 

@@ -67,16 +67,25 @@ def read_full(src, n):
     return bytes(buf)
 
 
-def big_buffers_from_mmap(threshold=8 << 20):
-    """Have glibc give buffers of ``threshold`` bytes and more their own mmap, returned on free.
+def one_malloc_arena():
+    """Have glibc's malloc keep one arena for all threads, so memory freed by one thread is
+    used again by the next, whichever it is.
 
-    Transfers pass 16 MiB parts between threads; with glibc's default (a threshold that rises as
-    big blocks are freed) those land in per-thread arenas that only grow: zg-fetch of 4 GB peaked
-    at 230 MiB.  With a fixed threshold it stays near 110 MiB and runs faster.  (The filters'
-    1-4 MiB pieces are better left to the arenas: measured slower there.)
+    Parts of 16 MiB pass between threads; with glibc's default (an arena per thread, up to 8 per
+    core, and a mmap threshold that rises as big blocks are freed) each arena kept its own freed
+    parts: zg-backup peaked at 213, 246 and 260 MiB for 1.2, 4.7 and 17.2 GB streams, zg-fetch of
+    4 GB at 230 MiB.  Giving big buffers their own mmap (a fixed M_MMAP_THRESHOLD) bounded that
+    but made the kernel zero every new part: zg-backup of the 592 MB bench stream took 3.0-3.5 s
+    instead of 2.4-2.8 s.  One arena (M_ARENA_MAX) bounds it too and is the fastest of the three:
+    2.4-2.5 s, zg-restore 1.46 s against 1.55-1.89 (make bench rows, 2026-12-04).  Most threads
+    that allocate hold Python's lock while they do, so one arena's lock costs little (the rows above
+    got faster, not slower).  With one arena alone zg-backup still rose from 176 to 207 MiB between
+    1.2 and 17.2 GB: the file store's read-back made a new 16 MiB object per part; it fills
+    buffers used again now (PartBuffers), and the peak stayed at 171-200 MiB.  Call it before
+    starting threads.
     """
     try:
         import ctypes
-        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+        ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # M_ARENA_MAX
     except (OSError, AttributeError):
         pass

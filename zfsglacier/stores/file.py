@@ -23,7 +23,8 @@ from typing import Iterator, Optional
 
 from ..errors import IntegrityError, NotFoundError, StoreError, UsageError
 from ..format.metadata import printable
-from ..plumbing.parts import HEADROOM, MiB, OrderedReader, Part, PartDone, PartPlan, fixed_plan
+from ..plumbing.parts import HEADROOM, MiB, OrderedReader, Part, PartBuffers, PartDone, PartPlan, fixed_plan
+from ..plumbing.writes import start_writeback, write_all
 from .base import (ArchiveInfo, Properties, ExistingPart, IncompleteUpload, Store, ThawStatus, UploadSession,
                    check_id, check_metadata, check_tier, new_archive_id)
 
@@ -75,9 +76,7 @@ def write_atomic(path: str, data: bytes) -> None:
     except OSError as exc:
         raise StoreError(f"cannot create {tmp}: {exc.strerror}") from None
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fsync(fd)
     except BaseException as exc:
         os.close(fd)
@@ -118,22 +117,15 @@ def check_sidecar(side, archive_id: str) -> dict:
     return side
 
 
-def pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def pread_exact(fd: int, size: int, offset: int) -> bytes:
-    chunks, got = [], 0
-    while got < size:
-        chunk = os.pread(fd, size - got, offset + got)
-        if not chunk:
+def pread_into(fd: int, buf: bytearray, offset: int) -> int:
+    """Fill ``buf`` from ``offset``; the bytes read, fewer only at end of file."""
+    view, got = memoryview(buf), 0
+    while got < len(buf):
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if not n:
             break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+        got += n
+    return got
 
 
 class FileSession(UploadSession):
@@ -169,12 +161,15 @@ class FileSession(UploadSession):
 
     def send_part(self, part: Part) -> None:
         try:
-            pwrite_all(self.fd, part.data, part.offset)
+            write_all(self.fd, part.data, part.offset)
+            start_writeback(self.fd, part.offset, len(part.data))  # complete()'s fsync: writes.py
         except OSError as exc:
             raise StoreError(f"writing {self.partial}: {exc.strerror}") from None
 
     def reuse_part(self, existing: ExistingPart, part: Part):
-        stored = pread_exact(self.fd, existing.size, part.offset)
+        stored = bytearray(existing.size)
+        if pread_into(self.fd, stored, part.offset) != existing.size:
+            return None
         return True if hashlib.sha256(stored).digest() == part.sha256 else None
 
     def put_single(self, data: bytes, sha256: bytes) -> ArchiveInfo:
@@ -486,10 +481,11 @@ class FileStore(Store):
                 jobs: int, own_fd: bool = False, start: int = 0) -> OrderedReader:
         """Verified parallel reader over parts with known SHA-256 (and optionally the whole's)."""
         hasher = hashlib.sha256()
+        buffers = PartBuffers()  # parts are read into buffers the reader hands back (parts.py: why)
 
-        def fetch(p: PartDone) -> bytes:
-            data = pread_exact(fd, p.size, p.offset)
-            if len(data) != p.size or hashlib.sha256(data).digest() != p.sha256:
+        def fetch(p: PartDone) -> bytearray:
+            data = buffers.get(p.size)
+            if pread_into(fd, data, p.offset) != p.size or hashlib.sha256(data).digest() != p.sha256:
                 raise IntegrityError(f"{path}: part {p.number} (bytes {p.offset}-"
                                      f"{p.offset + p.size - 1}) does not match its SHA-256")
             return data
@@ -501,5 +497,5 @@ class FileStore(Store):
             if last and hasher.digest() != whole:
                 raise IntegrityError(f"{path}: SHA-256 of the whole does not match the sidecar")
 
-        return OrderedReader(parts, fetch, jobs=jobs, deliver=deliver, start=start,
+        return OrderedReader(parts, fetch, jobs=jobs, deliver=deliver, start=start, release=buffers.put,
                              on_close=(lambda: os.close(fd)) if own_fd else None)
